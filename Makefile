@@ -1,0 +1,71 @@
+# The front door. `make help` lists every target.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cksum | cut -d' ' -f1)
+
+# The prompt travels to sample.py through the environment, unexpanded, so that quotes, $, backticks and
+# newlines reach Python verbatim (make would otherwise expand $ and the shell would interpret the rest).
+export PROMPT := $(value PROMPT)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train sample test decisions adr runs eval bench tensorboard clean
+
+help: ## list the targets
+	@echo "make train                 train the default model (creates .venv on first use)"
+	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SEED= CKPT= OUT="
+	@echo "make test                  the test suite (CPU, a few minutes)"
+	@echo "make decisions             regenerate the ADR index and check config.py against the accepted ADRs"
+	@echo "make adr TITLE=\"...\"       write the next ADR, filled with config.py's undecided changes; SUPERSEDES=N"
+	@echo "make runs                  table of training runs, newest first"
+	@echo "make eval                  probe-classifier accuracy, Fréchet distance, diversity, guidance sweep; CKPT= N="
+	@echo "make bench                 training and sampling speed against a matched diffusers UNet"
+	@echo "make tensorboard           TensorBoard on runs/"
+	@echo "make setup                 only create .venv with the pinned dependencies"
+	@echo "make clean                 delete runs/ and caches (keeps .venv)"
+	@echo "Options: make train ARGS=\"--set LEARNING_RATE=2e-4 --resume\"   (python train.py --help for all)"
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -c "import torch, torchvision, open_clip; assert torch.__version__.startswith('2.14.1'), torch.__version__"
+	rm -f .venv/.installed-* && touch $@
+
+setup: $(STAMP) ## create .venv
+
+train: $(STAMP)
+	$(PY) train.py $(ARGS)
+
+sample: $(STAMP)
+	$(PY) sample.py $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) $(if $(STEPS),--steps $(STEPS)) \
+		$(if $(SEED),--seed $(SEED)) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(OUT),--out "$(OUT)") $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+decisions: $(STAMP)
+	$(PY) -m ddpm.decisions index
+	$(PY) -m ddpm.decisions check
+
+adr: $(STAMP)
+	@test -n "$(TITLE)" || { echo 'make adr needs a title: make adr TITLE="Raise the learning rate"'; exit 2; }
+	$(PY) -m ddpm.decisions new --title "$(TITLE)" $(if $(SUPERSEDES),--supersedes $(SUPERSEDES))
+
+runs: $(STAMP)
+	$(PY) -m ddpm.runs
+
+eval: $(STAMP)
+	$(PY) -m ddpm.evaluate $(if $(CKPT),--ckpt "$(CKPT)") $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
+		$(if $(STEPS),--steps $(STEPS)) $(ARGS)
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	rm -f .venv/.bench-* && touch $@
+
+bench: $(BENCH_STAMP)
+	$(PY) -m ddpm.bench $(ARGS)
+
+tensorboard: $(STAMP)
+	$(PY) -m tensorboard.main --logdir runs
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,64 @@
+"""Training constants. Every value here is set by an Accepted ADR in decisions/; `make decisions` checks it.
+
+To change one: `make adr TITLE="..."`, argue it, mark it Accepted, then edit the value here.
+For a one-off experiment instead: `make train ARGS="--set KEY=VALUE"` (the run is recorded as exploratory).
+"""
+
+# Data
+DATASET = "shapes"  # embedded procedural dataset, made at start-up (ADR 0002)
+DATASET_SIZE = 10000  # images in the training set (ADR 0002)
+DATASET_SEED = 1234  # seed of the dataset generator, separate from SEED (ADR 0002)
+IMAGE_SIZE = 32  # pixels per side (ADR 0002)
+
+# Diffusion
+TIMESTEPS = 1000  # T, number of diffusion steps (ADR 0003)
+BETA_SCHEDULE = "cosine"  # "linear" or "cosine" (ADR 0003)
+BETA_START = 0.0001  # β_1 of the linear schedule (ADR 0003)
+BETA_END = 0.02  # β_T of the linear schedule (ADR 0003)
+
+# UNet
+BASE_CHANNELS = 32  # channels at full resolution (ADR 0006)
+CHANNEL_MULTS = (1, 2, 2)  # channel multiplier per resolution level, 32 → 16 → 8 (ADR 0006)
+NUM_RES_BLOCKS = 1  # residual blocks per level on the way down (ADR 0006)
+ATTENTION_RESOLUTIONS = (16, 8)  # resolutions with self- and cross-attention (ADR 0006)
+ATTENTION_HEADS = 4  # heads in every attention layer (ADR 0006)
+TIME_EMB_DIM = 128  # sinusoidal timestep embedding width (ADR 0006)
+NORM_GROUPS = 8  # GroupNorm groups (ADR 0006)
+DROPOUT = 0.0  # dropout in residual blocks (ADR 0006)
+
+# Text encoder
+TEXT_ENCODER = "scratch"  # "scratch" (trained jointly) or "open_clip" (frozen, pretrained) (ADR 0004)
+TEXT_CONTEXT_LENGTH = 16  # tokens per prompt incl. SOT/EOT; 77 for pretrained open_clip towers (ADR 0004)
+TEXT_WIDTH = 128  # width of the scratch text transformer (ADR 0004)
+TEXT_HEADS = 4  # attention heads of the scratch text transformer (ADR 0004)
+TEXT_LAYERS = 2  # layers of the scratch text transformer (ADR 0004)
+OPEN_CLIP_MODEL = "ViT-B-32"  # open_clip model name, used when TEXT_ENCODER = "open_clip" (ADR 0004)
+OPEN_CLIP_PRETRAINED = ""  # pretrained tag or local weights file, used when TEXT_ENCODER = "open_clip" (ADR 0004)
+
+# Classifier-free guidance and sampling
+CAPTION_DROPOUT = 0.1  # probability of training on the empty prompt instead of the caption (ADR 0005)
+GUIDANCE_SCALE = 3.0  # s in ε_u + s·(ε_c − ε_u); 1 means no guidance (ADR 0005)
+SAMPLER = "ddim"  # "ddim" or "ddpm" (ancestral, all TIMESTEPS) (ADR 0003)
+NUM_INFERENCE_STEPS = 50  # DDIM steps (ADR 0003)
+DDIM_ETA = 0.0  # DDIM stochasticity η; 0 is deterministic (ADR 0003)
+CLIP_DENOISED = True  # clamp the predicted x_0 to [-1, 1] at every sampling step (ADR 0003)
+
+# Optimisation
+LEARNING_RATE = 0.001  # peak AdamW learning rate (ADR 0007)
+WARMUP_STEPS = 200  # linear learning-rate warm-up, in optimizer steps (ADR 0007)
+WEIGHT_DECAY = 0.0  # AdamW decoupled weight decay (ADR 0007)
+BATCH_SIZE = 64  # images per optimizer step (ADR 0007)
+EPOCHS = 10  # passes over the dataset (ADR 0007)
+GRAD_CLIP = 1.0  # max global gradient norm (ADR 0007)
+EMA_DECAY = 0.995  # exponential moving average of the weights, used for sampling (ADR 0007)
+SEED = 0  # seed of model init, batching, noise and sample grids (ADR 0007)
+
+# Speed
+PRECISION = "bf16"  # "fp32" or "bf16" (autocast; weights and optimizer stay fp32) (ADR 0006)
+CHANNELS_LAST = True  # NHWC memory layout for the convolutions (ADR 0006)
+
+# Monitoring
+GENERATE_SAMPLES_EVERY = 1  # epochs between sample grids (ADR 0007)
+CHECKPOINT_EVERY = 1  # epochs between checkpoints (ADR 0007)
+SAMPLE_GRID_SIZE = 16  # images in each training-time sample grid (ADR 0007)
+KEEP_CHECKPOINTS = 3  # newest checkpoints kept per run; older ones are deleted (ADR 0007)

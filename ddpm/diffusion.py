@@ -1,0 +1,197 @@
+"""Gaussian diffusion: noise schedules, the forward process, the ε-loss and the samplers.
+
+Equations cite Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (DDPM), Nichol & Dhariwal 2021,
+"Improved DDPM" (cosine schedule), Song et al. 2021, "Denoising Diffusion Implicit Models" (DDIM), and
+Ho & Salimans 2022, "Classifier-Free Diffusion Guidance".
+
+The network is an argument, never a member: ``eps = model(x_t, t, context, context_mask)`` so that the
+maths here can be tested with a dummy function. Images live in [-1, 1].
+This module does not train and does not know about text; it holds no hyperparameter defaults.
+"""
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+# eps = model(x_t (B,C,H,W), t (B,) long, context (B,L,D), context_mask (B,L) bool) -> (B,C,H,W)
+EpsModel = Callable[..., torch.Tensor]
+
+SCHEDULES = ("linear", "cosine")
+
+
+def make_betas(schedule: str, timesteps: int, *, beta_start: float, beta_end: float) -> torch.Tensor:
+    """β_1..β_T as float64, shape (T,).
+
+    linear: DDPM §4, β from ``beta_start`` to ``beta_end``.
+    cosine: Improved DDPM eq. 17, ᾱ_t = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s)·π/2), s = 0.008,
+            β_t = 1 − ᾱ_t/ᾱ_{t−1} clipped at 0.999 (their §3.2); ``beta_start``/``beta_end`` are unused.
+    """
+    if schedule == "linear":
+        return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+    if schedule == "cosine":
+        s = 0.008
+        steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        alphas_cumprod = f / f[0]
+        return (1 - alphas_cumprod[1:] / alphas_cumprod[:-1]).clamp(max=0.999)
+    raise ValueError(f"unknown beta schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+
+
+def ddim_timesteps(timesteps: int, num_steps: int) -> torch.Tensor:
+    """The DDIM sub-sequence τ, strictly decreasing from T−1 down to 0, shape (num_steps,).
+
+    Evenly spaced over [0, T−1] (DDIM §4.2, "linear" τ); both ends are always included so that the
+    sampler starts from pure noise and ends on a clean image.
+    """
+    if not 1 <= num_steps <= timesteps:
+        raise ValueError(f"num_steps={num_steps} must be in [1, {timesteps}] (the number of training timesteps)")
+    if num_steps == 1:
+        return torch.tensor([timesteps - 1])
+    table = torch.linspace(0, timesteps - 1, num_steps, dtype=torch.float64).round().long()
+    return table.flip(0)
+
+
+def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022 eq. 6, written as in Imagen/diffusers):
+    ε̃ = ε_uncond + s·(ε_cond − ε_uncond). s = 1 is the plain conditional prediction, s = 0 unconditional.
+    """
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+class GaussianDiffusion:
+    """Holds the schedule tensors (computed in float64, stored float32) and the diffusion maths.
+
+    Not an ``nn.Module``: it has no parameters, and it is rebuilt from its constructor arguments, which a
+    checkpoint stores. Call ``.to(device)`` to move the tables.
+    """
+
+    def __init__(self, *, timesteps: int, schedule: str, beta_start: float, beta_end: float):
+        self.timesteps = timesteps
+        betas = make_betas(schedule, timesteps, beta_start=beta_start, beta_end=beta_end)
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, 0)
+        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        tables = {
+            "betas": betas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1 - alphas_cumprod).sqrt(),
+            # DDPM eq. 7: posterior q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I).
+            "posterior_variance": betas * (1 - alphas_cumprod_prev) / (1 - alphas_cumprod),
+            "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1 - alphas_cumprod),
+            "posterior_mean_coef2": (1 - alphas_cumprod_prev) * alphas.sqrt() / (1 - alphas_cumprod),
+        }
+        for name, value in tables.items():
+            setattr(self, name, value.float())
+
+    def to(self, device) -> "GaussianDiffusion":
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+    @staticmethod
+    def _at(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """table[t] reshaped to (B, 1, 1, 1) for broadcasting over images."""
+        return table[t].view(-1, 1, 1, 1)
+
+    # ---- forward process and loss --------------------------------------------------------------
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """DDPM eq. 4: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε. x0, noise (B,C,H,W); t (B,) in [0, T)."""
+        return self._at(self.sqrt_alphas_cumprod, t) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t) * noise
+
+    def loss_per_sample(self, model: EpsModel, x0, t, noise, context, context_mask) -> torch.Tensor:
+        """DDPM eq. 14 (L_simple): ‖ε − ε_θ(x_t, t)‖², averaged over pixels, shape (B,), float32."""
+        eps = model(self.q_sample(x0, t, noise), t, context, context_mask)
+        return F.mse_loss(eps.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+
+    # ---- reverse process -----------------------------------------------------------------------
+    def predict_x0(self, x_t, t, eps) -> torch.Tensor:
+        """Invert eq. 4: x̂_0 = (x_t − √(1−ᾱ_t)·ε) / √ᾱ_t."""
+        return (x_t - self._at(self.sqrt_one_minus_alphas_cumprod, t) * eps) / self._at(self.sqrt_alphas_cumprod, t)
+
+    def p_sample(self, x_t, t: torch.Tensor, eps, *, clip_x0: bool, noise: torch.Tensor) -> torch.Tensor:
+        """One ancestral DDPM step x_t → x_{t−1} (Algorithm 2), with σ_t² = β̃_t.
+
+        μ is the posterior mean μ̃(x̂_0, x_t) of eq. 7; without clipping it equals eq. 11,
+        1/√α_t·(x_t − β_t/√(1−ᾱ_t)·ε). No noise is added at t = 0.
+        """
+        x0 = self.predict_x0(x_t, t, eps)
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+        mean = self._at(self.posterior_mean_coef1, t) * x0 + self._at(self.posterior_mean_coef2, t) * x_t
+        nonzero = (t > 0).float().view(-1, 1, 1, 1)
+        return mean + nonzero * self._at(self.posterior_variance, t).sqrt() * noise
+
+    def ddim_step(self, x_t, t: int, t_prev: int, eps, *, eta: float, clip_x0: bool, noise) -> torch.Tensor:
+        """DDIM eq. 12: x_{t'} = √ᾱ_{t'}·x̂_0 + √(1−ᾱ_{t'}−σ²)·ε + σ·z, with
+        σ = η·√((1−ᾱ_{t'})/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_{t'}) (eq. 16). t' = −1 means ᾱ = 1 (the clean image).
+        """
+        a_t = self.alphas_cumprod[t]
+        a_prev = self.alphas_cumprod[t_prev] if t_prev >= 0 else torch.ones_like(a_t)
+        x0 = self.predict_x0(x_t, torch.full((x_t.shape[0],), t, device=x_t.device), eps)
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+            # Re-derive ε from the clipped x̂_0 so that the update stays on the DDIM trajectory.
+            eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+        return a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model: EpsModel,
+        shape: tuple,
+        *,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        null_context: Optional[torch.Tensor],
+        null_mask: Optional[torch.Tensor],
+        guidance_scale: float,
+        sampler: str,
+        num_steps: int,
+        eta: float,
+        clip_x0: bool,
+        generator: Optional[torch.Generator],
+        progress: Optional[Callable] = None,
+    ) -> torch.Tensor:
+        """Draw images of ``shape`` (B,C,H,W) in [-1, 1].
+
+        context (B,L,D) / context_mask (B,L): the prompts; null_context/null_mask (1,L,D)/(1,L): the empty
+        prompt, used for guidance when ``guidance_scale != 1``. sampler "ddpm" runs all T ancestral steps;
+        "ddim" runs ``num_steps`` DDIM steps with stochasticity ``eta`` (η = 1 with all steps ≈ DDPM).
+        """
+        if sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"unknown sampler {sampler!r}; allowed: ddpm, ddim")
+        device = context.device
+        b = shape[0]
+        guided = guidance_scale != 1.0
+        if guided:
+            both_ctx = torch.cat([context, null_context.expand(b, -1, -1)])
+            both_mask = torch.cat([context_mask, null_mask.expand(b, -1)])
+
+        def eps_at(x, t_batch):
+            if not guided:
+                return model(x, t_batch, context, context_mask).float()
+            # One batched call for the conditional and unconditional branches.
+            eps = model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), both_ctx, both_mask).float()
+            eps_cond, eps_uncond = eps.chunk(2)
+            return guided_eps(eps_cond, eps_uncond, guidance_scale)
+
+        x = torch.randn(shape, generator=generator, device=device)
+        table = torch.arange(self.timesteps - 1, -1, -1) if sampler == "ddpm" else ddim_timesteps(self.timesteps, num_steps)
+        steps = table.tolist()
+        iterator = progress(steps) if progress else steps
+        for i, t in enumerate(iterator):
+            t_batch = torch.full((b,), t, device=device, dtype=torch.long)
+            eps = eps_at(x, t_batch)
+            noise = torch.randn(shape, generator=generator, device=device)
+            if sampler == "ddpm":
+                x = self.p_sample(x, t_batch, eps, clip_x0=clip_x0, noise=noise)
+            else:
+                t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+                x = self.ddim_step(x, t, t_prev, eps, eta=eta, clip_x0=clip_x0, noise=noise)
+        return x.clamp(-1, 1)

@@ -1,0 +1,79 @@
+"""Prompts in, images out: the text encoder, the UNet and the diffusion, built from their constructor arguments.
+
+``Pipeline.from_checkpoint(path)`` rebuilds every component from the checkpoint alone (never from today's
+config.py) and samples with the EMA weights by default. ``train.py`` builds the same object around its EMA
+modules to draw the sample grids, so the two paths cannot drift apart.
+"""
+
+import contextlib
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .diffusion import GaussianDiffusion
+from .text import build_text_encoder, tokenizer_for
+from .unet import UNet
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast (weights stay fp32) or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(channels_last: bool):
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+class Pipeline:
+    def __init__(self, *, unet, text_encoder, tokenizer, diffusion, image_size: int, precision: str,
+                 channels_last: bool, config: dict, device="cpu"):
+        self.unet, self.text_encoder, self.tokenizer, self.diffusion = unet, text_encoder, tokenizer, diffusion
+        self.image_size, self.precision, self.channels_last, self.config = image_size, precision, channels_last, config
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, *, use_ema: bool = True, device="cpu", checkpoint: dict = None) -> "Pipeline":
+        ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
+        prefix = "ema_" if use_ema else ""
+        unet = UNet(**ckpt["unet_args"])
+        unet.load_state_dict(ckpt[prefix + "unet"])
+        text_encoder = build_text_encoder(**ckpt["text_args"])
+        if ckpt.get(prefix + "text_encoder") is not None:  # frozen pretrained towers are not stored
+            text_encoder.load_state_dict(ckpt[prefix + "text_encoder"])
+        sampling = ckpt["sampling"]
+        device = torch.device(device)
+        unet.to(device, memory_format=memory_format(sampling["channels_last"])).eval()
+        text_encoder.to(device).eval()
+        return cls(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer_for(ckpt["text_args"]),
+                   diffusion=GaussianDiffusion(**ckpt["diffusion_args"]).to(device),
+                   image_size=ckpt["unet_args"]["image_size"], precision=sampling["precision"],
+                   channels_last=sampling["channels_last"], config=ckpt["config"], device=device)
+
+    def _eps(self, x, t, context, mask):
+        return self.unet(x.contiguous(memory_format=memory_format(self.channels_last)), t, context, mask)
+
+    @torch.no_grad()
+    def generate(self, prompts: list, *, guidance_scale: float, num_steps: int, sampler: str = "ddim",
+                 eta: float = 0.0, seed: int = 0, batch_size: int = 64, clip_x0: bool = True,
+                 progress=None) -> torch.Tensor:
+        """Images (N, 3, H, W) in [-1, 1] for N prompts; the same seed gives the same images."""
+        if not prompts:
+            raise ValueError("generate() needs at least one prompt")
+        tokens, mask = self.tokenizer(prompts)
+        null_tokens, null_mask = self.tokenizer([""])
+        generator = torch.Generator(self.device).manual_seed(seed)
+        out = []
+        with autocast(self.precision, self.device):
+            null_ctx = self.text_encoder(null_tokens.to(self.device))
+            for i in range(0, len(prompts), batch_size):
+                tok, m = tokens[i : i + batch_size].to(self.device), mask[i : i + batch_size].to(self.device)
+                out.append(self.diffusion.sample(
+                    self._eps, (len(tok), 3, self.image_size, self.image_size),
+                    context=self.text_encoder(tok), context_mask=m,
+                    null_context=null_ctx, null_mask=null_mask.to(self.device),
+                    guidance_scale=guidance_scale, sampler=sampler, num_steps=num_steps, eta=eta,
+                    clip_x0=clip_x0, generator=generator, progress=progress,
+                ).float())
+        return torch.cat(out)

@@ -1,0 +1,126 @@
+"""List the training runs under runs/, newest first: ``python -m ddpm.runs [--dir runs]`` (``make runs``).
+
+Each ``runs/<name>/run.json`` is written by train.py::
+
+    {"name", "started" (ISO time), "provenance": <ddpm.provenance.collect()>, "step", "epoch",
+     "final_loss", "eval": {...} (optional)}
+
+A run without a readable run.json is still listed, with "?" and a note. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = REPO_ROOT / "runs"
+COLUMNS = ("RUN", "STARTED", "ADR", "OVERRIDES", "STEPS", "LOSS", "EVAL")
+
+
+def _timestamp(started) -> float | None:
+    if not isinstance(started, str):
+        return None
+    try:
+        t = _dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    try:
+        return t.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def load_runs(runs_dir) -> list[dict]:
+    """One entry per run directory: {"name", "path", "data" (run.json or None), "note" (str or None)}, newest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for d in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        entry = {"name": d.name, "path": d, "data": None, "note": None}
+        f = d / "run.json"
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            entry["data"] = data
+        except FileNotFoundError:
+            entry["note"] = "no run.json (still starting, or crashed before writing it)"
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            entry["note"] = f"unreadable run.json: {exc}"
+        out.append(entry)
+
+    def key(entry):
+        ts = _timestamp((entry["data"] or {}).get("started"))
+        return (ts is not None, ts or 0.0, entry["name"])
+
+    out.sort(key=key, reverse=True)
+    return out
+
+
+def _num(value, spec: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-" if value is None else str(value)
+    return format(value, spec)
+
+
+def _overrides(prov: dict) -> str:
+    overrides = prov.get("overrides") or {}
+    if isinstance(overrides, dict) and overrides:
+        text = ",".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in overrides.items())
+    elif prov.get("exploratory"):
+        text = "exploratory"
+    else:
+        text = "-"
+    if prov.get("decisions_ok") is False:
+        text += " (decisions check failed)"
+    return text
+
+
+def row(entry: dict) -> tuple[str, ...]:
+    data = entry["data"]
+    if data is None:
+        return (entry["name"], "?", "?", "?", "?", "?", "?")
+    prov = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
+    started = data.get("started")
+    ts = _timestamp(started)
+    date = _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts is not None else (str(started or "?"))
+    adr = prov.get("adr")
+    adr_text = f"{adr['number']:04d}" if isinstance(adr, dict) and isinstance(adr.get("number"), int) else "-"
+    ev = data.get("eval")
+    score = ev.get("joint_accuracy") if isinstance(ev, dict) else None
+    return (
+        str(data.get("name") or entry["name"]),
+        date,
+        adr_text,
+        _overrides(prov),
+        "?" if data.get("step") is None else str(data.get("step")),
+        _num(data.get("final_loss"), ".4f"),
+        _num(score, ".3f"),
+    )
+
+
+def format_table(entries: list[dict]) -> str:
+    if not entries:
+        return "No runs yet: run make train"
+    rows = [COLUMNS] + [row(e) for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    notes = [f"note: {e['name']}: {e['note']}" for e in entries if e["note"]]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ddpm.runs", description="List training runs, newest first.")
+    parser.add_argument("--dir", default=str(DEFAULT_DIR), help="runs directory (default: %(default)s)")
+    args = parser.parse_args(argv)
+    print(format_table(load_runs(args.dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Validation of the training constants, and ``--set KEY=VALUE`` overrides.
+
+The entry points read ``config.py`` once into a plain dict and call ``validate``; nothing under ``ddpm/``
+imports ``config``. Each rule names the key, the value and what is allowed, so a typo stops the run at
+start-up rather than an hour in.
+"""
+
+import ast
+import math
+
+from .diffusion import SCHEDULES
+from .text import ENCODER_KINDS
+
+DATASETS = ("shapes",)
+
+
+def _int(lo=None, hi=None):
+    def check(v):
+        return (lo is None or v >= lo) and (hi is None or v <= hi)
+    text = f"an int in [{lo}, {'∞' if hi is None else hi}]"
+    return int, check, text
+
+
+def _float(lo, hi, *, lo_open=False, hi_open=False):
+    def check(v):
+        return math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    text = f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    return (int, float), check, text
+
+
+def _choice(options):
+    return str, lambda v: v in options, "one of " + ", ".join(repr(o) for o in options)
+
+
+def _int_tuple(*, lo, allow_empty):
+    def check(v):
+        return (allow_empty or len(v) > 0) and all(type(x) is int and x >= lo for x in v)
+    return tuple, check, f"a tuple of ints ≥ {lo}" + ("" if allow_empty else ", not empty")
+
+
+_BOOL = (bool, lambda v: True, "True or False")
+_STR = (str, lambda v: True, "a string")
+
+SCHEMA = {
+    "DATASET": _choice(DATASETS),
+    "DATASET_SIZE": _int(1),
+    "DATASET_SEED": _int(0),
+    "IMAGE_SIZE": _int(8, 256),
+    "TIMESTEPS": _int(2, 10000),
+    "BETA_SCHEDULE": _choice(SCHEDULES),
+    "BETA_START": _float(0, 1, lo_open=True, hi_open=True),
+    "BETA_END": _float(0, 1, lo_open=True, hi_open=True),
+    "BASE_CHANNELS": _int(1),
+    "CHANNEL_MULTS": _int_tuple(lo=1, allow_empty=False),
+    "NUM_RES_BLOCKS": _int(1),
+    "ATTENTION_RESOLUTIONS": _int_tuple(lo=1, allow_empty=True),
+    "ATTENTION_HEADS": _int(1),
+    "TIME_EMB_DIM": _int(2),
+    "NORM_GROUPS": _int(1),
+    "DROPOUT": _float(0, 1, hi_open=True),
+    "TEXT_ENCODER": _choice(ENCODER_KINDS),
+    "TEXT_CONTEXT_LENGTH": _int(2),
+    "TEXT_WIDTH": _int(1),
+    "TEXT_HEADS": _int(1),
+    "TEXT_LAYERS": _int(1),
+    "OPEN_CLIP_MODEL": _STR,
+    "OPEN_CLIP_PRETRAINED": _STR,
+    "CAPTION_DROPOUT": _float(0, 1, hi_open=True),
+    "GUIDANCE_SCALE": _float(0, 100),
+    "SAMPLER": _choice(("ddim", "ddpm")),
+    "NUM_INFERENCE_STEPS": _int(1),
+    "DDIM_ETA": _float(0, 1),
+    "CLIP_DENOISED": _BOOL,
+    "LEARNING_RATE": _float(0, 1, lo_open=True),
+    "WARMUP_STEPS": _int(0),
+    "WEIGHT_DECAY": _float(0, 1),
+    "BATCH_SIZE": _int(1),
+    "EPOCHS": _int(1),
+    "GRAD_CLIP": _float(0, 1e6, lo_open=True),
+    "EMA_DECAY": _float(0, 1, hi_open=True),
+    "SEED": _int(0),
+    "PRECISION": _choice(("fp32", "bf16")),
+    "CHANNELS_LAST": _BOOL,
+    "GENERATE_SAMPLES_EVERY": _int(1),
+    "CHECKPOINT_EVERY": _int(1),
+    "SAMPLE_GRID_SIZE": _int(1, 256),
+    "KEEP_CHECKPOINTS": _int(1),
+}
+
+
+def _type_ok(value, types) -> bool:
+    if isinstance(value, bool):  # bool is a subclass of int; True is not a batch size
+        return types is bool
+    return isinstance(value, types)
+
+
+def validate(cfg: dict) -> dict:
+    """Check every key of ``cfg`` against SCHEMA and the rules that tie keys together; return ``cfg``.
+
+    Raises ValueError listing every problem, each naming the key, the value and what is allowed.
+    """
+    errors = [f"{k}: missing from config.py (expected {SCHEMA[k][2]})" for k in SCHEMA if k not in cfg]
+    errors += [f"{k}: unknown key (known keys: {', '.join(sorted(SCHEMA))})" for k in cfg if k not in SCHEMA]
+    for key, value in cfg.items():
+        if key not in SCHEMA:
+            continue
+        types, check, allowed = SCHEMA[key]
+        if not _type_ok(value, types) or not check(value):
+            errors.append(f"{key} = {value!r} ({type(value).__name__}): expected {allowed}")
+    if not errors:
+        errors += _cross_checks(cfg)
+    if errors:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def _cross_checks(c: dict) -> list:
+    errors = []
+    levels = len(c["CHANNEL_MULTS"])
+    if c["IMAGE_SIZE"] % 2 ** (levels - 1):
+        errors.append(f"IMAGE_SIZE = {c['IMAGE_SIZE']}: must be divisible by 2^{levels - 1} for {levels} CHANNEL_MULTS levels")
+    resolutions = [c["IMAGE_SIZE"] // 2**i for i in range(levels)]
+    for r in c["ATTENTION_RESOLUTIONS"]:
+        if r not in resolutions:
+            errors.append(f"ATTENTION_RESOLUTIONS contains {r}: the UNet's resolutions are {resolutions}")
+    for mult in c["CHANNEL_MULTS"]:
+        ch = c["BASE_CHANNELS"] * mult
+        if ch % c["NORM_GROUPS"] or ch % c["ATTENTION_HEADS"]:
+            errors.append(f"BASE_CHANNELS × {mult} = {ch}: must be divisible by NORM_GROUPS = {c['NORM_GROUPS']} "
+                          f"and ATTENTION_HEADS = {c['ATTENTION_HEADS']}")
+    if c["TIME_EMB_DIM"] % 2:
+        errors.append(f"TIME_EMB_DIM = {c['TIME_EMB_DIM']}: must be even (cos and sin halves)")
+    if c["TEXT_WIDTH"] % c["TEXT_HEADS"]:
+        errors.append(f"TEXT_WIDTH = {c['TEXT_WIDTH']}: must be divisible by TEXT_HEADS = {c['TEXT_HEADS']}")
+    if c["NUM_INFERENCE_STEPS"] > c["TIMESTEPS"]:
+        errors.append(f"NUM_INFERENCE_STEPS = {c['NUM_INFERENCE_STEPS']}: must be ≤ TIMESTEPS = {c['TIMESTEPS']}")
+    if c["BETA_SCHEDULE"] == "linear" and c["BETA_START"] >= c["BETA_END"]:
+        errors.append(f"BETA_START = {c['BETA_START']}: must be below BETA_END = {c['BETA_END']}")
+    if c["TEXT_ENCODER"] == "open_clip" and not c["OPEN_CLIP_PRETRAINED"]:
+        errors.append("OPEN_CLIP_PRETRAINED is empty: the open_clip encoder needs a pretrained tag or a weights file")
+    if c["BATCH_SIZE"] > c["DATASET_SIZE"]:
+        errors.append(f"BATCH_SIZE = {c['BATCH_SIZE']}: must be ≤ DATASET_SIZE = {c['DATASET_SIZE']}")
+    return errors
+
+
+def parse_overrides(items: list) -> dict:
+    """["KEY=VALUE", ...] → {KEY: value}. VALUE is a Python literal; a bare word is taken as a string."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set LEARNING_RATE=2e-4")
+        if key not in SCHEMA:
+            raise ValueError(f"--set {key}: unknown key (known keys: {', '.join(sorted(SCHEMA))})")
+        try:
+            out[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            out[key] = text.strip()
+    return out
+
+
+def config_from_module(module) -> dict:
+    """The UPPER_CASE names of an imported config module, as a plain dict."""
+    return {k: getattr(module, k) for k in dir(module) if k.isupper() and not k.startswith("_")}

@@ -1,0 +1,178 @@
+"""A small conditional UNet for 32×32 images: ε_θ(x_t, t, text).
+
+The DDPM UNet (Ho et al. 2020, §4 and appendix B; PixelCNN++-style residual blocks) with the text conditioning
+of latent diffusion (Rombach et al. 2022, §3.3): at the resolutions in ``attention_resolutions`` a block runs
+self-attention over the H·W positions, then cross-attention from those positions to the prompt's token
+embeddings, then a feed-forward layer. The timestep enters every residual block through a sinusoidal
+embedding (Vaswani et al. 2017, §3.5) and an MLP.
+
+Every hyperparameter is a keyword-only constructor argument; ``UNet(**checkpoint["unet_args"])`` rebuilds it.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps t (B,) → (B, dim): [cos(t·ω_i), sin(t·ω_i)], ω_i = max_period^(−i/half)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → 3×3 conv, plus the time embedding as a per-channel bias, twice; 1×1 conv skip."""
+
+    def __init__(self, c_in: int, c_out: int, *, temb_dim: int, groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.temb = nn.Linear(temb_dim, c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (improved-diffusion's zero_module)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:  # x (B,C,H,W), temb (B,T)
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb(temb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head attention of queries x (B,N,C) over keys/values ctx (B,L,D); mask (B,L) True = attend."""
+
+    def __init__(self, dim: int, ctx_dim: int, *, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(ctx_dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x, ctx, mask=None):
+        b, n, c = x.shape
+        q = self.to_q(x).view(b, n, self.heads, -1).transpose(1, 2)  # (B, heads, N, C/heads)
+        k, v = self.to_kv(ctx).view(b, ctx.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn_mask = None if mask is None else mask[:, None, None, :]  # broadcast over heads and queries
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out(h.transpose(1, 2).reshape(b, n, c))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, cross-attention to the prompt, feed-forward; pre-LayerNorm, residual, on (B, C, H, W)."""
+
+    def __init__(self, channels: int, *, context_dim: int, heads: int, groups: int):
+        super().__init__()
+        self.norm_in = nn.GroupNorm(groups, channels)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(channels) for _ in range(3))
+        self.self_attn = Attention(channels, channels, heads=heads)
+        self.cross_attn = Attention(channels, context_dim, heads=heads)
+        self.ff = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
+        nn.init.zeros_(self.ff[-1].weight)
+        nn.init.zeros_(self.ff[-1].bias)
+
+    def forward(self, x, context, context_mask):
+        b, c, hgt, wid = x.shape
+        h = self.norm_in(x).flatten(2).transpose(1, 2)  # (B, H·W, C)
+        n1 = self.norm1(h)
+        h = h + self.self_attn(n1, n1)
+        h = h + self.cross_attn(self.norm2(h), context, context_mask)
+        h = h + self.ff(self.norm3(h))
+        return x + h.transpose(1, 2).reshape(b, c, hgt, wid)
+
+
+class UNet(nn.Module):
+    """ε_θ(x (B,3,H,W) in [-1,1], t (B,), context (B,L,D), context_mask (B,L) bool) → ε̂ (B,3,H,W).
+
+    Level i works at resolution image_size / 2^i with base_channels·channel_mults[i] channels and
+    ``num_res_blocks`` residual blocks (one more on the way up, for the skip connections).
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        in_channels: int,
+        base_channels: int,
+        channel_mults: tuple,
+        num_res_blocks: int,
+        attention_resolutions: tuple,
+        time_emb_dim: int,
+        context_dim: int,
+        attention_heads: int,
+        norm_groups: int,
+        dropout: float,
+    ):
+        super().__init__()
+        self.time_emb_dim = time_emb_dim
+        temb = 4 * time_emb_dim
+        self.time_mlp = nn.Sequential(nn.Linear(time_emb_dim, temb), nn.SiLU(), nn.Linear(temb, temb))
+        block = dict(temb_dim=temb, groups=norm_groups, dropout=dropout)
+        attn = dict(context_dim=context_dim, heads=attention_heads, groups=norm_groups)
+
+        def stage(c_in, c_out, res):
+            layers = nn.ModuleList([ResBlock(c_in, c_out, **block)])
+            if res in attention_resolutions:
+                layers.append(TransformerBlock(c_out, **attn))
+            return layers
+
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        skips, ch, res = [base_channels], base_channels, image_size
+        for level, mult in enumerate(channel_mults):
+            for _ in range(num_res_blocks):
+                self.down.append(stage(ch, base_channels * mult, res))
+                ch = base_channels * mult
+                skips.append(ch)
+            if level != len(channel_mults) - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
+                skips.append(ch)
+                res //= 2
+
+        self.mid = nn.ModuleList([ResBlock(ch, ch, **block), TransformerBlock(ch, **attn), ResBlock(ch, ch, **block)])
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mults))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(stage(ch + skips.pop(), base_channels * mult, res))
+                ch = base_channels * mult
+            if level != 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]))
+                res *= 2
+
+        self.norm_out = nn.GroupNorm(norm_groups, ch)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    @staticmethod
+    def _run(layers, h, temb, context, context_mask):
+        for layer in layers:
+            if isinstance(layer, ResBlock):
+                h = layer(h, temb)
+            elif isinstance(layer, TransformerBlock):
+                h = layer(h, context, context_mask)
+            else:
+                h = layer(h)
+        return h
+
+    def forward(self, x, t, context, context_mask=None):
+        temb = self.time_mlp(timestep_embedding(t, self.time_emb_dim))
+        h = self.conv_in(x)
+        hs = [h]
+        for layers in self.down:
+            h = self._run(layers, h, temb, context, context_mask)
+            hs.append(h)
+        h = self._run(self.mid, h, temb, context, context_mask)
+        for layers in self.up:
+            if isinstance(layers[0], ResBlock):  # a resolution stage takes the matching skip connection
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = self._run(layers, h, temb, context, context_mask)
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,134 @@
+"""Draw a PNG grid for one prompt: `make sample PROMPT="a red circle on a blue background"`.
+
+Everything is rebuilt from the checkpoint alone (constructor arguments, sampling settings, EMA weights);
+today's config.py is only read to warn when its decided architecture differs from the checkpoint's.
+The prompt may come from --prompt or from the PROMPT environment variable, which is how the Makefile passes
+it, so that quotes, $, backticks and newlines reach Python verbatim.
+"""
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+
+import torch
+import torchvision.utils as vutils
+from tqdm import tqdm
+
+from ddpm.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
+from ddpm.pipeline import Pipeline
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ARCHITECTURE_KEYS = ("IMAGE_SIZE", "BASE_CHANNELS", "CHANNEL_MULTS", "NUM_RES_BLOCKS", "ATTENTION_RESOLUTIONS",
+                     "ATTENTION_HEADS", "TIME_EMB_DIM", "NORM_GROUPS", "TEXT_ENCODER", "TEXT_WIDTH", "TEXT_LAYERS",
+                     "TEXT_HEADS", "TEXT_CONTEXT_LENGTH", "TIMESTEPS", "BETA_SCHEDULE")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompt", default=None, help="the text prompt (default: $PROMPT)")
+    p.add_argument("--n", type=int, default=16, help="images in the grid")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default=None, help="default: the checkpoint's")
+    p.add_argument("--eta", type=float, default=None, help="DDIM η (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt", default=None, help="checkpoint file (default: the newest under runs/)")
+    p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
+    p.add_argument("--out", default=None, help="PNG path (default: runs/<run>/samples/prompt-<words>-<time>.png)")
+    p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA")
+    return p.parse_args(argv)
+
+
+def fail(message):
+    sys.exit(f"sample.py: {message}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    prompt = args.prompt if args.prompt is not None else os.environ.get("PROMPT")
+    if prompt is None:
+        fail('no prompt: make sample PROMPT="a red circle on a blue background"')
+
+    if args.ckpt:
+        try:
+            path, ckpt = args.ckpt, load_checkpoint(args.ckpt)
+        except CheckpointError as err:
+            fail(str(err))
+    else:
+        path, ckpt = newest_valid(all_checkpoints(args.runs_dir))
+        if ckpt is None:
+            fail(f"no checkpoint under {args.runs_dir}: run `make train` first (or pass CKPT=path/to/ckpt.pt)")
+
+    s = ckpt["sampling"]
+    guidance = s["guidance_scale"] if args.guidance is None else args.guidance
+    steps = s["num_steps"] if args.steps is None else args.steps
+    sampler = args.sampler or s["sampler"]
+    eta = s["eta"] if args.eta is None else args.eta
+    timesteps = ckpt["diffusion_args"]["timesteps"]
+    problems = [m for bad, m in (
+        (args.n < 1 or args.n > 1024, f"N={args.n}: must be in [1, 1024]"),
+        (not math.isfinite(guidance) or guidance < 0, f"GUIDANCE={guidance}: must be a finite number ≥ 0 (1 = no guidance)"),
+        (not 1 <= steps <= timesteps, f"STEPS={steps}: must be in [1, {timesteps}] (the checkpoint's TIMESTEPS)"),
+        (not 0 <= eta <= 1, f"eta={eta}: must be in [0, 1]"),
+        (args.seed < 0, f"SEED={args.seed}: must be ≥ 0"),
+    ) if bad]
+    if problems:
+        fail("; ".join(problems))
+
+    describe(path, ckpt)
+    pipe = Pipeline.from_checkpoint(path, use_ema=not args.no_ema, checkpoint=ckpt)
+    if not prompt.strip():
+        print("empty prompt: sampling unconditionally (the null prompt of classifier-free guidance)")
+    unknown_words = getattr(pipe.text_encoder, "unknown_words", None)
+    if unknown_words and unknown_words(*pipe.tokenizer([prompt])):
+        print(f"warning: some words of {prompt!r} never appeared in the training captions; the model cannot follow them")
+
+    start = time.perf_counter()
+    images = pipe.generate([prompt] * args.n, guidance_scale=guidance, num_steps=steps, sampler=sampler, eta=eta,
+                           seed=args.seed, clip_x0=s["clip_x0"], progress=lambda it: tqdm(it, desc="sampling", leave=False))
+    elapsed = time.perf_counter() - start
+
+    out = args.out or default_out(path, prompt)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    vutils.save_image(images * 0.5 + 0.5, out, nrow=int(math.ceil(math.sqrt(args.n))), padding=2)
+    print(f"{args.n} images ({sampler}, {steps if sampler == 'ddim' else timesteps} steps, guidance {guidance}) "
+          f"in {elapsed:.1f} s")
+    print(out)
+    return out
+
+
+def describe(path, ckpt):
+    """Say which checkpoint and decision this is, and warn when today's decided architecture differs."""
+    adr = (ckpt.get("provenance") or {}).get("adr") or {}
+    flag = " (exploratory run)" if (ckpt.get("provenance") or {}).get("exploratory") else ""
+    print(f"checkpoint {path}: step {ckpt['step']}, trained under ADR {adr.get('number')}: {adr.get('title')}{flag}")
+    try:
+        from ddpm import decisions
+
+        decided, _ = decisions.replay(os.path.join(HERE, "decisions"))
+    except Exception:  # sampling never depends on today's decisions; the warning is best effort
+        return
+    saved = ckpt["config"]
+    drift = [f"{k}: checkpoint {saved[k]!r}, decisions now {decided[k]!r}" for k in ARCHITECTURE_KEYS
+             if k in saved and k in decided and _same(saved[k]) != _same(decided[k])]
+    if drift:
+        print("note: today's decisions describe a different model than this checkpoint (sampling uses the "
+              "checkpoint's):\n  " + "\n  ".join(drift))
+
+
+def _same(v):
+    return list(v) if isinstance(v, (tuple, list)) else v
+
+
+def default_out(ckpt_path, prompt):
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
+    words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "unconditional"
+    return os.path.join(run_dir, "samples", f"prompt-{words}-{time.strftime('%Y%m%d-%H%M%S')}.png")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
