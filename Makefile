@@ -5,7 +5,8 @@ BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cks
 
 # The prompt travels to sample.py through the environment, unexpanded, so that quotes, $, backticks and
 # newlines reach Python verbatim (make would otherwise expand $ and the shell would interpret the rest).
-export PROMPT := $(value PROMPT)
+# (A command-line PROMPT= overrides any assignment to PROMPT itself, hence the second name.)
+export SAMPLE_PROMPT := $(value PROMPT)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train sample test decisions adr runs eval bench tensorboard clean
@@ -36,7 +37,7 @@ train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
 sample: $(STAMP)
-	$(PY) sample.py $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) $(if $(STEPS),--steps $(STEPS)) \
+	$(if $(filter undefined,$(origin PROMPT)),,PROMPT="$$SAMPLE_PROMPT") $(PY) sample.py $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) $(if $(STEPS),--steps $(STEPS)) \
 		$(if $(SEED),--seed $(SEED)) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 test: $(STAMP)

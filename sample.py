@@ -94,8 +94,8 @@ def main(argv=None):
     out = args.out or default_out(path, prompt)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     vutils.save_image(images * 0.5 + 0.5, out, nrow=int(math.ceil(math.sqrt(args.n))), padding=2)
-    print(f"{args.n} images ({sampler}, {steps if sampler == 'ddim' else timesteps} steps, guidance {guidance}) "
-          f"in {elapsed:.1f} s")
+    print(f"{args.n} images of {prompt!r} ({sampler}, {steps if sampler == 'ddim' else timesteps} steps, "
+          f"guidance {guidance}) in {elapsed:.1f} s")
     print(out)
     return out
 

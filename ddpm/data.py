@@ -93,7 +93,7 @@ def render(shape: str, color: str, background: str, size: str, rng: np.random.Ge
     """One image, (H, W, 3) uint8. Radius, centre and rotation are drawn from ``rng``."""
     lo, hi = SIZES[size]
     r = rng.uniform(lo, hi) * image_size
-    margin = r + 1
+    margin = min(r + 1, image_size / 2)  # keep the shape inside the image (tiny test images too)
     cx, cy = rng.uniform(margin, image_size - margin, size=2)
     angle = rng.uniform(-math.pi / 8, math.pi / 8)
     n = image_size * SUPERSAMPLE

@@ -1,0 +1,574 @@
+"""Does the model draw what the prompt says? Probe accuracy, Fréchet distance and diversity of generated samples.
+
+``python -m ddpm.evaluate [--ckpt PATH] [--n 8] [--guidance 3.0] [--steps 50] [--seed 0] [--sweep 1,2,3,5]
+[--out DIR]`` (``make eval``; without ``--ckpt`` the newest ``runs/*/checkpoints/*.pt``):
+
+1. The probe (``ddpm.probe``, trained on real images once and cached under ``runs/.probe/``) reads the
+   attributes of real images rendered for the evaluation prompts: its accuracy there is the *ceiling*.
+2. ``n`` samples per prompt, EMA weights, one fixed seed, for a fixed prompt set: ``NUM_SEEN`` captions of
+   combinations the training split contains and ``NUM_HELDOUT`` of the held-out (shape, colour) pairs,
+   which training never showed together. Reported: per-attribute and joint accuracy (all four attributes
+   right) on each set, the Fréchet distance between real and generated images in the probe's feature space
+   (``fd``; ``fd_real`` is the same distance between two real sets of the same size, its noise floor), and
+   diversity: the mean pairwise L2 distance of probe features among the samples of one prompt, averaged.
+3. A guidance sweep: joint accuracy and diversity per guidance scale (``sweep.md``, ``sweep.png``).
+
+Outputs in ``--out`` (default ``runs/<run>/eval/``): ``eval.json``, ``samples.png``, ``sweep.png``,
+``sweep.md``; ``runs/<run>/run.json`` gets the headline numbers under ``"eval"``. The last line printed is
+``joint_accuracy=… ceiling=… heldout_joint_accuracy=… heldout_ceiling=… fd=… fd_real=… diversity=…``.
+
+``quick_eval`` is the cheap in-training version; ``fid_for_folder`` is Inception FID (torch-fidelity) for
+real image folders. Nothing here imports ``config``.
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from ddpm.data import ATTRIBUTES, all_combinations, caption, render
+from ddpm.probe import accuracy, load_or_train_probe, load_probe
+
+NUM_SEEN = 24  # prompts drawn from all_combinations("train")
+NUM_HELDOUT = 12  # prompts drawn from all_combinations("heldout")
+PROMPT_SEED = 20_240_601  # fixes which prompts; not the sampling seed
+REAL_SEED = 777_001  # seed of the real reference renders (ceiling, FD reference)
+REAL_PER_PROMPT = 32  # real renders per prompt for the ceiling (at least 2·n are rendered)
+DEFAULT_SWEEP = (1.0, 2.0, 3.0, 5.0)
+FID_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+_CAPTION_RE = re.compile(r"^a (\w+) (\w+) (\w+) on a (\w+) background$")
+
+
+# ---- prompts and real references --------------------------------------------------------------------
+def eval_prompts(num_seen: int = NUM_SEEN, num_heldout: int = NUM_HELDOUT, seed: int = PROMPT_SEED) -> tuple:
+    """(seen, heldout): lists of (shape, colour, background, size), the same on every machine."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for split, k in (("train", num_seen), ("heldout", num_heldout)):
+        combos = all_combinations(split)
+        picks = rng.choice(len(combos), size=min(k, len(combos)), replace=False)
+        out.append([combos[i] for i in sorted(picks)])
+    return tuple(out)
+
+
+def parse_caption(text: str) -> tuple:
+    """The inverse of ``data.caption``: "a large red circle on a blue background" → ("circle", "red", "blue", "large")."""
+    m = _CAPTION_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"not a shapes caption: {text!r}; expected 'a <size> <colour> <shape> on a <colour> background'")
+    size, color, shape, background = m.groups()
+    combo = (shape, color, background, size)
+    for name, value in zip(ATTRIBUTES, combo):
+        if value not in ATTRIBUTES[name]:
+            raise ValueError(f"caption {text!r}: unknown {name} {value!r}; allowed: {', '.join(ATTRIBUTES[name])}")
+    return combo
+
+
+def _as_combo(p) -> tuple:
+    return parse_caption(p) if isinstance(p, str) else tuple(p)
+
+
+def labels_for(combos: Sequence[tuple], n: int) -> dict:
+    """attribute → (len(combos)·n,) long, each combo repeated n times in a row (the generation order)."""
+    return {name: torch.tensor([ATTRIBUTES[name].index(c[i]) for c in combos for _ in range(n)])
+            for i, name in enumerate(ATTRIBUTES)}
+
+
+def render_real(combos: Sequence[tuple], n: int, *, seed: int, image_size: int) -> torch.Tensor:
+    """(len(combos)·n, 3, H, W) real images in [-1, 1], n per combo in a row, deterministic in seed."""
+    rng = np.random.default_rng(seed)
+    arrays = [render(*c, rng, image_size) for c in combos for _ in range(n)]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+# ---- metrics ------------------------------------------------------------------------------------------
+def _sqrtm_psd(m: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(a, b) -> float:
+    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2(Σ_a^½ Σ_b Σ_a^½)^½) of two feature sets (N, F), float64.
+
+    tr((Σ_a Σ_b)^½) is computed as tr((Σ_a^½ Σ_b Σ_a^½)^½), a symmetric PSD matrix, by eigendecomposition,
+    which stays real and stable when the covariances are singular (fewer samples than features).
+    """
+    a = np.asarray(torch.as_tensor(a).double().cpu().numpy())
+    b = np.asarray(torch.as_tensor(b).double().cpu().numpy())
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("the Fréchet distance needs at least 2 samples per set")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root_a = _sqrtm_psd(cov_a)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
+    fd = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
+    return max(fd, 0.0)
+
+
+def diversity(features: torch.Tensor, n: int) -> Optional[float]:
+    """Mean pairwise L2 distance among the n feature rows of each prompt (consecutive), averaged over prompts."""
+    if n < 2:
+        return None
+    f = features.reshape(-1, n, features.shape[-1]).double()
+    d = torch.cdist(f, f)  # (P, n, n)
+    return (d.sum(dim=(1, 2)) / (n * (n - 1))).mean().item()
+
+
+def score(probe, images: torch.Tensor, combos: Sequence[tuple], n: int, features: Optional[torch.Tensor] = None) -> dict:
+    """Per-attribute accuracy, ``joint``, ``diversity`` of images generated n per combo in a row."""
+    images = images.float().cpu()
+    acc = accuracy(probe.predict(images), labels_for(combos, n))
+    feats = probe.features(images) if features is None else features
+    return {**acc, "diversity": diversity(feats, n)}
+
+
+# ---- generation ---------------------------------------------------------------------------------------
+def generate(pipe, combos: Sequence[tuple], n: int, *, guidance_scale: float, num_steps: int, seed: int,
+             batch_size: int = 64) -> torch.Tensor:
+    """n images per combo, in order, from ``pipe.generate`` (DDIM, η = 0), float32 on CPU."""
+    prompts = [caption(*c) for c in combos for _ in range(n)]
+    images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler="ddim", eta=0.0,
+                           seed=seed, batch_size=batch_size)
+    images = images.float().cpu()
+    if images.shape[0] != len(prompts):
+        raise RuntimeError(f"generate() returned {images.shape[0]} images for {len(prompts)} prompts")
+    return images
+
+
+def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int = 2, guidance_scale: float = 3.0,
+               num_steps: int = 20, seed: int = 0, batch_size: int = 64) -> dict:
+    """The cheap in-training check: n samples for each prompt (captions or attribute tuples; default: 4 seen
+    and 4 held-out evaluation prompts), scored by the probe. Returns flat floats for logging:
+    ``joint_accuracy``, ``<attribute>_accuracy``, ``diversity`` (None when n < 2), ``fd`` against real renders
+    of the same prompts (few samples: compare it only between steps of one run), ``seconds``.
+    """
+    start = time.perf_counter()
+    if prompts is None:
+        seen, held = eval_prompts()
+        combos = seen[:4] + held[:4]
+    else:
+        combos = [_as_combo(p) for p in prompts]
+    if not combos:
+        raise ValueError("quick_eval needs at least one prompt")
+    images = generate(pipe_like, combos, n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
+                      batch_size=batch_size)
+    feats = probe.features(images)
+    s = score(probe, images, combos, n, features=feats)
+    out = {"joint_accuracy": s["joint"], **{f"{name}_accuracy": s[name] for name in ATTRIBUTES}, "diversity": s["diversity"]}
+    real = render_real(combos, n, seed=REAL_SEED, image_size=images.shape[-1])
+    out["fd"] = frechet_distance(probe.features(real), feats) if len(images) >= 2 else None
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps: int = 50, seed: int = 0,
+             sweep: Sequence[float] = (), batch_size: int = 64, image_size: int = 32,
+             num_seen: int = NUM_SEEN, num_heldout: int = NUM_HELDOUT, log: Callable = print) -> dict:
+    """The full evaluation of one generator; returns the results dict (images under ``"_images"``)."""
+    seen, held = eval_prompts(num_seen, num_heldout)
+    combos = seen + held
+    k_seen = len(seen) * n
+
+    # The ceiling: the probe on real renders of the same prompts.
+    per = max(REAL_PER_PROMPT, 2 * n)
+    real = render_real(combos, per, seed=REAL_SEED, image_size=image_size)
+    real_feats = probe.features(real)
+    ceiling_seen = score(probe, real[: len(seen) * per], seen, per, features=real_feats[: len(seen) * per])
+    ceiling_held = score(probe, real[len(seen) * per :], held, per, features=real_feats[len(seen) * per :])
+    # FD references: the first n and the next n real renders of each prompt (same count as generated).
+    grouped = real_feats.reshape(len(combos), per, -1)
+    ref_a, ref_b = grouped[:, :n].reshape(-1, grouped.shape[-1]), grouped[:, n : 2 * n].reshape(-1, grouped.shape[-1])
+    fd_real = frechet_distance(ref_a, ref_b) if len(ref_a) >= 2 else None
+    log(f"ceiling (probe on real renders of the prompts): seen joint={ceiling_seen['joint']:.4f} "
+        f"held-out joint={ceiling_held['joint']:.4f}; real-vs-real fd={fd_real}")
+
+    def run_at(scale: float) -> dict:
+        t0 = time.perf_counter()
+        images = generate(pipe, combos, n, guidance_scale=scale, num_steps=num_steps, seed=seed, batch_size=batch_size)
+        feats = probe.features(images)
+        r = {
+            "guidance_scale": scale,
+            "seen": score(probe, images[:k_seen], seen, n, features=feats[:k_seen]),
+            "heldout": score(probe, images[k_seen:], held, n, features=feats[k_seen:]),
+            "diversity": diversity(feats, n),
+            "fd": frechet_distance(ref_a, feats) if len(feats) >= 2 else None,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "_images": images,
+        }
+        log(f"guidance {scale:g}: seen joint={r['seen']['joint']:.4f} held-out joint={r['heldout']['joint']:.4f} "
+            f"fd={_fmt(r['fd'])} diversity={_fmt(r['diversity'])} ({r['seconds']:.1f} s, {len(images)} images)")
+        return r
+
+    main_run = run_at(guidance_scale)
+    sweep_runs = []
+    for scale in sweep:
+        r = main_run if math.isclose(scale, guidance_scale) else run_at(scale)
+        sweep_runs.append({k: v for k, v in r.items() if k != "_images"})
+
+    results = {
+        "settings": {"n": n, "guidance_scale": guidance_scale, "num_steps": num_steps, "seed": seed, "sampler": "ddim",
+                     "eta": 0.0, "sweep": list(sweep), "batch_size": batch_size, "image_size": image_size,
+                     "prompt_seed": PROMPT_SEED, "real_seed": REAL_SEED, "real_per_prompt": per,
+                     "seen_prompts": [caption(*c) for c in seen], "heldout_prompts": [caption(*c) for c in held]},
+        "ceiling": {"seen": ceiling_seen, "heldout": ceiling_held},
+        "seen": main_run["seen"],
+        "heldout": main_run["heldout"],
+        "fd": main_run["fd"],
+        "fd_real": fd_real,
+        "diversity": main_run["diversity"],
+        "diversity_real": diversity(ref_a, n),
+        "sweep": sweep_runs,
+        "seconds": main_run["seconds"],
+        "_images": main_run["_images"],
+        "_num_seen": len(seen),
+    }
+    results["headline"] = headline_numbers(results)
+    return results
+
+
+def headline_numbers(results: dict) -> dict:
+    return {
+        "joint_accuracy": results["seen"]["joint"],
+        "ceiling": results["ceiling"]["seen"]["joint"],
+        "heldout_joint_accuracy": results["heldout"]["joint"],
+        "heldout_ceiling": results["ceiling"]["heldout"]["joint"],
+        "fd": results["fd"],
+        "fd_real": results["fd_real"],
+        "diversity": results["diversity"],
+    }
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "nan"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) >= 1 else f"{v:.3f}"
+    return str(v)
+
+
+def headline_line(numbers: dict) -> str:
+    """``key=value`` pairs on one line; floats below 1 get 3 decimals, others 4 significant digits."""
+    return " ".join(f"{k}={_fmt(v)}" for k, v in numbers.items())
+
+
+# ---- outputs ------------------------------------------------------------------------------------------
+def _font(size: int = 11):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the bitmap font
+        return ImageFont.load_default()
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    return ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+def samples_sheet(images: torch.Tensor, prompts: Sequence[str], n: int, path: str, *, num_seen: Optional[int] = None,
+                  scale: int = 2) -> None:
+    """One row per prompt (its caption on the left), n samples across; a red bar before the held-out rows."""
+    h, w = images.shape[-2:]
+    cell, gap, label_w, bar = h * scale, 2, 280, 6
+    rows = len(prompts)
+    extra = bar if num_seen is not None and 0 < num_seen < rows else 0
+    sheet = Image.new("RGB", (label_w + n * (cell + gap) + gap, rows * (cell + gap) + gap + extra), (255, 255, 255))
+    draw, font = ImageDraw.Draw(sheet), _font(11)
+    y = gap
+    for r, prompt in enumerate(prompts):
+        if extra and r == num_seen:
+            draw.rectangle([0, y, sheet.width, y + bar - 2], fill=(200, 40, 40))
+            y += bar
+        draw.text((4, y + cell // 2 - 6), prompt + (" *" if num_seen is not None and r >= num_seen else ""),
+                  fill=(0, 0, 0), font=font)
+        for c in range(n):
+            tile = Image.fromarray(_to_uint8(images[r * n + c])).resize((cell, cell), Image.NEAREST)
+            sheet.paste(tile, (label_w + gap + c * (cell + gap), y))
+        y += cell + gap
+    _save_png(sheet, path)
+
+
+def sweep_table(rows: Sequence[dict]) -> str:
+    lines = ["| guidance | joint acc. (seen) | joint acc. (held-out) | diversity | FD |", "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['guidance_scale']:g} | {r['seen']['joint']:.3f} | {r['heldout']['joint']:.3f} | "
+                     f"{_fmt(r['diversity'])} | {_fmt(r['fd'])} |")
+    return "\n".join(lines)
+
+
+def _nice_ticks(lo: float, hi: float, k: int = 5) -> list:
+    if hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / k
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=10 * mag)
+    start = math.floor(lo / step) * step
+    ticks, t = [], start
+    while t <= hi + 1e-9 * step:
+        ticks.append(round(t, 10))
+        t += step
+    return ticks
+
+
+def _panel(draw, box, xs, series, *, title, ylabel, y_range=None, font=None):
+    """Axes, ticks, grid, lines with points and a legend inside box = (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    left, right, top, bottom = x0 + 52, x1 - 12, y0 + 44, y1 - 40
+    draw.text((x0 + (x1 - x0) // 2 - 4 * len(title), y0 + 6), title, fill=(0, 0, 0), font=font)
+    values = [v for _, _, ys in series for v in ys if v is not None]
+    lo, hi = y_range if y_range else (min(values, default=0.0), max(values, default=1.0))
+    if not y_range:
+        pad = (hi - lo) * 0.1 or max(abs(hi) * 0.1, 0.1)
+        lo, hi = max(0.0, lo - pad), hi + pad
+    yt = _nice_ticks(lo, hi)
+    lo, hi = min(lo, yt[0]), max(hi, yt[-1])
+    xlo, xhi = min(xs), max(xs)
+    if xhi == xlo:
+        xlo, xhi = xlo - 1, xhi + 1
+    xpad = (xhi - xlo) * 0.06
+    xlo, xhi = xlo - xpad, xhi + xpad
+
+    def px(x):
+        return left + (x - xlo) / (xhi - xlo) * (right - left)
+
+    def py(y):
+        return bottom - (y - lo) / (hi - lo) * (bottom - top)
+
+    for t in yt:
+        draw.line([left, py(t), right, py(t)], fill=(225, 225, 225))
+        draw.text((left - 46, py(t) - 6), f"{t:.3g}", fill=(60, 60, 60), font=font)
+    for x in xs:
+        draw.line([px(x), bottom, px(x), bottom + 4], fill=(0, 0, 0))
+        draw.text((px(x) - 6, bottom + 6), f"{x:g}", fill=(60, 60, 60), font=font)
+    draw.line([left, top, left, bottom], fill=(0, 0, 0), width=1)
+    draw.line([left, bottom, right, bottom], fill=(0, 0, 0), width=1)
+    draw.text(((left + right) // 2 - 40, bottom + 22), "guidance scale", fill=(0, 0, 0), font=font)
+    draw.text((x0 + 4, y0 + 6), ylabel, fill=(0, 0, 0), font=font)
+    for i, (name, color, ys) in enumerate(series):
+        pts = [(px(x), py(y)) for x, y in zip(xs, ys) if y is not None]
+        if len(pts) > 1:
+            draw.line(pts, fill=color, width=2)
+        for x, y in pts:
+            draw.ellipse([x - 3.5, y - 3.5, x + 3.5, y + 3.5], fill=color, outline=(0, 0, 0))
+        lx = left + 10 + 110 * i  # legend: one row above the plot area
+        draw.line([lx, y0 + 30, lx + 18, y0 + 30], fill=color, width=2)
+        draw.ellipse([lx + 5.5, y0 + 26.5, lx + 12.5, y0 + 33.5], fill=color, outline=(0, 0, 0))
+        draw.text((lx + 24, y0 + 24), name, fill=(0, 0, 0), font=font)
+
+
+def sweep_plot(rows: Sequence[dict], path: str) -> None:
+    """Two panels drawn with PIL: joint accuracy (seen, held-out) and diversity against the guidance scale."""
+    rows = sorted(rows, key=lambda r: r["guidance_scale"])
+    xs = [r["guidance_scale"] for r in rows]
+    img = Image.new("RGB", (900, 340), (255, 255, 255))
+    draw, font = ImageDraw.Draw(img), _font(11)
+    if not rows:
+        draw.text((20, 20), "no guidance sweep was run (--sweep)", fill=(0, 0, 0), font=font)
+    else:
+        _panel(draw, (0, 0, 450, 340), xs, [("seen", (31, 119, 180), [r["seen"]["joint"] for r in rows]),
+                                             ("held-out", (214, 39, 40), [r["heldout"]["joint"] for r in rows])],
+               title="joint accuracy", ylabel="accuracy", y_range=(0.0, 1.0), font=font)
+        _panel(draw, (450, 0, 900, 340), xs, [("diversity", (44, 160, 44), [r["diversity"] for r in rows])],
+               title="diversity (probe features)", ylabel="mean pairwise L2", font=font)
+    _save_png(img, path)
+
+
+def _atomic_write(path: str, write: Callable) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _save_png(img: Image.Image, path: str) -> None:
+    _atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def write_text(text: str, path: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    _atomic_write(path, write)
+
+
+def write_json(obj, path: str, *, allow_nan: bool = False) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, allow_nan=allow_nan, default=str)
+            f.write("\n")
+    _atomic_write(path, write)
+
+
+def update_run_json(path: str, key: str, value) -> bool:
+    """Read-modify-write ``path`` (a run.json) with ``data[key] = value``, atomically; False if it does not exist."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        raise RuntimeError(f"{path}: cannot read it to add {key!r} ({err}); left as it was") from err
+    if not isinstance(data, dict):
+        raise RuntimeError(f"{path}: not a JSON object; {key!r} not added, left as it was")
+    data[key] = value
+    write_json(data, path, allow_nan=True)  # keep what others wrote (a NaN loss, say) as it was
+    return True
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN/inf → None, tensors → lists, private ``_`` keys dropped."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _clean(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (np.floating, np.integer)):
+        return _clean(obj.item())
+    return obj
+
+
+def write_outputs(results: dict, out_dir: str, *, extra: Optional[dict] = None) -> dict:
+    """eval.json, samples.png, sweep.png and sweep.md in out_dir; returns the paths."""
+    s = results["settings"]
+    paths = {name: os.path.join(out_dir, name) for name in ("eval.json", "samples.png", "sweep.png", "sweep.md")}
+    samples_sheet(results["_images"], s["seen_prompts"] + s["heldout_prompts"], s["n"], paths["samples.png"],
+                  num_seen=results["_num_seen"])
+    sweep_plot(results["sweep"], paths["sweep.png"])
+    table = sweep_table(results["sweep"])
+    write_text(table + "\n", paths["sweep.md"])
+    write_json(_clean({**(extra or {}), **results, "sweep_table": table}), paths["eval.json"])
+    return paths
+
+
+# ---- FID for real datasets ----------------------------------------------------------------------------
+class FidUnavailableError(RuntimeError):
+    """torch-fidelity or its Inception weights are missing; the message says what to install or download."""
+
+
+def fid_weights_path() -> str:
+    return os.path.join(torch.hub.get_dir(), "checkpoints", FID_WEIGHTS_FILE)
+
+
+def fid_for_folder(real_dir: str, fake_dir: str) -> float:
+    """Inception FID between two image folders with torch-fidelity, offline: needs the package and its weights."""
+    try:
+        import torch_fidelity  # noqa: F401  (optional dependency)
+    except ImportError as err:
+        raise FidUnavailableError(
+            "fid_for_folder needs torch-fidelity: `pip install torch-fidelity`, and its Inception weights file "
+            f"{FID_WEIGHTS_FILE} in the torch hub cache ({fid_weights_path()}), as this machine cannot download it"
+        ) from err
+    weights = fid_weights_path()
+    if not os.path.isfile(weights):
+        raise FidUnavailableError(
+            f"torch-fidelity is installed but its Inception weights are not: put {FID_WEIGHTS_FILE} at {weights} "
+            "(the torch hub cache, `torch.hub.get_dir()`/checkpoints) before computing FID"
+        )
+    for d in (real_dir, fake_dir):
+        if not os.path.isdir(d):
+            raise FileNotFoundError(f"{d}: no such image folder")
+    metrics = torch_fidelity.calculate_metrics(input1=fake_dir, input2=real_dir, fid=True,
+                                               cuda=torch.cuda.is_available(), verbose=False)
+    return float(metrics["frechet_inception_distance"])
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------
+def _parse_sweep(text: str) -> list:
+    text = (text or "").strip()
+    if text.lower() in ("", "none", "off"):
+        return []
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sweep takes comma-separated guidance scales like 1,2,3,5, got {text!r}")
+
+
+def newest_checkpoint(runs_dir: str) -> Optional[str]:
+    paths = glob.glob(os.path.join(runs_dir, "*", "checkpoints", "*.pt"))
+    paths = [p for p in paths if not os.path.basename(p).startswith(".")]
+    return max(paths, key=os.path.getmtime) if paths else None
+
+
+def main(argv=None, *, log: Callable = None) -> int:
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    parser = argparse.ArgumentParser(prog="python -m ddpm.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", help="checkpoint (default: the newest runs/*/checkpoints/*.pt by modification time)")
+    parser.add_argument("--runs", default="runs", help="runs folder searched without --ckpt (default: %(default)s)")
+    parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: %(default)s)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    parser.add_argument("--sweep", type=_parse_sweep, default=list(DEFAULT_SWEEP),
+                        help="guidance scales of the sweep, comma-separated, or 'none' (default: 1,2,3,5)")
+    parser.add_argument("--out", help="output folder (default: runs/<run>/eval/)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per sampling batch (default: %(default)s)")
+    parser.add_argument("--probe", help="probe file to use (default: runs/.probe/probe-<hash>.pt, trained if absent)")
+    parser.add_argument("--device", help="torch device for sampling (default: cuda if available, else cpu)")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.steps < 1:
+        parser.error("--n and --steps must be at least 1")
+
+    ckpt = args.ckpt or newest_checkpoint(args.runs)
+    if ckpt is None:
+        parser.error(f"no checkpoint under {args.runs}/*/checkpoints/; train first (make train) or pass --ckpt")
+    ckpt = os.path.abspath(ckpt)
+    run_dir = os.path.dirname(os.path.dirname(ckpt)) if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" else None
+    out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), "eval")
+    runs_root = os.path.dirname(run_dir) if run_dir else os.path.abspath(args.runs)
+
+    from ddpm.pipeline import Pipeline  # heavy; here so the library functions import without it
+
+    log(f"checkpoint: {ckpt}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = Pipeline.from_checkpoint(ckpt, use_ema=True, device=device)
+    if args.probe and os.path.isfile(args.probe):
+        probe, probe_info = load_probe(args.probe)
+        probe_file = args.probe
+    else:
+        probe_file = args.probe
+        probe, probe_info = load_or_train_probe(probe_file, cache_dir=os.path.join(runs_root, ".probe"), log=log)
+    log("probe test accuracy (fresh real images): " + " ".join(f"{k}={v:.4f}" for k, v in probe_info["test_accuracy"].items()))
+    image_size = int(getattr(pipe, "image_size", 32))
+
+    results = evaluate(pipe, probe, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
+                       sweep=args.sweep, batch_size=args.batch_size, image_size=image_size, log=log)
+    numbers = results["headline"]
+    extra = {"checkpoint": ckpt, "use_ema": True, "precision": getattr(pipe, "precision", None),
+             "probe": {"file": probe_file, "settings": probe_info["settings"], "test_accuracy": probe_info["test_accuracy"]},
+             "train_config": getattr(pipe, "config", None)}
+    paths = write_outputs(results, out_dir, extra=extra)
+    if run_dir:
+        summary = _clean({**numbers, "checkpoint": os.path.basename(ckpt), "n": args.n, "guidance_scale": args.guidance,
+                          "num_steps": args.steps, "seed": args.seed, "eval_json": paths["eval.json"]})
+        try:
+            if update_run_json(os.path.join(run_dir, "run.json"), "eval", summary):
+                log(f"updated {os.path.join(run_dir, 'run.json')} (key 'eval')")
+        except RuntimeError as err:  # the evaluation itself is written; say so and go on
+            log(f"warning: {err}")
+    if results["sweep"]:
+        print(sweep_table(results["sweep"]))
+    log(f"wrote {', '.join(paths.values())}")
+    print(headline_line(numbers), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""``python -m ddpm.bench --quick`` end to end on tiny sizes, and the message when diffusers is missing."""
+
+import re
+import sys
+
+import pytest
+
+from ddpm import bench
+
+LINE = re.compile(r"^train_speedup=\S+ peak_fraction=\S+ sample64_s=\S+ ours_img_s=\S+ diffusers_img_s=\S+$")
+
+
+def test_quick_bench_runs_end_to_end(tmp_path, capsys):
+    pytest.importorskip("diffusers", reason="diffusers is a benchmark-only dependency: pip install -r requirements-bench.txt")
+    out = tmp_path / "bench.md"
+    assert bench.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert LINE.match(last), last
+    values = dict(kv.split("=") for kv in last.split())
+    assert all(float(v) > 0 for v in values.values()), values
+    report = out.read_text()
+    for heading in ("## Models", "## Matmul peak", "## Training throughput", "## Sampling", "quick run"):
+        assert heading in report
+
+
+def test_diffusers_matches_our_unet_closely():
+    pytest.importorskip("diffusers", reason="diffusers is a benchmark-only dependency: pip install -r requirements-bench.txt")
+    cfg = bench.read_config(bench.REPO_ROOT / "config.py")
+    args = bench.unet_args(cfg)
+    ours, theirs = bench.UNet(**args), bench.build_diffusers(args)
+    inputs = bench.make_inputs(1, image_size=args["image_size"], context_length=cfg["TEXT_CONTEXT_LENGTH"],
+                               context_dim=args["context_dim"], timesteps=cfg["TIMESTEPS"], device="cpu")
+    p_ours, p_theirs = bench.count_params(ours), bench.count_params(theirs)
+    f_ours, f_theirs = bench.forward_flops(ours, inputs), bench.forward_flops(theirs, inputs)
+    assert abs(p_theirs / p_ours - 1) < 0.15, (p_ours, p_theirs)
+    assert abs(f_theirs / f_ours - 1) < 0.15, (f_ours, f_theirs)
+    assert theirs(*inputs).shape == ours(*inputs).shape
+
+
+def test_missing_diffusers_names_the_way_out(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers now raises ImportError
+    assert bench.main(["--quick", "--out", str(tmp_path / "bench.md")]) == 2
+    err = capsys.readouterr().err
+    assert "requirements-bench.txt" in err and "make bench" in err
+    assert not (tmp_path / "bench.md").exists()

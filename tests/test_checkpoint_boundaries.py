@@ -1,0 +1,127 @@
+"""Atomic, self-describing checkpoints, safe loading, and the house boundaries checked on the source."""
+
+import ast
+import glob
+import os
+
+import pytest
+import torch
+
+from ddpm import checkpoint as ckpts
+from ddpm.pipeline import Pipeline
+from ddpm.text import PromptTokenizer
+from ddpm.unet import UNet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_checkpoint(tiny_unet_args, step=1):
+    torch.manual_seed(step)
+    tokens, mask = PromptTokenizer(context_length=12)(["a red circle on a blue background", ""])
+    text_args = dict(kind="scratch", context_length=12, width=16, heads=2, layers=1, open_clip_model="",
+                     open_clip_pretrained="", vocab=tuple(sorted(set(tokens[mask].tolist()))))
+    from ddpm.text import build_text_encoder
+    unet, text = UNet(**tiny_unet_args), build_text_encoder(**text_args)
+    for p in unet.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return {"format": 1, "unet_args": tiny_unet_args, "text_args": text_args,
+            "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
+            "sampling": dict(guidance_scale=2.0, num_steps=4, sampler="ddim", eta=0.0, clip_x0=True,
+                             precision="fp32", channels_last=False),
+            "unet": unet.state_dict(), "ema_unet": unet.state_dict(), "text_encoder": text.state_dict(),
+            "ema_text_encoder": text.state_dict(), "config": {"SEED": 0}, "step": step}
+
+
+def test_round_trip_gives_identical_samples(tmp_path, tiny_unet_args):
+    state = make_checkpoint(tiny_unet_args)
+    path = str(tmp_path / "run" / "checkpoints" / "ckpt-a.pt")
+    ckpts.save_atomic(state, path)
+    a = Pipeline.from_checkpoint(path).generate(["a red circle on a blue background"] * 2, guidance_scale=2.0,
+                                                num_steps=4, seed=5)
+    b = Pipeline.from_checkpoint(path).generate(["a red circle on a blue background"] * 2, guidance_scale=2.0,
+                                                num_steps=4, seed=5)
+    assert a.shape == (2, 3, 8, 8) and torch.equal(a, b)
+    c = Pipeline.from_checkpoint(path).generate(["a red circle on a blue background"] * 2, guidance_scale=2.0,
+                                                num_steps=4, seed=6)
+    assert not torch.equal(a, c)
+
+
+def test_failed_rename_leaves_previous_checkpoint_and_no_temp_file(tmp_path, tiny_unet_args, monkeypatch):
+    path = str(tmp_path / "ckpt.pt")
+    ckpts.save_atomic(make_checkpoint(tiny_unet_args, step=1), path)
+    before = open(path, "rb").read()
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="No space left"):
+        ckpts.save_atomic(make_checkpoint(tiny_unet_args, step=2), path)
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage\xff" * 10, "truncate"])
+def test_unreadable_checkpoints_are_named_and_skipped(tmp_path, tiny_unet_args, content):
+    good = str(tmp_path / "good.pt")
+    ckpts.save_atomic(make_checkpoint(tiny_unet_args), good)
+    bad = str(tmp_path / "bad.pt")
+    data = open(good, "rb").read()[:1000] if content == "truncate" else content
+    with open(bad, "wb") as f:
+        f.write(data)
+    with pytest.raises(ckpts.CheckpointError, match="bad.pt: not a readable checkpoint"):
+        ckpts.load_checkpoint(bad)
+    with pytest.warns(UserWarning, match="skipping"):
+        path, state = ckpts.newest_valid([bad, good])
+    assert path == good and state["step"] == 1
+
+
+def test_pickled_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = str(tmp_path / "evil.pt")
+    torch.save({"format": 1, "payload": Evil()}, path)
+    with pytest.raises(ckpts.CheckpointError):
+        ckpts.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_not_our_checkpoint_is_named(tmp_path):
+    path = str(tmp_path / "other.pt")
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ckpts.CheckpointError, match="missing format"):
+        ckpts.load_checkpoint(path)
+
+
+def test_prune_keeps_newest(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for epoch in range(1, 5):
+        (folder / ckpts.checkpoint_name(epoch, epoch * 10)).write_bytes(b"x")
+    ckpts.prune(str(tmp_path), keep=2)
+    assert [os.path.basename(p) for p in ckpts.run_checkpoints(str(tmp_path))] == [
+        ckpts.checkpoint_name(3, 30), ckpts.checkpoint_name(4, 40)]
+
+
+def python_sources():
+    return [p for p in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True) if "/.venv/" not in p]
+
+
+def test_nothing_under_ddpm_imports_config():
+    for path in glob.glob(os.path.join(ROOT, "ddpm", "*.py")):
+        for node in ast.walk(ast.parse(open(path).read())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert "config" not in [n.split(".")[0] for n in names], f"{path} imports config"
+
+
+def test_every_torch_load_passes_weights_only_true():
+    for path in python_sources():
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                kw = {k.arg: k.value for k in node.keywords}
+                assert "weights_only" in kw and ast.literal_eval(kw["weights_only"]) is True, f"{path}:{node.lineno}"

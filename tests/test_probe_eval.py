@@ -1,0 +1,201 @@
+"""The probe classifier and the evaluator: stand-in generators at the ceiling and at chance, the Fréchet
+distance, the output files and the key=value line, the CLI end to end on a tiny checkpoint, FID's error path."""
+
+import inspect
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm import evaluate as ev
+from ddpm.data import ATTRIBUTES, all_combinations, caption
+from ddpm.probe import DEFAULT_SETTINGS, load_or_train_probe, load_probe, probe_path, save_probe, train_probe
+
+SMALL = dict(train_size=1500, test_size=300, epochs=4)
+KEY_VALUE_LINE = re.compile(r"^(\w+=(-?\d+(\.\d+)?(e[-+]\d+)?|nan))( \w+=(-?\d+(\.\d+)?(e[-+]\d+)?|nan))*$")
+
+
+class RealStandIn:
+    """A perfect generator: real renders of exactly the asked captions."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, *, guidance_scale, num_steps, sampler="ddim", eta=0.0, seed=0, batch_size=64):
+        self.calls.append(dict(n=len(prompts), guidance_scale=guidance_scale, num_steps=num_steps, seed=seed))
+        return ev.render_real([ev.parse_caption(p) for p in prompts], 1, seed=seed + 99, image_size=32)
+
+
+class NoiseStandIn:
+    def generate(self, prompts, *, guidance_scale, num_steps, sampler="ddim", eta=0.0, seed=0, batch_size=64):
+        return torch.rand(len(prompts), 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def small_probe():
+    return train_probe(**SMALL)
+
+
+def test_probe_learns_well_above_chance(small_probe):
+    probe, info = small_probe
+    acc = info["test_accuracy"]
+    assert set(acc) == set(ATTRIBUTES) | {"joint"}
+    for name, values in ATTRIBUTES.items():
+        assert acc[name] > 1.0 / len(values) + 0.25, (name, acc)
+    assert acc["joint"] > 0.2, acc  # chance is 1/640
+    images = torch.rand(5, 3, 32, 32) * 2 - 1
+    assert probe.features(images).shape == (5, DEFAULT_SETTINGS["feature_dim"])
+    pred = probe.predict(images)
+    assert set(pred) == set(ATTRIBUTES) and all(p.shape == (5,) and p.dtype == torch.long for p in pred.values())
+
+
+def test_probe_cache_roundtrip_is_atomic_and_reused(small_probe, tmp_path, monkeypatch):
+    probe, info = small_probe
+    path = probe_path(str(tmp_path / ".probe"), info["settings"])
+    assert re.search(r"probe-[0-9a-f]{12}\.pt$", path)
+    assert probe_path("d", {**info["settings"], "epochs": 99}) != probe_path("d", info["settings"])
+    save_probe(probe, info, path)
+    assert os.listdir(tmp_path / ".probe") == [os.path.basename(path)]  # no temporary file left behind
+    loaded, loaded_info = load_probe(path)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(loaded.features(x), probe.features(x))
+
+    import ddpm.probe as probe_mod
+
+    monkeypatch.setattr(probe_mod, "train_probe", lambda *a, **k: pytest.fail("retrained despite a valid cache"))
+    again, _ = load_or_train_probe(cache_dir=str(tmp_path / ".probe"), settings=info["settings"])
+    torch.testing.assert_close(again.features(x), probe.features(x))
+
+
+def test_prompts_are_fixed_and_split():
+    seen, held = ev.eval_prompts()
+    assert (seen, held) == ev.eval_prompts()
+    assert len(seen) == ev.NUM_SEEN and len(held) == ev.NUM_HELDOUT
+    assert set(seen) <= set(all_combinations("train")) and set(held) <= set(all_combinations("heldout"))
+    for combo in seen + held:
+        assert ev.parse_caption(caption(*combo)) == combo
+    with pytest.raises(ValueError, match="not a shapes caption"):
+        ev.parse_caption("a photo of a cat")
+
+
+def test_frechet_distance_zero_for_itself_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.normal(size=(300, 16)))
+    assert abs(ev.frechet_distance(a, a)) < 1e-6
+    b = torch.from_numpy(rng.normal(size=(300, 16)))
+    base = ev.frechet_distance(a, b)
+    shifted = [ev.frechet_distance(a, b + s) for s in (0.5, 1.0, 2.0)]
+    assert base < shifted[0] < shifted[1] < shifted[2]
+    assert shifted[1] == pytest.approx(base + 16, rel=0.1)  # a mean shift of 1 per dim adds ≈ F
+    assert ev.frechet_distance(a, 3 * a) > 10  # a change of scale, not of mean, is seen too
+    f = torch.randn(3, 128)
+    assert ev.frechet_distance(f, f) < 1e-6  # fewer samples than features: singular covariances are fine
+
+
+def test_diversity():
+    same = torch.ones(6, 4)  # 3 prompts × 2 identical samples
+    assert ev.diversity(same, 2) == 0.0
+    two = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    assert ev.diversity(two, 2) == pytest.approx(5.0)
+    assert ev.diversity(two, 1) is None
+
+
+def test_perfect_stand_in_scores_near_ceiling_and_noise_near_chance(small_probe, tmp_path):
+    probe, _ = small_probe
+    real = ev.evaluate(RealStandIn(), probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[1.0, 3.0], log=lambda m: None)
+    noise = ev.evaluate(NoiseStandIn(), probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[], log=lambda m: None)
+    ceiling = real["ceiling"]
+    assert real["seen"]["joint"] == pytest.approx(ceiling["seen"]["joint"], abs=0.15)
+    assert real["heldout"]["joint"] == pytest.approx(ceiling["heldout"]["joint"], abs=0.2)
+    assert noise["seen"]["joint"] < 0.05 and noise["heldout"]["joint"] < 0.05
+    assert np.mean([noise["seen"][a] for a in ATTRIBUTES]) < 0.5
+    assert noise["fd"] > 5 * real["fd"] and noise["fd"] > 5 * real["fd_real"]
+    assert len(real["sweep"]) == 2 and [r["guidance_scale"] for r in real["sweep"]] == [1.0, 3.0]
+
+    paths = ev.write_outputs(real, str(tmp_path / "eval"))
+    for name in ("eval.json", "samples.png", "sweep.png", "sweep.md"):
+        assert os.path.getsize(paths[name]) > 0
+    data = json.loads(open(paths["eval.json"]).read())
+    assert data["headline"]["joint_accuracy"] == real["seen"]["joint"] and "_images" not in data
+    assert "| guidance |" in open(paths["sweep.md"]).read()
+
+    line = ev.headline_line(real["headline"])
+    assert KEY_VALUE_LINE.match(line), line
+    assert line.startswith("joint_accuracy=") and " ceiling=" in line and " heldout_joint_accuracy=" in line
+    assert " fd=" in line and " diversity=" in line
+
+
+def test_quick_eval(small_probe):
+    probe, _ = small_probe
+    pipe = RealStandIn()
+    out = ev.quick_eval(pipe, probe, prompts=["a large red circle on a blue background", ("star", "blue", "red", "small")],
+                        n=2, guidance_scale=2.0, num_steps=3, seed=5)
+    assert pipe.calls == [dict(n=4, guidance_scale=2.0, num_steps=3, seed=5)]
+    for key in ("joint_accuracy", "shape_accuracy", "color_accuracy", "background_accuracy", "size_accuracy", "diversity", "fd"):
+        assert isinstance(out[key], float), key
+    assert ev.quick_eval(pipe, probe, n=1, num_steps=1)["diversity"] is None  # default prompts, one sample each
+
+
+def _tiny_checkpoint(path):
+    """A randomly initialised checkpoint in this repo's format, small enough to sample in a second."""
+    from ddpm.checkpoint import FORMAT_VERSION, save_atomic
+    from ddpm.text import build_text_encoder, tokenizer_for
+    from ddpm.unet import UNet
+
+    text_args = dict(kind="scratch", context_length=16, width=16, heads=2, layers=1, open_clip_model="ViT-B-32",
+                     open_clip_pretrained="")
+    if "vocab" in inspect.signature(build_text_encoder).parameters:
+        tokens, mask = tokenizer_for(text_args)([caption(*c) for c in all_combinations("all")] + [""])
+        text_args["vocab"] = tuple(sorted(set(tokens[mask].tolist())))
+    unet_args = dict(image_size=32, in_channels=3, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+                     attention_resolutions=(16,), time_emb_dim=8, context_dim=16, attention_heads=2, norm_groups=4,
+                     dropout=0.0)
+    torch.manual_seed(0)
+    unet, text = UNet(**unet_args), build_text_encoder(**text_args)
+    save_atomic({
+        "format": FORMAT_VERSION, "unet_args": unet_args, "text_args": text_args,
+        "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
+        "sampling": dict(guidance_scale=3.0, num_steps=2, sampler="ddim", eta=0.0, clip_x0=True, precision="fp32",
+                         channels_last=False),
+        "config": {"BASE_CHANNELS": 8}, "provenance": {}, "unet": unet.state_dict(), "ema_unet": unet.state_dict(),
+        "text_encoder": text.state_dict(), "ema_text_encoder": text.state_dict(), "step": 0, "epoch": 0,
+    }, str(path))
+
+
+def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
+    probe, info = small_probe
+    probe_file = str(tmp_path / "probe.pt")
+    save_probe(probe, info, probe_file)
+    run = tmp_path / "runs" / "r1"
+    ckpt = run / "checkpoints" / "ckpt-epoch0001-step0000010.pt"
+    _tiny_checkpoint(ckpt)
+    (run / "run.json").write_text(json.dumps({"name": "r1", "step": 10, "final_loss": float("nan")}))
+
+    rc = ev.main(["--runs", str(tmp_path / "runs"), "--n", "2", "--steps", "2", "--sweep", "1,3", "--probe", probe_file],
+                 log=lambda m: None)
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert KEY_VALUE_LINE.match(lines[-1]), lines[-1]
+    assert any(line.startswith("| guidance |") for line in lines)
+    for name in ("eval.json", "samples.png", "sweep.png", "sweep.md"):
+        assert (run / "eval" / name).stat().st_size > 0
+    data = json.loads((run / "eval" / "eval.json").read_text())
+    assert data["checkpoint"] == str(ckpt) and data["settings"]["n"] == 2
+    assert len(data["sweep"]) == 2
+    run_json = json.loads((run / "run.json").read_text())
+    assert run_json["step"] == 10 and np.isnan(run_json["final_loss"])  # the rest of run.json is kept as it was
+    assert run_json["eval"]["joint_accuracy"] == data["headline"]["joint_accuracy"]
+    assert not [p for p in os.listdir(run) if p.startswith(".tmp")]
+
+
+def test_fid_for_folder_names_what_is_missing(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # as if not installed, whatever this machine has
+    with pytest.raises(ev.FidUnavailableError) as err:
+        ev.fid_for_folder(str(tmp_path), str(tmp_path))
+    msg = str(err.value)
+    assert "pip install torch-fidelity" in msg and ev.FID_WEIGHTS_FILE in msg and "checkpoints" in msg
