@@ -24,6 +24,9 @@ from ddpm.data import COLOR_NAMES, SHAPES, SIZE_NAMES, caption, check_images, ma
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.ema import ema_update
 from ddpm.pipeline import Pipeline, autocast, memory_format
+from ddpm import settings
+from ddpm.evaluate import quick_eval
+from ddpm.probe import load_or_train_probe
 from ddpm.settings import config_from_module, parse_overrides, validate
 from ddpm.text import build_text_encoder, encode_in_batches, tokenizer_for
 from ddpm.unet import UNet
@@ -99,9 +102,7 @@ def main(argv=None):
     null_index = len(unique) - 1
 
     # ---- text encoder ---------------------------------------------------------------------------------
-    text_args = dict(kind=cfg["TEXT_ENCODER"], context_length=cfg["TEXT_CONTEXT_LENGTH"], width=cfg["TEXT_WIDTH"],
-                     heads=cfg["TEXT_HEADS"], layers=cfg["TEXT_LAYERS"], open_clip_model=cfg["OPEN_CLIP_MODEL"],
-                     open_clip_pretrained=cfg["OPEN_CLIP_PRETRAINED"])
+    text_args = settings.text_args(cfg)
     tokens, token_mask = tokenizer_for(text_args)(unique)
     text_args["vocab"] = tuple(sorted(set(tokens[token_mask].tolist())))  # BPE ids of the training captions
     text_encoder = build_text_encoder(**text_args).to(device)
@@ -109,15 +110,10 @@ def main(argv=None):
     cached = encode_in_batches(text_encoder, tokens) if text_encoder.frozen else None  # frozen: encode once
 
     # ---- UNet and diffusion ---------------------------------------------------------------------------
-    unet_args = dict(image_size=cfg["IMAGE_SIZE"], in_channels=3, base_channels=cfg["BASE_CHANNELS"],
-                     channel_mults=cfg["CHANNEL_MULTS"], num_res_blocks=cfg["NUM_RES_BLOCKS"],
-                     attention_resolutions=cfg["ATTENTION_RESOLUTIONS"], time_emb_dim=cfg["TIME_EMB_DIM"],
-                     context_dim=text_encoder.dim, attention_heads=cfg["ATTENTION_HEADS"],
-                     norm_groups=cfg["NORM_GROUPS"], dropout=cfg["DROPOUT"])
+    unet_args = settings.unet_args(cfg, context_dim=text_encoder.dim)
     fmt = memory_format(cfg["CHANNELS_LAST"])
     unet = UNet(**unet_args).to(device, memory_format=fmt)
-    diffusion_args = dict(timesteps=cfg["TIMESTEPS"], schedule=cfg["BETA_SCHEDULE"],
-                          beta_start=cfg["BETA_START"], beta_end=cfg["BETA_END"])
+    diffusion_args = settings.diffusion_args(cfg)
     diffusion = GaussianDiffusion(**diffusion_args).to(device)
 
     # ---- optimizer and EMA ----------------------------------------------------------------------------
@@ -165,6 +161,10 @@ def main(argv=None):
                        image_size=cfg["IMAGE_SIZE"], precision=cfg["PRECISION"], channels_last=cfg["CHANNELS_LAST"],
                        config=cfg, device=device)
     prompts = grid_prompts(cfg["SAMPLE_GRID_SIZE"])
+    probe = load_or_train_probe(cache_dir=os.path.join(args.runs_dir, ".probe"), settings={"image_size": cfg["IMAGE_SIZE"]},
+                                log=print)[0] if cfg["EVAL_EVERY"] else None
+    curve = read_json(run_json).get("quality_curve", [])  # (minutes of training, step, joint accuracy)
+    train_seconds = curve[-1]["minutes"] * 60 if curve else 0.0
 
     def save_checkpoint(loss_value):
         state = {
@@ -179,6 +179,17 @@ def main(argv=None):
         ckpts.save_atomic(state, os.path.join(run_dir, "checkpoints", ckpts.checkpoint_name(epoch, step)))
         ckpts.prune(run_dir, cfg["KEEP_CHECKPOINTS"])
         write_json(run_json, {**read_json(run_json), "step": step, "epoch": epoch, "final_loss": loss_value})
+
+    def evaluate():
+        """The cheap probe evaluation (ddpm/evaluate.py): a point of the time-to-quality curve."""
+        scores = quick_eval(preview, probe, guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"],
+                            seed=cfg["SEED"])
+        for key, value in scores.items():
+            if value is not None:
+                writer.add_scalar(f"eval/{key}", value, step)
+        curve.append({"minutes": round(train_seconds / 60, 2), "step": step, "joint_accuracy": scores["joint_accuracy"]})
+        write_json(run_json, {**read_json(run_json), "quality_curve": curve})
+        return scores["joint_accuracy"]
 
     def sample_grid():
         images = preview.generate(prompts, guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"],
@@ -208,6 +219,7 @@ def main(argv=None):
         for group in optimizer.param_groups:
             group["lr"] = lr
 
+        step_start = time.perf_counter()
         x0 = images[idx.to(device)].contiguous(memory_format=fmt)
         drop = torch.rand(len(idx), generator=gen) < cfg["CAPTION_DROPOUT"]  # classifier-free guidance training
         cap = torch.where(drop, null_index, caption_index[idx]).to(device)
@@ -264,6 +276,10 @@ def main(argv=None):
         last = step >= total
         if (end_of_epoch and epoch % cfg["GENERATE_SAMPLES_EVERY"] == 0) or last:
             bar.write(f"epoch {epoch} step {step}: loss {loss_value:.4f}, samples → {sample_grid()}")
+        train_seconds += time.perf_counter() - step_start  # training and grids; not the evaluation below
+        if cfg["EVAL_EVERY"] and ((end_of_epoch and epoch % cfg["EVAL_EVERY"] == 0) or last):
+            bar.write(f"epoch {epoch} step {step}: joint prompt accuracy {evaluate():.3f} "
+                      f"after {train_seconds / 60:.1f} min of training")
         if (end_of_epoch and epoch % cfg["CHECKPOINT_EVERY"] == 0) or last:
             save_checkpoint(loss_value)
     bar.close()

@@ -37,6 +37,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm.diffusion import GaussianDiffusion
+from ddpm import settings
 from ddpm.unet import UNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,14 +56,8 @@ def read_config(path) -> dict:
 
 
 def unet_args(cfg: dict) -> dict:
-    """Our UNet's constructor arguments from config values (the same mapping train.py uses)."""
-    return dict(
-        image_size=cfg["IMAGE_SIZE"], in_channels=3, base_channels=cfg["BASE_CHANNELS"],
-        channel_mults=tuple(cfg["CHANNEL_MULTS"]), num_res_blocks=cfg["NUM_RES_BLOCKS"],
-        attention_resolutions=tuple(cfg["ATTENTION_RESOLUTIONS"]), time_emb_dim=cfg["TIME_EMB_DIM"],
-        context_dim=cfg["TEXT_WIDTH"], attention_heads=cfg["ATTENTION_HEADS"], norm_groups=cfg["NORM_GROUPS"],
-        dropout=cfg["DROPOUT"],
-    )
+    """Our UNet's constructor arguments, as train.py builds them (scratch text encoder: context = TEXT_WIDTH)."""
+    return settings.unet_args(cfg, context_dim=cfg["TEXT_WIDTH"])
 
 
 def diffusers_args(args: dict) -> dict:

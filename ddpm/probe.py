@@ -26,7 +26,7 @@ from ddpm.data import ATTRIBUTES, make_shapes_dataset
 
 # Every setting that changes the trained probe; the cache file name hashes these.
 DEFAULT_SETTINGS = {
-    "version": 1,  # bump when the architecture or the training recipe changes
+    "version": 2,  # bump when the architecture or the training recipe changes
     "image_size": 32,
     "width": 16,  # channels of the first conv stage; later stages double it
     "feature_dim": 128,
@@ -64,7 +64,8 @@ class Probe(nn.Module):
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         h = self.trunk(x)
-        pooled = torch.cat([h.flatten(1), h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        grid = F.adaptive_avg_pool2d(h, 4)  # 4×4 at 32×32 input; the same size for other image sizes
+        pooled = torch.cat([grid.flatten(1), h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
         return self.fc(pooled)
 
     def forward(self, x: torch.Tensor):

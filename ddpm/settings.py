@@ -85,6 +85,7 @@ SCHEMA = {
     "CHECKPOINT_EVERY": _int(1),
     "SAMPLE_GRID_SIZE": _int(1, 256),
     "KEEP_CHECKPOINTS": _int(1),
+    "EVAL_EVERY": _int(0),
 }
 
 
@@ -163,3 +164,26 @@ def parse_overrides(items: list) -> dict:
 def config_from_module(module) -> dict:
     """The UPPER_CASE names of an imported config module, as a plain dict."""
     return {k: getattr(module, k) for k in dir(module) if k.isupper() and not k.startswith("_")}
+
+
+# ---- config values → constructor arguments (the only place that maps one to the other) ------------------
+def text_args(cfg: dict) -> dict:
+    """``build_text_encoder`` arguments; train.py adds ``vocab`` once it has tokenised the captions."""
+    return dict(kind=cfg["TEXT_ENCODER"], context_length=cfg["TEXT_CONTEXT_LENGTH"], width=cfg["TEXT_WIDTH"],
+                heads=cfg["TEXT_HEADS"], layers=cfg["TEXT_LAYERS"], open_clip_model=cfg["OPEN_CLIP_MODEL"],
+                open_clip_pretrained=cfg["OPEN_CLIP_PRETRAINED"])
+
+
+def unet_args(cfg: dict, *, context_dim: int) -> dict:
+    """``UNet`` arguments; ``context_dim`` is the text encoder's output width."""
+    return dict(image_size=cfg["IMAGE_SIZE"], in_channels=3, base_channels=cfg["BASE_CHANNELS"],
+                channel_mults=tuple(cfg["CHANNEL_MULTS"]), num_res_blocks=cfg["NUM_RES_BLOCKS"],
+                attention_resolutions=tuple(cfg["ATTENTION_RESOLUTIONS"]), time_emb_dim=cfg["TIME_EMB_DIM"],
+                context_dim=context_dim, attention_heads=cfg["ATTENTION_HEADS"], norm_groups=cfg["NORM_GROUPS"],
+                dropout=cfg["DROPOUT"])
+
+
+def diffusion_args(cfg: dict) -> dict:
+    """``GaussianDiffusion`` arguments."""
+    return dict(timesteps=cfg["TIMESTEPS"], schedule=cfg["BETA_SCHEDULE"], beta_start=cfg["BETA_START"],
+                beta_end=cfg["BETA_END"])

@@ -12,7 +12,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["DATASET_SIZE=64", "IMAGE_SIZE=16", "BATCH_SIZE=16", "BASE_CHANNELS=8", "NORM_GROUPS=4", "ATTENTION_HEADS=2",
         "TEXT_WIDTH=16", "TEXT_HEADS=2", "TEXT_LAYERS=1", "TIME_EMB_DIM=16", "TIMESTEPS=50",
-        "NUM_INFERENCE_STEPS=3", "SAMPLE_GRID_SIZE=4", "EPOCHS=2", "WARMUP_STEPS=2"]
+        "NUM_INFERENCE_STEPS=3", "SAMPLE_GRID_SIZE=4", "EPOCHS=2", "WARMUP_STEPS=2", "EVAL_EVERY=0"]
 
 
 def run(script, *args, env=None):
@@ -23,9 +23,10 @@ def run(script, *args, env=None):
 
 
 def train(runs, name, *extra):
-    args = ["--runs-dir", str(runs), *extra]
+    args = ["--runs-dir", str(runs)]
     for item in TINY:
         args += ["--set", item]
+    args += extra  # after TINY, so that a test's own --set wins
     proc = run("train.py", *args) if "--resume" in extra else run("train.py", "--run", name, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -39,7 +40,7 @@ def final_state(runs, name):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    train(runs, "straight", "--max-steps", "6")
+    train(runs, "straight", "--max-steps", "6", "--set", "EVAL_EVERY=1")  # the halves below run without it
     return runs
 
 
@@ -56,6 +57,9 @@ def test_train_writes_grids_checkpoints_events_and_provenance(trained):
     assert info["step"] == 6 and info["provenance"]["overrides"]["BATCH_SIZE"] == 16
     assert info["provenance"]["exploratory"] is True and info["provenance"]["adr"]["number"] >= 7
     assert not torch.equal(state["unet"]["conv_out.weight"], state["ema_unet"]["conv_out.weight"])
+    curve = info["quality_curve"]  # one probe evaluation per epoch and one at the end
+    assert [point["step"] for point in curve] == [4, 6] and 0 <= curve[-1]["joint_accuracy"] <= 1
+    assert curve[0]["minutes"] <= curve[1]["minutes"]
 
 
 def test_resume_continues_exactly(trained):
