@@ -44,6 +44,7 @@ DDIM_ETA = 0.0  # DDIM stochasticity η; 0 is deterministic (ADR 0003)
 CLIP_DENOISED = True  # clamp the predicted x_0 to [-1, 1] at every sampling step (ADR 0003)
 
 # Optimisation
+MIN_SNR_GAMMA = 0.0  # Min-SNR-γ loss weighting min(SNR, γ)/SNR; 0 = plain L_simple (ADR 0009)
 LEARNING_RATE = 0.001  # peak AdamW learning rate (ADR 0007)
 WARMUP_STEPS = 200  # linear learning-rate warm-up, in optimizer steps (ADR 0007)
 WEIGHT_DECAY = 0.0  # AdamW decoupled weight decay (ADR 0007)

@@ -228,7 +228,7 @@ def main(argv=None):
         with autocast(cfg["PRECISION"], device):
             context = cached[cap] if cached is not None else text_encoder(tokens[cap])
             losses = diffusion.loss_per_sample(unet, x0, t, noise, context, token_mask[cap])  # (B,)
-        loss = losses.mean()
+        loss = (diffusion.min_snr_weights(t, cfg["MIN_SNR_GAMMA"]) * losses).mean()  # losses stay unweighted for logs
 
         if not torch.isfinite(loss):
             bad_steps += 1

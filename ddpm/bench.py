@@ -19,11 +19,13 @@ Writes a Markdown report to ``--out`` and prints, last,
 the configured PRECISION). ``--quick`` (tests): 1 warm-up and 2 timed iterations at batch 8, a 512³ matmul.
 
 diffusers is a benchmark-only dependency (requirements-bench.txt). This module never imports ``config``:
-the CLI reads config.py with ``ddpm.decisions.read_config`` (an ``ast`` reader) and passes values on.
+the CLI reads config.py with ``ddpm.adr.read_config`` (an ``ast`` reader) and passes values on.
 """
 
 import argparse
+import glob
 import contextlib
+import json
 import os
 import platform
 import statistics
@@ -50,7 +52,7 @@ DIFFUSERS_MISSING = (
 # ---- configuration ------------------------------------------------------------------------------------
 def read_config(path) -> dict:
     """config.py's UPPER_CASE literals, without executing it (``ddpm.decisions.read_config``)."""
-    from ddpm.decisions import read_config as _read
+    from ddpm.adr import read_config as _read
 
     return _read(path)
 
@@ -356,6 +358,40 @@ def markdown(res: dict) -> str:
     return "\n".join(L)
 
 
+def quality_curve(runs_dir: str) -> tuple:
+    """The time-to-quality curve of the newest run that has one: (run name, points, minutes to 0.9 or None).
+
+    train.py appends (minutes of training, step, joint accuracy) to run.json after every probe evaluation
+    (ADR 0008), so `make train` followed by `make bench` reports how fast the default config gets good.
+    """
+    runs = []
+    for path in glob.glob(os.path.join(runs_dir, "*", "run.json")):
+        try:
+            with open(path) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if info.get("quality_curve"):
+            runs.append((info.get("started", ""), os.path.basename(os.path.dirname(path)), info["quality_curve"]))
+    if not runs:
+        return None, [], None
+    _, name, points = max(runs)
+    reached = [p["minutes"] for p in points if p["joint_accuracy"] >= 0.9]
+    return name, points, (reached[0] if reached else None)
+
+
+def curve_markdown(name: str, points: list, minutes_to_90) -> str:
+    if not points:
+        return "## Time to quality\n\nNo run with a quality curve under runs/: run `make train` first.\n"
+    rows = [f"| {p['minutes']:.1f} | {p['step']} | {p['joint_accuracy']:.3f} |" for p in points]
+    verdict = (f"Joint accuracy 0.9 first reached after **{minutes_to_90:.1f} min**." if minutes_to_90 is not None
+               else "Joint accuracy 0.9 not reached in this run.")
+    return "\n".join([f"## Time to quality (run `{name}`)", "",
+                      "Joint prompt accuracy of the in-training probe evaluation (16 samples; ADR 0008) against "
+                      "minutes of training (grids included, evaluation excluded).", "",
+                      "| minutes | step | joint accuracy |", "|---|---|---|", *rows, "", verdict, ""])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddpm.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (1 warm-up, 2 timed, batch 8), for tests")
@@ -363,6 +399,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config file (default: the repo's)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--runs", default=str(REPO_ROOT / "runs"), help="where to find the time-to-quality curve")
     args = parser.parse_args(argv)
     try:
         import diffusers  # noqa: F401
@@ -373,7 +410,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     cfg = read_config(args.config)
     res = run_bench(cfg, quick=args.quick, device=args.device, log=lambda m: print(m, file=sys.stderr, flush=True))
-    report = markdown(res)
+    name, points, minutes_to_90 = quality_curve(args.runs)
+    report = markdown(res) + "\n" + curve_markdown(name, points, minutes_to_90)
+    if minutes_to_90 is not None:
+        res["headline"]["minutes_to_90"] = minutes_to_90
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
     tmp = args.out + ".tmp"

@@ -108,6 +108,16 @@ class GaussianDiffusion:
         eps = model(self.q_sample(x0, t, noise), t, context, context_mask)
         return F.mse_loss(eps.float(), noise, reduction="none").mean(dim=(1, 2, 3))
 
+    def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        """Min-SNR-γ loss weights for ε-prediction (Hang et al. 2023, eq. 6 divided by SNR): min(SNR_t, γ)/SNR_t,
+        SNR_t = ᾱ_t/(1 − ᾱ_t), shape (B,). Low-noise steps (SNR > γ) count less, so that the conflicting
+        gradients of near-clean images do not slow the learning of structure. γ = 0 means no weighting (all 1).
+        """
+        if gamma == 0:
+            return torch.ones(t.shape, device=t.device)
+        snr = self.alphas_cumprod[t] / (1 - self.alphas_cumprod[t])
+        return snr.clamp(max=gamma) / snr
+
     # ---- reverse process -----------------------------------------------------------------------
     def predict_x0(self, x_t, t, eps) -> torch.Tensor:
         """Invert eq. 4: x̂_0 = (x_t − √(1−ᾱ_t)·ε) / √ᾱ_t."""

@@ -66,6 +66,7 @@ SCHEMA = {
     "OPEN_CLIP_MODEL": _STR,
     "OPEN_CLIP_PRETRAINED": _STR,
     "CAPTION_DROPOUT": _float(0, 1, hi_open=True),
+    "MIN_SNR_GAMMA": _float(0, 1e6),
     "GUIDANCE_SCALE": _float(0, 100),
     "SAMPLER": _choice(("ddim", "ddpm")),
     "NUM_INFERENCE_STEPS": _int(1),

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ddpm import decisions, provenance
-from ddpm.decisions import MISSING, check, diff, main, newest_accepted, parse_decision_line, read_config, replay
+from ddpm.adr import parse_decision_line
+from ddpm.decisions import MISSING, check, diff, main, newest_accepted, read_config, replay
 
 README = """# Decisions
 

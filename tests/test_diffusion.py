@@ -130,3 +130,13 @@ def test_ddpm_sampler_runs_all_timesteps_and_is_seeded():
     assert calls == list(range(11, -1, -1))
     b = d.sample(model, (1, 3, 4, 4), generator=torch.Generator().manual_seed(3), **kw)
     assert torch.equal(a, b)
+
+
+def test_min_snr_weights_closed_form():
+    d = GaussianDiffusion(timesteps=100, schedule="cosine", beta_start=0, beta_end=0)
+    t = torch.tensor([0, 10, 50, 99])
+    assert torch.equal(d.min_snr_weights(t, 0.0), torch.ones(4))
+    snr = d.alphas_cumprod[t] / (1 - d.alphas_cumprod[t])
+    w = d.min_snr_weights(t, 5.0)
+    assert torch.allclose(w, torch.where(snr > 5, 5 / snr, torch.ones(4)))
+    assert w[0] < w[1] < 1 and w[-1] == 1  # low noise (high SNR) is down-weighted; high noise is not

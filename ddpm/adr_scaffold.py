@@ -1,0 +1,166 @@
+"""Scaffolding for the next ADR: ``new_adr`` numbers it, fills decisions/template.md (or a built-in one) with
+config.py's undecided changes as decision lines, and marks a superseded ADR as such.
+
+Used by ``python -m ddpm.decisions new`` (``make adr TITLE="..."``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from pathlib import Path
+
+from ddpm.adr import FILENAME_RE, SECTION_RE, decision_lines, md_files, rel_path
+from ddpm.decisions import DEFAULT_CONFIG, DEFAULT_DIR, diff
+
+DEFAULT_TEMPLATE = """# NNNN: Title
+
+Date: YYYY-MM-DD
+
+## Status
+
+Proposed
+
+## Context
+
+What is the problem, what did we observe (numbers, runs), what forces are at play?
+
+## Decision
+
+What we do. One line per constant of config.py this ADR changes:
+
+<!-- decision-lines -->
+
+## Alternatives Considered
+
+## Consequences
+
+**Positive:**
+
+**Negative:**
+
+**Risks:**
+
+**Mitigation:**
+
+**Success metrics:**
+"""
+
+
+NO_CHANGES_HINT = (
+    "<!-- config.py does not differ from the decisions yet: add one line per constant you will change, "
+    "e.g. - NAME: old → new (reason) -->"
+)
+
+
+def slugify(title: str, max_len: int = 60) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    if len(slug) > max_len:
+        cut = slug[:max_len]
+        slug = cut.rsplit("-", 1)[0] if "-" in cut else cut
+    return slug.strip("-")
+
+
+def _set_status(path: Path, status: str) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    in_status = False
+    for i, line in enumerate(lines):
+        sm = SECTION_RE.match(line.strip())
+        if sm and not line.strip().startswith("###"):
+            in_status = sm.group(1).lower() == "status"
+            continue
+        if in_status and line.strip():
+            lines[i] = status + ("\n" if line.endswith("\n") else "")
+            break
+    else:
+        raise ValueError(f"{rel_path(path)} has no `## Status` section")
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def _fill_template(template: str, number: int, title: str, date: str, lines: list[str], supersedes) -> str:
+    out, section, status_done, decision_done, date_done = [], None, False, False, False
+    src = template.splitlines()
+    title_done = False
+    for raw in src:
+        line = raw.strip()
+        if not title_done and line.startswith("# "):
+            out.append(f"# {number:04d}: {title}")
+            title_done = True
+            continue
+        sm = SECTION_RE.match(line)
+        if sm and not line.startswith("###"):
+            if section == "decision" and not decision_done:
+                out.extend((lines + [""]) if lines else [])
+                decision_done = True
+            section = sm.group(1).lower()
+            out.append(raw)
+            continue
+        if section is None and line.startswith("Date:") and not date_done:
+            out.append(f"Date: {date}")
+            date_done = True
+            continue
+        if section == "status":
+            if line and not status_done:
+                out.append("Proposed")
+                if supersedes is not None:
+                    out.append("")
+                    out.append(f"Supersedes ADR {supersedes:04d}.")
+                status_done = True
+            elif line and status_done:
+                pass  # drop other template status text
+            else:
+                out.append(raw)
+            continue
+        if section == "decision" and line == "<!-- decision-lines -->":
+            if not decision_done:
+                out.extend(lines or [NO_CHANGES_HINT])
+                decision_done = True
+            continue
+        out.append(raw)
+    if not title_done:
+        out.insert(0, f"# {number:04d}: {title}")
+    if not date_done:
+        out.insert(1, "")
+        out.insert(2, f"Date: {date}")
+    if section == "decision" and not decision_done and lines:
+        out.extend([""] + lines)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def new_adr(
+    title: str,
+    *,
+    config_path=DEFAULT_CONFIG,
+    decisions_dir=DEFAULT_DIR,
+    supersedes: int | None = None,
+    date: str | None = None,
+) -> Path:
+    """Write the next numbered ADR (status Proposed), pre-filled with config.py's differences from the decisions."""
+    decisions_dir = Path(decisions_dir)
+    slug = slugify(title)
+    if not slug:
+        raise ValueError(f"title {title!r} gives an empty file name; use letters or digits")
+    date = date or _dt.date.today().isoformat()
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+        raise ValueError(f"date must be YYYY-MM-DD, got {date!r}")
+    _dt.date.fromisoformat(date)
+    decisions_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in md_files(decisions_dir) if (m := FILENAME_RE.match(p.name))]
+    number = max(numbers, default=0) + 1
+    old_path = None
+    if supersedes is not None:
+        matches = [p for p in md_files(decisions_dir) if (m := FILENAME_RE.match(p.name)) and int(m.group(1)) == supersedes]
+        if not matches:
+            raise ValueError(f"--supersedes {supersedes}: there is no ADR {supersedes:04d}")
+        old_path = matches[0]
+    template_path = decisions_dir / "template.md"
+    template = template_path.read_text(encoding="utf-8") if template_path.exists() else DEFAULT_TEMPLATE
+    changes = diff(config_path, decisions_dir) if Path(config_path).exists() else {}
+    text = _fill_template(template, number, title.strip(), date, decision_lines(changes), supersedes)
+    path = decisions_dir / f"{number:04d}-{slug}.md"
+    if path.exists():
+        raise ValueError(f"{rel_path(path)} already exists")
+    path.write_text(text, encoding="utf-8")
+    if old_path is not None:
+        _set_status(old_path, f"Superseded by {number:04d}")
+    return path
