@@ -9,12 +9,13 @@ BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cks
 export SAMPLE_PROMPT := $(value PROMPT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sample test decisions adr runs eval bench tensorboard clean
+.PHONY: help setup train sample test lint decisions adr runs eval bench tensorboard clean
 
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
 	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SEED= CKPT= OUT="
 	@echo "make test                  the test suite (CPU, a few minutes)"
+	@echo "make lint                  ruff: syntax errors, undefined and unused names"
 	@echo "make decisions             regenerate the ADR index and check config.py against the accepted ADRs"
 	@echo "make adr TITLE=\"...\"       write the next ADR, filled with config.py's undecided changes; SUPERSEDES=N"
 	@echo "make runs                  table of training runs, newest first"
@@ -42,6 +43,9 @@ sample: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check --select E9,F --exclude .venv .
 
 decisions: $(STAMP)
 	$(PY) -m ddpm.decisions index

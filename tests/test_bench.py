@@ -43,3 +43,21 @@ def test_missing_diffusers_names_the_way_out(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err
     assert "requirements-bench.txt" in err and "make bench" in err
     assert not (tmp_path / "bench.md").exists()
+
+
+def test_time_to_quality_curve_reads_the_newest_run(tmp_path):
+    import json
+
+    from ddpm.bench import curve_markdown, quality_curve
+
+    for name, started, accs in (("old", "2026-01-01T00:00:00", [0.5, 0.95]), ("new", "2026-02-01T00:00:00", [0.2, 0.8, 0.92])):
+        (tmp_path / name).mkdir()
+        curve = [{"minutes": 2.0 * (i + 1), "step": 100 * (i + 1), "joint_accuracy": a} for i, a in enumerate(accs)]
+        (tmp_path / name / "run.json").write_text(json.dumps({"started": started, "quality_curve": curve}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{not json")
+    name, points, minutes = quality_curve(str(tmp_path))
+    assert name == "new" and len(points) == 3 and minutes == 6.0
+    assert "6.0 min" in curve_markdown(name, points, minutes)
+    assert quality_curve(str(tmp_path / "broken")) == (None, [], None)
+    assert "run `make train` first" in curve_markdown(None, [], None)

@@ -463,3 +463,11 @@ def test_architecture_drift():
     current = {"CHANNEL_MULTS": (1, 2, 2), "BASE_CHANNELS": 64, "LR": 2.0, "NEW": 1}
     drift = provenance.architecture_drift(saved, current, ["CHANNEL_MULTS", "BASE_CHANNELS", "HEADS", "NEW"])
     assert drift == {"BASE_CHANNELS": (32, 64), "HEADS": (4, MISSING), "NEW": (MISSING, 1)}
+
+
+def test_this_repos_config_matches_its_accepted_decisions():
+    """`make decisions` as part of `make test`: config.py on this branch is exactly what the ADRs decide."""
+    from ddpm import decisions
+
+    errors = decisions.check(decisions.DEFAULT_CONFIG, decisions.DEFAULT_DIR)
+    assert errors == [], "\n".join(errors)
