@@ -37,18 +37,18 @@ OPEN_CLIP_PRETRAINED = ""  # pretrained tag or local weights file, used when TEX
 
 # Classifier-free guidance and sampling
 CAPTION_DROPOUT = 0.1  # probability of training on the empty prompt instead of the caption (ADR 0005)
-GUIDANCE_SCALE = 3.0  # s in ε_u + s·(ε_c − ε_u); 1 means no guidance (ADR 0005)
+GUIDANCE_SCALE = 5.0  # s in ε_u + s·(ε_c − ε_u); 1 means no guidance (ADR 0011)
 SAMPLER = "ddim"  # "ddim" or "ddpm" (ancestral, all TIMESTEPS) (ADR 0003)
 NUM_INFERENCE_STEPS = 50  # DDIM steps (ADR 0003)
 DDIM_ETA = 0.0  # DDIM stochasticity η; 0 is deterministic (ADR 0003)
 CLIP_DENOISED = True  # clamp the predicted x_0 to [-1, 1] at every sampling step (ADR 0003)
 
 # Optimisation
-MIN_SNR_GAMMA = 0.0  # Min-SNR-γ loss weighting min(SNR, γ)/SNR; 0 = plain L_simple (ADR 0009)
+MIN_SNR_GAMMA = 5.0  # Min-SNR-γ loss weighting min(SNR, γ)/SNR; 0 = plain L_simple (ADR 0010)
 LEARNING_RATE = 0.001  # peak AdamW learning rate (ADR 0007)
 WARMUP_STEPS = 200  # linear learning-rate warm-up, in optimizer steps (ADR 0007)
 WEIGHT_DECAY = 0.0  # AdamW decoupled weight decay (ADR 0007)
-BATCH_SIZE = 64  # images per optimizer step (ADR 0007)
+BATCH_SIZE = 32  # images per optimizer step (ADR 0010)
 EPOCHS = 10  # passes over the dataset (ADR 0007)
 GRAD_CLIP = 1.0  # max global gradient norm (ADR 0007)
 EMA_DECAY = 0.995  # exponential moving average of the weights, used for sampling (ADR 0007)
