@@ -13,7 +13,7 @@ LINE = re.compile(r"^train_speedup=\S+ peak_fraction=\S+ sample64_s=\S+ ours_img
 def test_quick_bench_runs_end_to_end(tmp_path, capsys):
     pytest.importorskip("diffusers", reason="diffusers is a benchmark-only dependency: pip install -r requirements-bench.txt")
     out = tmp_path / "bench.md"
-    assert bench.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out)]) == 0
+    assert bench.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out), "--runs", str(tmp_path)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert LINE.match(last), last
     values = dict(kv.split("=") for kv in last.split())
