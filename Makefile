@@ -41,7 +41,7 @@ sample: $(STAMP)
 	$(if $(filter undefined,$(origin PROMPT)),,PROMPT="$$SAMPLE_PROMPT") $(PY) sample.py $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) $(if $(STEPS),--steps $(STEPS)) \
 		$(if $(SEED),--seed $(SEED)) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(OUT),--out "$(OUT)") $(ARGS)
 
-test: $(STAMP)
+test: $(BENCH_STAMP)  # the bench's own tests need diffusers
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
