@@ -113,14 +113,10 @@ def describe(path, ckpt):
         return
     saved = ckpt["config"]
     drift = [f"{k}: checkpoint {saved[k]!r}, decisions now {decided[k]!r}" for k in ARCHITECTURE_KEYS
-             if k in saved and k in decided and _same(saved[k]) != _same(decided[k])]
+             if k in saved and k in decided and saved[k] != decided[k]]
     if drift:
         print("note: today's decisions describe a different model than this checkpoint (sampling uses the "
               "checkpoint's):\n  " + "\n  ".join(drift))
-
-
-def _same(v):
-    return list(v) if isinstance(v, (tuple, list)) else v
 
 
 def default_out(ckpt_path, prompt):

@@ -24,9 +24,10 @@ from ddpm.data import COLOR_NAMES, SHAPES, SIZE_NAMES, caption, check_images, ma
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.ema import ema_update
 from ddpm.pipeline import Pipeline, autocast, memory_format
-from ddpm import settings
+from ddpm import provenance, settings
 from ddpm.evaluate import quick_eval
 from ddpm.probe import load_or_train_probe
+from ddpm.report import write_json
 from ddpm.settings import config_from_module, parse_overrides, validate
 from ddpm.text import build_text_encoder, encode_in_batches, tokenizer_for
 from ddpm.unet import UNet
@@ -61,8 +62,6 @@ def grid_prompts(n: int) -> list:
 
 def check_decisions(config_file_values: dict, overrides: dict, exploratory: bool) -> dict:
     """Provenance of this run; refuses a config.py that the accepted decisions do not cover."""
-    from ddpm import provenance
-
     prov = provenance.collect(config_file_values, overrides, repo_root=HERE,
                               decisions_dir=os.path.join(HERE, "decisions"), config_path=os.path.join(HERE, "config.py"))
     if prov["decision_errors"] and not exploratory:
@@ -150,7 +149,8 @@ def main(argv=None):
     run_info = {"name": os.path.basename(run_dir), "started": datetime.datetime.now().isoformat(timespec="seconds"),
                 "config": cfg, "provenance": prov, "step": step, "epoch": epoch, "final_loss": None}
     run_json = os.path.join(run_dir, "run.json")
-    write_json(run_json, {**run_info, "started": read_json(run_json).get("started", run_info["started"])})
+    started = read_json(run_json).get("started", run_info["started"])  # a resumed run keeps its start
+    write_json({**run_info, "started": started}, run_json, allow_nan=True)
     if step == 0:
         log_provenance(writer, cfg, prov)
 
@@ -178,7 +178,7 @@ def main(argv=None):
         }
         ckpts.save_atomic(state, os.path.join(run_dir, "checkpoints", ckpts.checkpoint_name(epoch, step)))
         ckpts.prune(run_dir, cfg["KEEP_CHECKPOINTS"])
-        write_json(run_json, {**read_json(run_json), "step": step, "epoch": epoch, "final_loss": loss_value})
+        write_json({**read_json(run_json), "step": step, "epoch": epoch, "final_loss": loss_value}, run_json, allow_nan=True)
 
     def evaluate():
         """The cheap probe evaluation (ddpm/evaluate.py): a point of the time-to-quality curve."""
@@ -188,7 +188,7 @@ def main(argv=None):
             if value is not None:
                 writer.add_scalar(f"eval/{key}", value, step)
         curve.append({"minutes": round(train_seconds / 60, 2), "step": step, "joint_accuracy": scores["joint_accuracy"]})
-        write_json(run_json, {**read_json(run_json), "quality_curve": curve})
+        write_json({**read_json(run_json), "quality_curve": curve}, run_json, allow_nan=True)
         return scores["joint_accuracy"]
 
     def sample_grid():
@@ -291,14 +291,10 @@ def main(argv=None):
 def refuse_changed_architecture(state, unet_args, text_args, diffusion_args):
     changed = [f"{name}: checkpoint {state[name]} vs now {now}" for name, now in
                (("unet_args", unet_args), ("text_args", text_args), ("diffusion_args", diffusion_args))
-               if {k: normalise(v) for k, v in state[name].items()} != {k: normalise(v) for k, v in now.items()}]
+               if state[name] != now]
     if changed:
         sys.exit("cannot resume: the model differs from the checkpoint's\n  " + "\n  ".join(changed) +
                  "\nStart a new run, or restore the checkpoint's values (see its config in run.json)")
-
-
-def normalise(v):
-    return list(v) if isinstance(v, tuple) else v
 
 
 def newest_run(runs_dir):
@@ -312,13 +308,6 @@ def read_json(path):
             return json.load(f)
     except (OSError, ValueError):
         return {}
-
-
-def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=repr)
-    os.replace(tmp, path)
 
 
 def log_provenance(writer, cfg, prov):

@@ -40,6 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm import settings
+from ddpm.adr import read_config  # an ast reader: config.py is never executed here
+from ddpm.report import write_text
 from ddpm.unet import UNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -50,13 +52,6 @@ DIFFUSERS_MISSING = (
 
 
 # ---- configuration ------------------------------------------------------------------------------------
-def read_config(path) -> dict:
-    """config.py's UPPER_CASE literals, without executing it (``ddpm.decisions.read_config``)."""
-    from ddpm.adr import read_config as _read
-
-    return _read(path)
-
-
 def unet_args(cfg: dict) -> dict:
     """Our UNet's constructor arguments, as train.py builds them (scratch text encoder: context = TEXT_WIDTH)."""
     return settings.unet_args(cfg, context_dim=cfg["TEXT_WIDTH"])
@@ -414,12 +409,7 @@ def main(argv=None) -> int:
     report = markdown(res) + "\n" + curve_markdown(name, points, minutes_to_90)
     if minutes_to_90 is not None:
         res["headline"]["minutes_to_90"] = minutes_to_90
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(report)
-    os.replace(tmp, args.out)
+    write_text(report, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     print(headline_line(res["headline"]), flush=True)
     return 0

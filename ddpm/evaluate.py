@@ -23,7 +23,6 @@ imports ``config``.
 """
 
 import argparse
-import glob
 import math
 import os
 import re
@@ -34,6 +33,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from ddpm.checkpoint import all_checkpoints
 from ddpm.data import ATTRIBUTES, all_combinations, caption, render
 from ddpm.probe import accuracy, load_or_train_probe, load_probe
 from ddpm.report import fmt_number, json_safe, sweep_table, update_run_json, write_outputs
@@ -296,9 +296,8 @@ def _parse_sweep(text: str) -> list:
 
 
 def newest_checkpoint(runs_dir: str) -> Optional[str]:
-    paths = glob.glob(os.path.join(runs_dir, "*", "checkpoints", "*.pt"))
-    paths = [p for p in paths if not os.path.basename(p).startswith(".")]
-    return max(paths, key=os.path.getmtime) if paths else None
+    paths = all_checkpoints(runs_dir)  # newest first
+    return paths[0] if paths else None
 
 
 def main(argv=None, *, log: Callable = None) -> int:
