@@ -57,6 +57,7 @@ SEED = 0  # seed of model init, batching, noise and sample grids (ADR 0007)
 # Speed
 PRECISION = "bf16"  # "fp32" or "bf16" (autocast; weights and optimizer stay fp32) (ADR 0006)
 CHANNELS_LAST = True  # NHWC memory layout for the convolutions (ADR 0006)
+COMPILE = True  # torch.compile the UNet for training; falls back to eager with a warning where it cannot (ADR 0013)
 
 # Monitoring
 GENERATE_SAMPLES_EVERY = 1  # epochs between sample grids (ADR 0007)

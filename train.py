@@ -23,7 +23,7 @@ from ddpm import checkpoint as ckpts
 from ddpm.data import COLOR_NAMES, SHAPES, SIZE_NAMES, caption, check_images, make_shapes_dataset
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.ema import ema_update
-from ddpm.pipeline import Pipeline, autocast, memory_format
+from ddpm.pipeline import CompiledOrEager, Pipeline, autocast, memory_format
 from ddpm import provenance, settings
 from ddpm.evaluate import quick_eval
 from ddpm.probe import load_or_train_probe
@@ -112,6 +112,7 @@ def main(argv=None):
     unet_args = settings.unet_args(cfg, context_dim=text_encoder.dim)
     fmt = memory_format(cfg["CHANNELS_LAST"])
     unet = UNet(**unet_args).to(device, memory_format=fmt)
+    unet_step = CompiledOrEager(unet, enabled=cfg["COMPILE"], warn=tqdm.write)  # the training forward (ADR 0013)
     diffusion_args = settings.diffusion_args(cfg)
     diffusion = GaussianDiffusion(**diffusion_args).to(device)
 
@@ -211,6 +212,8 @@ def main(argv=None):
     bad_steps, loss_value, tick, tick_step = 0, float("nan"), time.perf_counter(), step
     unet.train()
     text_encoder.train()
+    if cfg["COMPILE"] and step < total:
+        tqdm.write("compiling the UNet: the first step takes up to a minute or two (cached afterwards); COMPILE in config.py")
     while step < total:
         if perm is None or batch_in_epoch >= steps_per_epoch:
             perm, batch_in_epoch = torch.randperm(n, generator=gen), 0
@@ -227,7 +230,7 @@ def main(argv=None):
         noise = torch.randn(x0.shape, generator=gen).to(device)
         with autocast(cfg["PRECISION"], device):
             context = cached[cap] if cached is not None else text_encoder(tokens[cap])
-            losses = diffusion.loss_per_sample(unet, x0, t, noise, context, token_mask[cap])  # (B,)
+            losses = diffusion.loss_per_sample(unet_step, x0, t, noise, context, token_mask[cap])  # (B,)
         loss = (diffusion.min_snr_weights(t, cfg["MIN_SNR_GAMMA"]) * losses).mean()  # losses stay unweighted for logs
 
         if not torch.isfinite(loss):

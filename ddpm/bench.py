@@ -4,19 +4,21 @@
 
 (a) the matmul peak: a 2048³ ``torch.mm`` in fp32 and bf16 (GFLOP/s), at the start and again at the end, so
     that drift (thermal throttling, a neighbour on the machine) shows;
-(b) training images/s: batch 64, forward + backward + AdamW step of the ε-loss at random t, contexts
-    (64, 16, 128) with a bool mask, for our UNet (built from config.py's values) and for a diffusers
+(b) training images/s at BATCH_SIZE: forward + backward + AdamW step of the ε-loss at random t, contexts
+    (BATCH_SIZE, 16, 128) with a bool mask, for our UNet (built from config.py's values) and for a diffusers
     ``UNet2DConditionModel`` configured to match it (params and forward GFLOPs, counted with
     ``torch.utils.flop_counter.FlopCounterMode``, are reported for both), interleaved round-robin (one
-    iteration of each variant per round; 2 warm-up rounds, then ≥ 5 timed; the median), in fp32 and in bf16
-    autocast (channels_last for ours as configured);
+    iteration of each variant per round; 2 warm-up rounds, then 10 timed; the median), in fp32 and in bf16
+    autocast (channels_last for ours as configured); where config.py sets COMPILE, both models again under
+    ``torch.compile`` at the configured precision (the first, compiling call is timed apart);
 (c) sampling: seconds per guided step for 64 images (one batch-128 forward) of ours, and the seconds for 64
     images at NUM_INFERENCE_STEPS DDIM steps;
 (d) achieved GFLOP/s = 3·forward FLOPs·images/s, and its fraction of the measured bf16 matmul peak.
 
 Writes a Markdown report to ``--out`` and prints, last,
-``train_speedup=… peak_fraction=… sample64_s=… ours_img_s=… diffusers_img_s=…`` (speedup = ours ÷ diffusers at
-the configured PRECISION). ``--quick`` (tests): 1 warm-up and 2 timed iterations at batch 8, a 512³ matmul.
+``train_speedup=… eager_speedup=… peak_fraction=… sample64_s=… ours_img_s=… diffusers_img_s=…``: at the configured
+PRECISION, ours as train.py runs it (compiled where COMPILE) ÷ the faster of diffusers eager and compiled, and
+both eager. ``--quick`` (tests): 1 warm-up and 2 timed iterations at batch 8, a 512³ matmul.
 
 diffusers is a benchmark-only dependency (requirements-bench.txt). This module never imports ``config``:
 the CLI reads config.py with ``ddpm.adr.read_config`` (an ``ast`` reader) and passes values on.
@@ -157,8 +159,9 @@ class TrainStep:
     """One forward + backward + AdamW step of the ε-loss (DDPM L_simple) at random t, as train.py does it."""
 
     def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, x0, ctx, mask, *, precision: str,
-                 channels_last: bool, lr: float = 1e-4):
+                 channels_last: bool, compile: bool = False, lr: float = 1e-4):
         self.model, self.diffusion, self.precision = model, diffusion, precision
+        self.forward = torch.compile(model) if compile else model  # as train.py's CompiledOrEager, minus the fallback
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.fmt).train()
         self.x0, self.ctx, self.mask = x0.contiguous(memory_format=self.fmt), ctx, mask
@@ -171,7 +174,7 @@ class TrainStep:
         t = torch.randint(0, self.diffusion.timesteps, (b,), generator=self.gen, device=self.device)
         noise = torch.randn(self.x0.shape, generator=self.gen, device=self.device).contiguous(memory_format=self.fmt)
         with _autocast(self.precision, self.device):
-            loss = self.diffusion.loss_per_sample(self.model, self.x0, t, noise, self.ctx, self.mask).mean()
+            loss = self.diffusion.loss_per_sample(self.forward, self.x0, t, noise, self.ctx, self.mask).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -232,7 +235,7 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     """All measurements; ``cfg`` holds config.py's values (UPPER_CASE keys). Returns a results dict."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     batch = 8 if quick else cfg["BATCH_SIZE"]
-    warmup, iters = (1, 2) if quick else (2, 5)
+    warmup, iters = (1, 2) if quick else (2, 10)
     mm_n, mm_iters = (512, 2) if quick else (2048, 3)
     sample_images = 8 if quick else 64
     steps = cfg["NUM_INFERENCE_STEPS"]
@@ -270,11 +273,22 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
 
     diffusion = GaussianDiffusion(timesteps=cfg["TIMESTEPS"], schedule=cfg["BETA_SCHEDULE"],
                                   beta_start=cfg["BETA_START"], beta_end=cfg["BETA_END"]).to(device)
-    res["train"] = {}
+    compile_too = cfg["COMPILE"] and not quick  # compiled variants at the configured precision only (compiling is slow)
+    res["compile"], res["compile_s"], res["train"] = compile_too, {}, {}
     for precision in ("fp32", "bf16"):
-        steps_fns = {name: TrainStep(m, diffusion, x0, ctx, mask, precision=precision,
-                                     channels_last=channels_last and name == "ours")
-                     for name, m in models.items()}
+        steps_fns = {}
+        for name, m in models.items():
+            steps_fns[name] = TrainStep(m, diffusion, x0, ctx, mask, precision=precision,
+                                        channels_last=channels_last and name == "ours")
+        if compile_too and precision == precision_cfg:
+            for name, m in models.items():
+                step = TrainStep(m, diffusion, x0, ctx, mask, precision=precision,
+                                 channels_last=channels_last and name == "ours", compile=True)
+                t0 = time.perf_counter()
+                step()  # the first call compiles; not timed below
+                res["compile_s"][name] = time.perf_counter() - t0
+                log(f"compiled {name} in {res['compile_s'][name]:.0f} s")
+                steps_fns[f"{name} (compiled)"] = step
         times = round_robin(steps_fns, warmup=warmup, iters=iters, device=device)
         res["train"][precision] = {}
         for name, ts in times.items():
@@ -294,17 +308,21 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     for precision in ("fp32", "bf16"):
         peak = max(res["matmul_start"][precision], res["matmul_end"][precision])
         res["achieved"][precision] = {}
-        for name in models:
-            gflops = 3 * res["fwd_gflops_per_image"][name] * res["train"][precision][name]["img_s"]
+        for name, tr in res["train"][precision].items():
+            gflops = 3 * res["fwd_gflops_per_image"][name.split()[0]] * tr["img_s"]
             res["achieved"][precision][name] = {"gflop_s": gflops, "fraction_of_own_peak": gflops / peak}
     bf16_peak = max(res["matmul_start"]["bf16"], res["matmul_end"]["bf16"])
     cfg_train = res["train"][precision_cfg]
+    ours = "ours (compiled)" if compile_too else "ours"  # as train.py runs it
+    best_diffusers = max((n for n in cfg_train if n.startswith("diffusers")), key=lambda n: cfg_train[n]["img_s"])
+    res["headline_variants"] = {"ours": ours, "diffusers": best_diffusers}
     res["headline"] = {
-        "train_speedup": cfg_train["ours"]["img_s"] / cfg_train["diffusers"]["img_s"],
-        "peak_fraction": res["achieved"][precision_cfg]["ours"]["gflop_s"] / bf16_peak,
+        "train_speedup": cfg_train[ours]["img_s"] / cfg_train[best_diffusers]["img_s"],
+        "eager_speedup": cfg_train["ours"]["img_s"] / cfg_train["diffusers"]["img_s"],
+        "peak_fraction": res["achieved"][precision_cfg][ours]["gflop_s"] / bf16_peak,
         "sample64_s": res["sample"]["total_s"],
-        "ours_img_s": cfg_train["ours"]["img_s"],
-        "diffusers_img_s": cfg_train["diffusers"]["img_s"],
+        "ours_img_s": cfg_train[ours]["img_s"],
+        "diffusers_img_s": cfg_train[best_diffusers]["img_s"],
     }
     return res
 
@@ -337,18 +355,22 @@ def markdown(res: dict) -> str:
           "| precision | model | img/s | median s/iter | min–max s | achieved GFLOP/s | fraction of same-dtype peak |",
           "|---|---|---:|---:|---:|---:|---:|"]
     for p in ("fp32", "bf16"):
-        for name in ("ours", "diffusers"):
-            tr, ac = res["train"][p][name], res["achieved"][p][name]
+        for name, tr in res["train"][p].items():
+            ac = res["achieved"][p][name]
             L.append(f"| {p} | {name} | {tr['img_s']:.1f} | {tr['median_s']:.4f} | {tr['min_s']:.4f}–{tr['max_s']:.4f} | "
                      f"{ac['gflop_s']:.1f} | {ac['fraction_of_own_peak']:.3f} |")
-    s, h = res["sample"], res["headline"]
+    if res["compile_s"]:
+        L += ["", "First call of each compiled variant (compiling; not in the medians): " +
+              ", ".join(f"{n} {sec:.0f} s" for n, sec in res["compile_s"].items()) + "."]
+    s, h, v = res["sample"], res["headline"], res["headline_variants"]
     L += ["", "## Sampling (ours, configured precision, classifier-free guidance)", "",
           f"- {s['step_s']:.4f} s per step for {s['images']} images (one forward of batch {s['forward_batch']})",
           f"- {s['total_s']:.2f} s for {s['images']} images at {res['steps']} DDIM steps", "",
           "## Headline", "",
-          f"- train speedup (ours ÷ diffusers, {res['precision']}): {h['train_speedup']:.3f}",
-          f"- achieved GFLOP/s (3 × forward FLOPs × img/s) of ours at {res['precision']} as a fraction of the measured "
-          f"bf16 matmul peak: {h['peak_fraction']:.3f}", "",
+          f"- train speedup at {res['precision']}: {h['train_speedup']:.3f} ({v['ours']}, as train.py runs it, ÷ "
+          f"{v['diffusers']}, the faster diffusers variant); both eager: {h['eager_speedup']:.3f}",
+          f"- achieved GFLOP/s (3 × forward FLOPs × img/s) of {v['ours']} at {res['precision']} as a fraction of the "
+          f"measured bf16 matmul peak: {h['peak_fraction']:.3f}", "",
           "```", headline_line(h), "```", ""]
     return "\n".join(L)
 

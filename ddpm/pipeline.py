@@ -26,6 +26,37 @@ def memory_format(channels_last: bool):
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+class CompiledOrEager:
+    """Calls ``torch.compile(module)``; if the first call fails, warns once and calls ``module`` eagerly from then on.
+
+    Compiling happens at the first call, and it can fail for reasons outside the model: no C++ compiler on
+    the machine (inductor's CPU backend needs one), an unsupported platform. A run should then go on,
+    slower, rather than stop. Once a compiled call has succeeded, errors are real and propagate. The module
+    itself (its parameters, ``state_dict()`` without an ``_orig_mod.`` prefix) stays the one to save and load.
+    """
+
+    def __init__(self, module, *, enabled: bool, warn=print):
+        self.module, self.warn = module, warn
+        self.compiled = torch.compile(module) if enabled else None
+        self.proven = False
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is None:
+            return self.module(*args, **kwargs)
+        if self.proven:
+            return self.compiled(*args, **kwargs)
+        try:
+            out = self.compiled(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any failure to compile means: go on eagerly
+            self.warn(f"torch.compile failed ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}); "
+                      "training goes on without it, slower. Set COMPILE = False (an ADR) or --set COMPILE=False "
+                      "to skip the attempt; inductor on CPU needs a C++ compiler (g++ or clang++ on PATH, or $CXX).")
+            self.compiled = None
+            return self.module(*args, **kwargs)
+        self.proven = True
+        return out
+
+
 class Pipeline:
     def __init__(self, *, unet, text_encoder, tokenizer, diffusion, image_size: int, precision: str,
                  channels_last: bool, config: dict, device="cpu"):

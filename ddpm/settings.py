@@ -82,6 +82,7 @@ SCHEMA = {
     "SEED": _int(0),
     "PRECISION": _choice(("fp32", "bf16")),
     "CHANNELS_LAST": _BOOL,
+    "COMPILE": _BOOL,
     "GENERATE_SAMPLES_EVERY": _int(1),
     "CHECKPOINT_EVERY": _int(1),
     "SAMPLE_GRID_SIZE": _int(1, 256),

@@ -7,7 +7,7 @@ import pytest
 
 from ddpm import bench
 
-LINE = re.compile(r"^train_speedup=\S+ peak_fraction=\S+ sample64_s=\S+ ours_img_s=\S+ diffusers_img_s=\S+$")
+LINE = re.compile(r"^train_speedup=\S+ eager_speedup=\S+ peak_fraction=\S+ sample64_s=\S+ ours_img_s=\S+ diffusers_img_s=\S+$")
 
 
 def test_quick_bench_runs_end_to_end(tmp_path, capsys):

@@ -8,7 +8,8 @@ import torch
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.text import PromptTokenizer, build_text_encoder, encode_in_batches
-from ddpm.unet import UNet, timestep_embedding
+from ddpm.pipeline import CompiledOrEager
+from ddpm.unet import UNet, attention, timestep_embedding
 
 
 def test_timestep_embedding_shape_and_values():
@@ -58,6 +59,88 @@ def test_tiny_model_overfits_one_batch(tiny_unet_args):
         loss.backward()
         opt.step()
     assert loss.item() < 0.1 * first
+
+
+def _attention_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=g, requires_grad=True) for n in (10, 6, 6))
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])[:, None, None, :]  # (B, 1, 1, L)
+    return q, k, v, mask
+
+
+def test_bf16_training_attention_matches_the_fused_kernel():
+    """The written-out path (bf16 with gradients on a CPU) computes what F.scaled_dot_product_attention does."""
+    q, k, v, mask = _attention_inputs()
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    reference.square().sum().backward()
+    ref_grads = [x.grad.clone() for x in (q, k, v)]
+    for x in (q, k, v):
+        x.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v, mask)
+    assert out.dtype == torch.bfloat16  # the plain path ran, in bf16
+    out.float().square().sum().backward()
+    assert torch.allclose(out.float(), reference, atol=3e-2, rtol=3e-2)
+    for got, want in zip((q.grad, k.grad, v.grad), ref_grads):
+        assert torch.allclose(got, want, atol=6e-2, rtol=6e-2)
+    padded = v.detach().clone()
+    padded[0, :, 4:] = 1e4  # masked keys of the first row must not matter
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        again = attention(q, k, padded.requires_grad_(), mask)
+    assert torch.equal(again[0], out[0])
+
+
+def test_compiled_unet_matches_eager(tiny_unet_args):
+    """The default training forward (COMPILE, ADR 0013) gives eager's loss and gradients on this machine."""
+    torch.manual_seed(0)
+    net = UNet(**tiny_unet_args)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    d = GaussianDiffusion(timesteps=50, schedule="cosine", beta_start=1e-4, beta_end=0.02)
+    x0, ctx = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 3, 16)
+    mask, t, noise = torch.ones(4, 3, dtype=torch.bool), torch.randint(0, 50, (4,)), torch.randn(4, 3, 8, 8)
+    results = []
+    for forward in (net, torch.compile(net)):
+        net.zero_grad()
+        loss = d.loss_per_sample(forward, x0, t, noise, ctx, mask).mean()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in net.parameters()]))
+    (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results
+    assert torch.allclose(compiled_loss, eager_loss, rtol=1e-4)
+    for got, want in zip(compiled_grads, eager_grads):
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-3)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken_compile(module):
+        def call(*args):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    warnings = []
+    layer = torch.nn.Linear(3, 2)
+    step = CompiledOrEager(layer, enabled=True, warn=warnings.append)
+    x = torch.randn(4, 3)
+    assert torch.equal(step(x), layer(x)) and torch.equal(step(x), layer(x))
+    assert len(warnings) == 1 and "C++ compiler" in warnings[0] and "COMPILE" in warnings[0]
+    assert torch.equal(CompiledOrEager(layer, enabled=False)(x), layer(x))
+
+
+def test_compiled_errors_after_a_good_first_call_propagate():
+    calls = []
+
+    def flaky(*args):
+        calls.append(args)
+        if len(calls) > 1:
+            raise ValueError("a real error")
+        return args[0]
+
+    step = CompiledOrEager(torch.nn.Identity(), enabled=False)
+    step.compiled = flaky  # as if torch.compile had returned it
+    assert step(torch.ones(1)).item() == 1
+    with pytest.raises(ValueError, match="a real error"):
+        step(torch.ones(1))
 
 
 def test_tokenizer_masks_padding_and_warns_on_truncation():

@@ -12,7 +12,8 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["DATASET_SIZE=64", "IMAGE_SIZE=16", "BATCH_SIZE=16", "BASE_CHANNELS=8", "NORM_GROUPS=4", "ATTENTION_HEADS=2",
         "TEXT_WIDTH=16", "TEXT_HEADS=2", "TEXT_LAYERS=1", "TIME_EMB_DIM=16", "TIMESTEPS=50",
-        "NUM_INFERENCE_STEPS=3", "SAMPLE_GRID_SIZE=4", "EPOCHS=2", "WARMUP_STEPS=2", "EVAL_EVERY=0"]
+        "NUM_INFERENCE_STEPS=3", "SAMPLE_GRID_SIZE=4", "EPOCHS=2", "WARMUP_STEPS=2", "EVAL_EVERY=0",
+        "COMPILE=False"]  # compiling is tested on its own (test_model_text.py)
 
 
 def run(script, *args, env=None):
