@@ -9,7 +9,7 @@ BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cks
 export SAMPLE_PROMPT := $(value PROMPT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sample test lint decisions adr runs eval bench tensorboard clean
+.PHONY: help setup train sample test lint decisions adr runs eval bench profile tensorboard clean
 
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
@@ -20,7 +20,8 @@ help: ## list the targets
 	@echo "make adr TITLE=\"...\"       write the next ADR, filled with config.py's undecided changes; SUPERSEDES=N"
 	@echo "make runs                  table of training runs, newest first"
 	@echo "make eval                  probe-classifier accuracy, Fréchet distance, diversity, guidance sweep; CKPT= N="
-	@echo "make bench                 training and sampling speed against a matched diffusers UNet"
+	@echo "make bench                 training and sampling speed against a matched diffusers UNet → runs/bench.md"
+	@echo "make profile               where a training and a sampling step spend their time → runs/profile.md"
 	@echo "make tensorboard           TensorBoard on runs/"
 	@echo "make setup                 only create .venv with the pinned dependencies"
 	@echo "make clean                 delete runs/ and caches (keeps .venv)"
@@ -68,6 +69,9 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 
 bench: $(BENCH_STAMP)
 	$(PY) -m ddpm.bench $(ARGS)
+
+profile: $(STAMP)
+	$(PY) -m ddpm.profiling $(ARGS)
 
 tensorboard: $(STAMP)
 	$(PY) -m tensorboard.main --logdir runs

@@ -1,6 +1,6 @@
 """How fast is our UNet, against a matched diffusers ``UNet2DConditionModel``, on this machine?
 
-``python -m ddpm.bench [--quick] [--out bench.md]`` (``make bench``), all in one process:
+``python -m ddpm.bench [--quick] [--out runs/bench.md]`` (``make bench``), all in one process:
 
 (a) the matmul peak: a 2048³ ``torch.mm`` in fp32 and bf16 (GFLOP/s), at the start and again at the end, so
     that drift (thermal throttling, a neighbour on the machine) shows;
@@ -43,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ddpm.diffusion import GaussianDiffusion
 from ddpm import settings
 from ddpm.adr import read_config  # an ast reader: config.py is never executed here
+from ddpm.pipeline import CompiledOrEager
 from ddpm.report import write_text
 from ddpm.unet import UNet
 
@@ -161,7 +162,7 @@ class TrainStep:
     def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, x0, ctx, mask, *, precision: str,
                  channels_last: bool, compile: bool = False, lr: float = 1e-4):
         self.model, self.diffusion, self.precision = model, diffusion, precision
-        self.forward = torch.compile(model) if compile else model  # as train.py's CompiledOrEager, minus the fallback
+        self.forward = CompiledOrEager(model, enabled=compile)  # as train.py runs it
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.fmt).train()
         self.x0, self.ctx, self.mask = x0.contiguous(memory_format=self.fmt), ctx, mask
@@ -412,7 +413,7 @@ def curve_markdown(name: str, points: list, minutes_to_90) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddpm.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (1 warm-up, 2 timed, batch 8), for tests")
-    parser.add_argument("--out", default="bench.md", help="Markdown report (default: %(default)s)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench.md"), help="Markdown report (default: %(default)s)")
     parser.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config file (default: the repo's)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

@@ -1,7 +1,8 @@
 """Does the model draw what the prompt says? Probe accuracy, Fréchet distance and diversity of generated samples.
 
-``python -m ddpm.evaluate [--ckpt PATH] [--n 8] [--guidance 3.0] [--steps 50] [--seed 0] [--sweep 1,2,3,5]
-[--out DIR]`` (``make eval``; without ``--ckpt`` the newest ``runs/*/checkpoints/*.pt``):
+``python -m ddpm.evaluate [--ckpt PATH] [--n 8] [--guidance G] [--steps S] [--seed 0] [--sweep 1,2,3,5]
+[--out DIR]`` (``make eval``; without ``--ckpt`` the newest ``runs/*/checkpoints/*.pt``; guidance and steps
+default to the checkpoint's own GUIDANCE_SCALE and NUM_INFERENCE_STEPS):
 
 1. The probe (``ddpm.probe``, trained on real images once and cached under ``runs/.probe/``) reads the
    attributes of real images rendered for the evaluation prompts: its accuracy there is the *ceiling*.
@@ -306,8 +307,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--ckpt", help="checkpoint (default: the newest runs/*/checkpoints/*.pt by modification time)")
     parser.add_argument("--runs", default="runs", help="runs folder searched without --ckpt (default: %(default)s)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: %(default)s)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default: %(default)s)")
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: the checkpoint's GUIDANCE_SCALE)")
+    parser.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's NUM_INFERENCE_STEPS)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     parser.add_argument("--sweep", type=_parse_sweep, default=list(DEFAULT_SWEEP),
                         help="guidance scales of the sweep, comma-separated, or 'none' (default: 1,2,3,5)")
@@ -316,7 +317,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--probe", help="probe file to use (default: runs/.probe/probe-<hash>.pt, trained if absent)")
     parser.add_argument("--device", help="torch device for sampling (default: cuda if available, else cpu)")
     args = parser.parse_args(argv)
-    if args.n < 1 or args.steps < 1:
+    if args.n < 1 or (args.steps is not None and args.steps < 1):
         parser.error("--n and --steps must be at least 1")
 
     ckpt = args.ckpt or newest_checkpoint(args.runs)
@@ -332,6 +333,10 @@ def main(argv=None, *, log: Callable = None) -> int:
     log(f"checkpoint: {ckpt}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = Pipeline.from_checkpoint(ckpt, use_ema=True, device=device)
+    trained = getattr(pipe, "config", None) or {}  # what the run sampled its grids with
+    args.guidance = args.guidance if args.guidance is not None else trained.get("GUIDANCE_SCALE", 3.0)
+    args.steps = args.steps if args.steps is not None else trained.get("NUM_INFERENCE_STEPS", 50)
+    log(f"guidance {args.guidance:g}, {args.steps} DDIM steps, {args.n} samples per prompt")
     if args.probe and os.path.isfile(args.probe):
         probe, probe_info = load_probe(args.probe)
         probe_file = args.probe

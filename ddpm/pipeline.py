@@ -6,6 +6,7 @@ modules to draw the sample grids, so the two paths cannot drift apart.
 """
 
 import contextlib
+import logging
 
 import torch
 
@@ -38,6 +39,8 @@ class CompiledOrEager:
     def __init__(self, module, *, enabled: bool, warn=print):
         self.module, self.warn = module, warn
         self.compiled = torch.compile(module) if enabled else None
+        if enabled and not torch.cuda.is_available():  # torch's CUDA wheels say so when inductor loads on a CPU box
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self.proven = False
 
     def __call__(self, *args, **kwargs):

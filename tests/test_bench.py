@@ -61,3 +61,23 @@ def test_time_to_quality_curve_reads_the_newest_run(tmp_path):
     assert "6.0 min" in curve_markdown(name, points, minutes)
     assert quality_curve(str(tmp_path / "broken")) == (None, [], None)
     assert "run `make train` first" in curve_markdown(None, [], None)
+
+
+def test_profile_kinds_and_quick_report(tmp_path, capsys):
+    from ddpm import profiling
+
+    kinds = {"aten::convolution_backward": "convolution", "aten::_softmax_backward_data": "attention",
+             "aten::_scaled_dot_product_flash_attention_for_cpu": "attention", "aten::bmm": "attention",
+             "aten::addmm": "linear layers", "aten::mm": "linear layers", "Optimizer.step#AdamW.step": "optimizer",
+             "aten::native_group_norm_backward": "normalisation", "aten::silu": "element-wise",
+             "aten::upsample_nearest2d": "element-wise", "aten::empty_strided": "other"}
+    assert {name: profiling.kind_of(name) for name in kinds} == kinds
+    out = tmp_path / "profile.md"
+    assert profiling.main(["--quick", "--out", str(out)]) == 0
+    shares = dict(kv.split("=") for kv in capsys.readouterr().out.strip().splitlines()[-1].split())
+    for prefix in ("train", "sample"):
+        mine = {k: float(v) for k, v in shares.items() if k.startswith(prefix + "_")}
+        assert abs(sum(mine.values()) - 1) < 0.01 and mine[f"{prefix}_convolution"] > 0 and mine[f"{prefix}_attention"] > 0
+    assert "train_optimizer" in shares and "sample_optimizer" not in shares  # sampling takes no optimizer step
+    report = out.read_text()
+    assert "## Training step" in report and "## Sampling step" in report and "Top 10 operators" in report

@@ -160,7 +160,7 @@ def _tiny_checkpoint(path):
         "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
         "sampling": dict(guidance_scale=3.0, num_steps=2, sampler="ddim", eta=0.0, clip_x0=True, precision="fp32",
                          channels_last=False),
-        "config": {"BASE_CHANNELS": 8}, "provenance": {}, "unet": unet.state_dict(), "ema_unet": unet.state_dict(),
+        "config": {"BASE_CHANNELS": 8, "GUIDANCE_SCALE": 2.0, "NUM_INFERENCE_STEPS": 2}, "provenance": {}, "unet": unet.state_dict(), "ema_unet": unet.state_dict(),
         "text_encoder": text.state_dict(), "ema_text_encoder": text.state_dict(), "step": 0, "epoch": 0,
     }, str(path))
 
@@ -174,7 +174,7 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
     _tiny_checkpoint(ckpt)
     (run / "run.json").write_text(json.dumps({"name": "r1", "step": 10, "final_loss": float("nan")}))
 
-    rc = ev.main(["--runs", str(tmp_path / "runs"), "--n", "2", "--steps", "2", "--sweep", "1,3", "--probe", probe_file],
+    rc = ev.main(["--runs", str(tmp_path / "runs"), "--n", "2", "--sweep", "1,3", "--probe", probe_file],
                  log=lambda m: None)
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -184,6 +184,7 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
         assert (run / "eval" / name).stat().st_size > 0
     data = json.loads((run / "eval" / "eval.json").read_text())
     assert data["checkpoint"] == str(ckpt) and data["settings"]["n"] == 2
+    assert data["settings"]["guidance_scale"] == 2.0 and data["settings"]["num_steps"] == 2  # the checkpoint's own
     assert len(data["sweep"]) == 2
     run_json = json.loads((run / "run.json").read_text())
     assert run_json["step"] == 10 and np.isnan(run_json["final_loss"])  # the rest of run.json is kept as it was
