@@ -26,7 +26,6 @@ the CLI reads config.py with ``ddpm.adr.read_config`` (an ``ast`` reader) and pa
 
 import argparse
 import glob
-import contextlib
 import json
 import os
 import platform
@@ -43,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ddpm.diffusion import GaussianDiffusion
 from ddpm import settings
 from ddpm.adr import read_config  # an ast reader: config.py is never executed here
-from ddpm.pipeline import CompiledOrEager
+from ddpm.pipeline import CompiledOrEager, autocast
 from ddpm.report import write_text
 from ddpm.unet import UNet
 
@@ -111,12 +110,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def matmul_gflops(dtype: torch.dtype, *, n: int = 2048, iters: int = 3, device="cpu") -> float:
     """GFLOP/s of an n×n by n×n ``torch.mm`` (2n³ FLOPs), median of ``iters`` after one warm-up."""
     device = torch.device(device)
@@ -174,7 +167,7 @@ class TrainStep:
         b = self.x0.shape[0]
         t = torch.randint(0, self.diffusion.timesteps, (b,), generator=self.gen, device=self.device)
         noise = torch.randn(self.x0.shape, generator=self.gen, device=self.device).contiguous(memory_format=self.fmt)
-        with _autocast(self.precision, self.device):
+        with autocast(self.precision, self.device):
             loss = self.diffusion.loss_per_sample(self.forward, self.x0, t, noise, self.ctx, self.mask).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,7 +200,7 @@ def sampling_step_seconds(model: nn.Module, images: int, *, image_size: int, con
                                   context_dim=context_dim, timesteps=timesteps, device=device, seed=1)
     x = x.contiguous(memory_format=fmt)
     times = []
-    with torch.no_grad(), _autocast(precision, device):
+    with torch.no_grad(), autocast(precision, device):
         for i in range(warmup + iters):
             _sync(device)
             t0 = time.perf_counter()
