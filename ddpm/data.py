@@ -49,7 +49,8 @@ class ShapesDataset:
 
 
 def caption(shape: str, color: str, background: str, size: str) -> str:
-    return f"a {size} {color} {shape} on a {background} background"
+    article = "an" if background[0] in "aeiou" else "a"  # "on an orange background"
+    return f"a {size} {color} {shape} on {article} {background} background"
 
 
 def _polygon_mask(px, py, vertices) -> np.ndarray:

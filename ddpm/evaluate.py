@@ -46,7 +46,7 @@ REAL_SEED = 777_001  # seed of the real reference renders (ceiling, FD reference
 REAL_PER_PROMPT = 32  # real renders per prompt for the ceiling (at least 2·n are rendered)
 DEFAULT_SWEEP = (1.0, 2.0, 3.0, 5.0)
 FID_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
-_CAPTION_RE = re.compile(r"^a (\w+) (\w+) (\w+) on a (\w+) background$")
+_CAPTION_RE = re.compile(r"^a (\w+) (\w+) (\w+) on an? (\w+) background$")
 
 
 # ---- prompts and real references --------------------------------------------------------------------

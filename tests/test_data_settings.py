@@ -20,6 +20,15 @@ def test_dataset_is_deterministic_in_range_and_captions_match_labels():
     check_images(a.images, image_size=16)
 
 
+def test_captions_use_an_before_a_vowel_and_parse_back():
+    from ddpm.evaluate import parse_caption
+
+    assert caption("circle", "red", "orange", "small") == "a small red circle on an orange background"
+    assert caption("star", "orange", "blue", "large") == "a large orange star on a blue background"
+    for combo in (("circle", "red", "orange", "small"), ("star", "orange", "blue", "large")):
+        assert parse_caption(caption(*combo)) == combo
+
+
 def test_heldout_pairs_never_in_training_split():
     train = {(s, c) for s, c, _, _ in all_combinations("train")}
     held = {(s, c) for s, c, _, _ in all_combinations("heldout")}
