@@ -25,8 +25,6 @@ the CLI reads config.py with ``ddpm.adr.read_config`` (an ``ast`` reader) and pa
 """
 
 import argparse
-import glob
-import json
 import os
 import platform
 import statistics
@@ -42,8 +40,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from ddpm.diffusion import GaussianDiffusion
 from ddpm import settings
 from ddpm.adr import read_config  # an ast reader: config.py is never executed here
-from ddpm.pipeline import CompiledOrEager, autocast
+from ddpm.pipeline import CompiledOrEager, autocast, memory_format
 from ddpm.report import write_text
+from ddpm.runs import load_runs
 from ddpm.unet import UNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +155,7 @@ class TrainStep:
                  channels_last: bool, compile: bool = False, lr: float = 1e-4):
         self.model, self.diffusion, self.precision = model, diffusion, precision
         self.forward = CompiledOrEager(model, enabled=compile)  # as train.py runs it
-        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.fmt = memory_format(channels_last)
         self.model.to(memory_format=self.fmt).train()
         self.x0, self.ctx, self.mask = x0.contiguous(memory_format=self.fmt), ctx, mask
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -189,27 +188,32 @@ def round_robin(steps: dict, *, warmup: int, iters: int, device) -> dict:
     return times
 
 
-def sampling_step_seconds(model: nn.Module, images: int, *, image_size: int, context_length: int, context_dim: int,
-                          timesteps: int, precision: str, channels_last: bool, warmup: int, iters: int,
-                          device) -> float:
-    """Median seconds of one guided sampling step: a single forward on 2·images (conditional + null)."""
+def sampling_step(model: nn.Module, images: int, *, image_size: int, context_length: int, context_dim: int,
+                  timesteps: int, precision: str, channels_last: bool, device) -> Callable[[], None]:
+    """One guided sampling step as a call: a single no-grad forward on 2·images (conditional + null).
+
+    Puts ``model`` in eval mode and the layout ``channels_last`` asks for; the caller restores train mode.
+    """
     device = torch.device(device)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = memory_format(channels_last)
     model.to(memory_format=fmt).eval()
     x, t, ctx, mask = make_inputs(2 * images, image_size=image_size, context_length=context_length,
                                   context_dim=context_dim, timesteps=timesteps, device=device, seed=1)
     x = x.contiguous(memory_format=fmt)
-    times = []
-    with torch.no_grad(), autocast(precision, device):
-        for i in range(warmup + iters):
-            _sync(device)
-            t0 = time.perf_counter()
+
+    def step() -> None:
+        with torch.no_grad(), autocast(precision, device):
             model(x, t, ctx, mask)
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
+
+    return step
+
+
+def sampling_step_seconds(model: nn.Module, images: int, *, warmup: int, iters: int, device, **kwargs) -> float:
+    """Median seconds of ``sampling_step(model, images, **kwargs)``."""
+    step = sampling_step(model, images, device=device, **kwargs)
+    seconds = round_robin({"sample": step}, warmup=warmup, iters=iters, device=device)["sample"]
     model.train()
-    return statistics.median(times)
+    return statistics.median(seconds)
 
 
 def _device_name(device: torch.device) -> str:
@@ -265,8 +269,7 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
         res["fwd_gflops_per_image"][name] = forward_flops(m, (x0[:2], t[:2], ctx[:2], mask[:2])) / 2 / 1e9
         log(f"{name}: {res['params'][name] / 1e6:.3f} M params, {res['fwd_gflops_per_image'][name]:.4f} forward GFLOPs/image")
 
-    diffusion = GaussianDiffusion(timesteps=cfg["TIMESTEPS"], schedule=cfg["BETA_SCHEDULE"],
-                                  beta_start=cfg["BETA_START"], beta_end=cfg["BETA_END"]).to(device)
+    diffusion = GaussianDiffusion(**settings.diffusion_args(cfg)).to(device)
     compile_too = cfg["COMPILE"] and not quick  # compiled variants at the configured precision only (compiling is slow)
     res["compile"], res["compile_s"], res["train"] = compile_too, {}, {}
     for precision in ("fp32", "bf16"):
@@ -375,18 +378,10 @@ def quality_curve(runs_dir: str) -> tuple:
     train.py appends (minutes of training, step, joint accuracy) to run.json after every probe evaluation
     (ADR 0008), so `make train` followed by `make bench` reports how fast the default config gets good.
     """
-    runs = []
-    for path in glob.glob(os.path.join(runs_dir, "*", "run.json")):
-        try:
-            with open(path) as f:
-                info = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if info.get("quality_curve"):
-            runs.append((info.get("started", ""), os.path.basename(os.path.dirname(path)), info["quality_curve"]))
-    if not runs:
+    with_curve = [run for run in load_runs(runs_dir) if (run["data"] or {}).get("quality_curve")]  # newest first
+    if not with_curve:
         return None, [], None
-    _, name, points = max(runs)
+    name, points = with_curve[0]["name"], with_curve[0]["data"]["quality_curve"]
     reached = [p["minutes"] for p in points if p["joint_accuracy"] >= 0.9]
     return name, points, (reached[0] if reached else None)
 

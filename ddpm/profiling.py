@@ -21,9 +21,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ddpm.adr import read_config  # an ast reader: config.py is never executed here
-from ddpm.bench import REPO_ROOT, TrainStep, make_inputs, unet_args
+from ddpm import settings
+from ddpm.bench import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.pipeline import autocast, memory_format
 from ddpm.report import write_text
 from ddpm.unet import UNet
 
@@ -85,21 +85,13 @@ def run_profile(cfg: dict, *, quick: bool = False) -> tuple:
     batch, images, (warmup, iters) = (4, 4, (1, 1)) if quick else (cfg["BATCH_SIZE"], 64, (3, 3))
     shape = dict(image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"], context_dim=cfg["TEXT_WIDTH"],
                  timesteps=cfg["TIMESTEPS"], device="cpu")
-    diffusion = GaussianDiffusion(timesteps=cfg["TIMESTEPS"], schedule=cfg["BETA_SCHEDULE"],
-                                  beta_start=cfg["BETA_START"], beta_end=cfg["BETA_END"])
+    diffusion = GaussianDiffusion(**settings.diffusion_args(cfg))
     model = UNet(**args)
     x0, _, ctx, mask = make_inputs(batch, **shape)
     step = TrainStep(model, diffusion, x0, ctx, mask, precision=cfg["PRECISION"], channels_last=cfg["CHANNELS_LAST"])
     train_rows = profile_call(step, warmup=warmup, iters=iters)
 
-    model.eval()
-    x, t, ctx2, mask2 = make_inputs(2 * images, seed=1, **shape)
-    x = x.contiguous(memory_format=memory_format(cfg["CHANNELS_LAST"]))
-
-    def sample_step():
-        with torch.no_grad(), autocast(cfg["PRECISION"], x.device):
-            model(x, t, ctx2, mask2)
-
+    sample_step = sampling_step(model, images, precision=cfg["PRECISION"], channels_last=cfg["CHANNELS_LAST"], **shape)
     sample_rows = profile_call(sample_step, warmup=warmup, iters=iters)
     q = " **(quick run: tiny sizes)**" if quick else ""
     md = [f"# Profile of our UNet{q}", "",

@@ -62,7 +62,7 @@ def test_tiny_model_overfits_one_batch(tiny_unet_args):
 
 
 def test_attention_in_bf16_matches_fp32_with_and_without_gradients():
-    """Both routes for bf16 inputs (training: the kernel in fp32; sampling: in bf16) give fp32's answer and gradients."""
+    """Both routes for bf16 inputs (training: written out; sampling: the fused kernel) give fp32's answer and gradients."""
     g = torch.Generator().manual_seed(0)
     q32, k32, v32 = (torch.randn(2, 3, n, 8, generator=g) for n in (10, 6, 6))
     mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])[:, None, None, :]  # (B, 1, 1, L)

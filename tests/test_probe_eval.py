@@ -160,7 +160,8 @@ def _tiny_checkpoint(path):
         "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
         "sampling": dict(guidance_scale=3.0, num_steps=2, sampler="ddim", eta=0.0, clip_x0=True, precision="fp32",
                          channels_last=False),
-        "config": {"BASE_CHANNELS": 8, "GUIDANCE_SCALE": 2.0, "NUM_INFERENCE_STEPS": 2}, "provenance": {}, "unet": unet.state_dict(), "ema_unet": unet.state_dict(),
+        "config": {"BASE_CHANNELS": 8, "GUIDANCE_SCALE": 2.0, "NUM_INFERENCE_STEPS": 2}, "provenance": {},
+        "unet": unet.state_dict(), "ema_unet": unet.state_dict(),
         "text_encoder": text.state_dict(), "ema_text_encoder": text.state_dict(), "step": 0, "epoch": 0,
     }, str(path))
 
