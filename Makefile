@@ -49,18 +49,18 @@ lint: $(STAMP)
 	$(PY) -m ruff check --select E9,F --exclude .venv .
 
 decisions: $(STAMP)
-	$(PY) -m ddpm.decisions index
-	$(PY) -m ddpm.decisions check
+	$(PY) -m ddpm.decisions.check index
+	$(PY) -m ddpm.decisions.check check
 
 adr: $(STAMP)
 	@test -n "$(TITLE)" || { echo 'make adr needs a title: make adr TITLE="Raise the learning rate"'; exit 2; }
-	$(PY) -m ddpm.decisions new --title "$(TITLE)" $(if $(SUPERSEDES),--supersedes $(SUPERSEDES))
+	$(PY) -m ddpm.decisions.check new --title "$(TITLE)" $(if $(SUPERSEDES),--supersedes $(SUPERSEDES))
 
 runs: $(STAMP)
-	$(PY) -m ddpm.runs
+	$(PY) -m ddpm.decisions.runs
 
 eval: $(STAMP)
-	$(PY) -m ddpm.evaluate $(if $(CKPT),--ckpt "$(CKPT)") $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
+	$(PY) -m ddpm.measure.evaluate $(if $(CKPT),--ckpt "$(CKPT)") $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
 		$(if $(STEPS),--steps $(STEPS)) $(ARGS)
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
@@ -68,10 +68,10 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	rm -f .venv/.bench-* && touch $@
 
 bench: $(BENCH_STAMP)
-	$(PY) -m ddpm.bench $(ARGS)
+	$(PY) -m ddpm.measure.bench $(ARGS)
 
 profile: $(STAMP)
-	$(PY) -m ddpm.profiling $(ARGS)
+	$(PY) -m ddpm.measure.profiling $(ARGS)
 
 tensorboard: $(STAMP)
 	$(PY) -m tensorboard.main --logdir runs

@@ -17,8 +17,8 @@ import torch
 import torchvision.utils as vutils
 from tqdm import tqdm
 
-from ddpm.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
-from ddpm.pipeline import Pipeline
+from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
+from ddpm.run.pipeline import Pipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARCHITECTURE_KEYS = ("IMAGE_SIZE", "BASE_CHANNELS", "CHANNEL_MULTS", "NUM_RES_BLOCKS", "ATTENTION_RESOLUTIONS",
@@ -106,7 +106,7 @@ def describe(path, ckpt):
     flag = " (exploratory run)" if (ckpt.get("provenance") or {}).get("exploratory") else ""
     print(f"checkpoint {path}: step {ckpt['step']}, trained under ADR {adr.get('number')}: {adr.get('title')}{flag}")
     try:
-        from ddpm import decisions
+        from ddpm.decisions import check as decisions
 
         decided, _ = decisions.replay(os.path.join(HERE, "decisions"))
     except Exception:  # sampling never depends on today's decisions; the warning is best effort

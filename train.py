@@ -8,7 +8,6 @@ sample grid and checkpoint). A run lives in runs/<name>/: TensorBoard events, sa
 import argparse
 import copy
 import datetime
-import json
 import math
 import os
 import sys
@@ -19,18 +18,19 @@ import torchvision.utils as vutils
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ddpm import checkpoint as ckpts
-from ddpm.data import COLOR_NAMES, SHAPES, SIZE_NAMES, caption, check_images, make_shapes_dataset
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.ema import ema_update
-from ddpm.pipeline import CompiledOrEager, Pipeline, autocast, memory_format
-from ddpm import provenance, settings
-from ddpm.evaluate import quick_eval
-from ddpm.probe import load_or_train_probe
-from ddpm.report import write_json
-from ddpm.settings import config_from_module, parse_overrides, validate
-from ddpm.text import build_text_encoder, encode_in_batches, tokenizer_for
-from ddpm.unet import UNet
+from ddpm.run import checkpoint as ckpts
+from ddpm.data.shapes import COLOR_NAMES, SHAPES, SIZE_NAMES, caption, check_images, make_shapes_dataset
+from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.ema import ema_update
+from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, memory_format
+from ddpm.decisions import provenance
+from ddpm.run import settings
+from ddpm.measure.evaluate import quick_eval
+from ddpm.measure.probe import load_or_train_probe
+from ddpm.files import read_json, write_json
+from ddpm.run.settings import config_from_module, parse_overrides, validate
+from ddpm.model.text import build_text_encoder, encode_in_batches, tokenizer_for
+from ddpm.model.unet import UNet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before the run stops (the last good checkpoint stays)
@@ -303,14 +303,6 @@ def refuse_changed_architecture(state, unet_args, text_args, diffusion_args):
 def newest_run(runs_dir):
     paths = ckpts.all_checkpoints(runs_dir)
     return os.path.dirname(os.path.dirname(paths[0])) if paths else None
-
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def log_provenance(writer, cfg, prov):

@@ -1,0 +1,14 @@
+"""A small text-conditional DDPM for 32×32 images, by concern; each subpackage's docstring says what it may import.
+
+    model/      the network and its maths: UNet, Gaussian diffusion and samplers, text encoders, EMA
+    data/       datasets: images in [-1, 1] with their captions, and the start-up checks on them
+    run/        one training run's parts: config validation, checkpoints and the run state, prompts → images
+    decisions/  the ADR tooling: the record format, the replay check, new ADRs, provenance, the runs table
+    measure/    evaluation (probe, Fréchet distance, report), the benchmark and the profiler
+    files.py    atomic file writes, below every room
+
+Arrows point one way: model and data import nothing of the repo but themselves (and files.py); run imports
+model and data; decisions imports only itself; measure may import all of these. No module here imports
+``config``: the entry points (train.py, sample.py) read it once and pass plain values. tests/test_layout.py
+enforces this.
+"""

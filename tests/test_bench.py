@@ -1,11 +1,11 @@
-"""``python -m ddpm.bench --quick`` end to end on tiny sizes, and the message when diffusers is missing."""
+"""``python -m ddpm.measure.bench --quick`` end to end on tiny sizes, and the message when diffusers is missing."""
 
 import re
 import sys
 
 import pytest
 
-from ddpm import bench
+from ddpm.measure import bench
 
 LINE = re.compile(r"^train_speedup=\S+ eager_speedup=\S+ peak_fraction=\S+ sample64_s=\S+ ours_img_s=\S+ diffusers_img_s=\S+$")
 
@@ -48,7 +48,7 @@ def test_missing_diffusers_names_the_way_out(monkeypatch, capsys, tmp_path):
 def test_time_to_quality_curve_reads_the_newest_run(tmp_path):
     import json
 
-    from ddpm.bench import curve_markdown, quality_curve
+    from ddpm.measure.bench import curve_markdown, quality_curve
 
     for name, started, accs in (("old", "2026-01-01T00:00:00", [0.5, 0.95]), ("new", "2026-02-01T00:00:00", [0.2, 0.8, 0.92])):
         (tmp_path / name).mkdir()
@@ -64,7 +64,7 @@ def test_time_to_quality_curve_reads_the_newest_run(tmp_path):
 
 
 def test_profile_kinds_and_quick_report(tmp_path, capsys):
-    from ddpm import profiling
+    from ddpm.measure import profiling
 
     kinds = {"aten::convolution_backward": "convolution", "aten::_softmax_backward_data": "attention",
              "aten::_scaled_dot_product_flash_attention_for_cpu": "attention", "aten::bmm": "attention",

@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from ddpm import checkpoint as ckpts
-from ddpm.pipeline import Pipeline
-from ddpm.text import PromptTokenizer
-from ddpm.unet import UNet
+from ddpm.run import checkpoint as ckpts
+from ddpm.run.pipeline import Pipeline
+from ddpm.model.text import PromptTokenizer
+from ddpm.model.unet import UNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +20,7 @@ def make_checkpoint(tiny_unet_args, step=1):
     tokens, mask = PromptTokenizer(context_length=12)(["a red circle on a blue background", ""])
     text_args = dict(kind="scratch", context_length=12, width=16, heads=2, layers=1, open_clip_model="",
                      open_clip_pretrained="", vocab=tuple(sorted(set(tokens[mask].tolist()))))
-    from ddpm.text import build_text_encoder
+    from ddpm.model.text import build_text_encoder
     unet, text = UNet(**tiny_unet_args), build_text_encoder(**text_args)
     for p in unet.parameters():
         torch.nn.init.normal_(p, std=0.1)
@@ -125,3 +125,15 @@ def test_every_torch_load_passes_weights_only_true():
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
                 kw = {k.arg: k.value for k in node.keywords}
                 assert "weights_only" in kw and ast.literal_eval(kw["weights_only"]) is True, f"{path}:{node.lineno}"
+
+
+def test_a_checkpoint_written_before_the_layout_move_still_samples():
+    """tests/data/ckpt-format1-pre-layout.pt was written by train.py at commit 035be70, when ddpm/ was one flat
+    package (2 steps of a 4-channel UNet on 8×8 images). It must load and sample with today's code."""
+    path = os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt")
+    pipe = Pipeline.from_checkpoint(path)
+    assert pipe.image_size == 8 and pipe.unet.conv_in.out_channels == 4
+    images = pipe.generate(["a red circle on a blue background"] * 2, guidance_scale=2.0, num_steps=2, seed=0)
+    assert images.shape == (2, 3, 8, 8) and torch.isfinite(images).all() and images.abs().max() <= 1
+    again = pipe.generate(["a red circle on a blue background"] * 2, guidance_scale=2.0, num_steps=2, seed=0)
+    assert torch.equal(images, again)

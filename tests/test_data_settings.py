@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import config
-from ddpm.data import ATTRIBUTES, HELDOUT_PAIRS, all_combinations, caption, check_images, make_shapes_dataset
-from ddpm.settings import config_from_module, parse_overrides, validate
+from ddpm.data.shapes import ATTRIBUTES, HELDOUT_PAIRS, all_combinations, caption, check_images, make_shapes_dataset
+from ddpm.run.settings import config_from_module, parse_overrides, validate
 
 
 def test_dataset_is_deterministic_in_range_and_captions_match_labels():
@@ -21,7 +21,7 @@ def test_dataset_is_deterministic_in_range_and_captions_match_labels():
 
 
 def test_captions_use_an_before_a_vowel_and_parse_back():
-    from ddpm.evaluate import parse_caption
+    from ddpm.measure.evaluate import parse_caption
 
     assert caption("circle", "red", "orange", "small") == "a small red circle on an orange background"
     assert caption("star", "orange", "blue", "large") == "a large orange star on a blue background"
@@ -40,7 +40,7 @@ def test_heldout_pairs_never_in_training_split():
 def test_foreground_pixels_have_the_named_colour():
     data = make_shapes_dataset(size=1, seed=3, image_size=32)
     img = ((data.images[0] + 1) * 127.5).round()  # (3, H, W)
-    from ddpm.data import COLORS, COLOR_NAMES
+    from ddpm.data.shapes import COLORS, COLOR_NAMES
     fg = torch.tensor(COLORS[COLOR_NAMES[data.labels["color"][0]]], dtype=torch.float32)
     bg = torch.tensor(COLORS[COLOR_NAMES[data.labels["background"][0]]], dtype=torch.float32)
     pixels = img.flatten(1).T

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ddpm.diffusion import GaussianDiffusion, ddim_timesteps, guided_eps, make_betas
+from ddpm.model.diffusion import GaussianDiffusion, ddim_timesteps, guided_eps, make_betas
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])

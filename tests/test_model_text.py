@@ -6,10 +6,10 @@ import open_clip
 import pytest
 import torch
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.text import PromptTokenizer, build_text_encoder, encode_in_batches
-from ddpm.pipeline import CompiledOrEager
-from ddpm.unet import UNet, attention, timestep_embedding
+from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.text import PromptTokenizer, build_text_encoder, encode_in_batches
+from ddpm.run.pipeline import CompiledOrEager
+from ddpm.model.unet import UNet, attention, timestep_embedding
 
 
 def test_timestep_embedding_shape_and_values():

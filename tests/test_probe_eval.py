@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm import evaluate as ev
-from ddpm.data import ATTRIBUTES, all_combinations, caption
-from ddpm.probe import DEFAULT_SETTINGS, load_or_train_probe, load_probe, probe_path, save_probe, train_probe
+from ddpm.measure import evaluate as ev
+from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption
+from ddpm.measure.probe import DEFAULT_SETTINGS, load_or_train_probe, load_probe, probe_path, save_probe, train_probe
 
 SMALL = dict(train_size=1500, test_size=300, epochs=4)
 KEY_VALUE_LINE = re.compile(r"^(\w+=(-?\d+(\.\d+)?(e[-+]\d+)?|nan))( \w+=(-?\d+(\.\d+)?(e[-+]\d+)?|nan))*$")
@@ -63,7 +63,7 @@ def test_probe_cache_roundtrip_is_atomic_and_reused(small_probe, tmp_path, monke
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     torch.testing.assert_close(loaded.features(x), probe.features(x))
 
-    import ddpm.probe as probe_mod
+    import ddpm.measure.probe as probe_mod
 
     monkeypatch.setattr(probe_mod, "train_probe", lambda *a, **k: pytest.fail("retrained despite a valid cache"))
     again, _ = load_or_train_probe(cache_dir=str(tmp_path / ".probe"), settings=info["settings"])
@@ -141,9 +141,9 @@ def test_quick_eval(small_probe):
 
 def _tiny_checkpoint(path):
     """A randomly initialised checkpoint in this repo's format, small enough to sample in a second."""
-    from ddpm.checkpoint import FORMAT_VERSION, save_atomic
-    from ddpm.text import build_text_encoder, tokenizer_for
-    from ddpm.unet import UNet
+    from ddpm.run.checkpoint import FORMAT_VERSION, save_atomic
+    from ddpm.model.text import build_text_encoder, tokenizer_for
+    from ddpm.model.unet import UNet
 
     text_args = dict(kind="scratch", context_length=16, width=16, heads=2, layers=1, open_clip_model="ViT-B-32",
                      open_clip_pretrained="")

@@ -1,8 +1,8 @@
-"""ddpm.runs: the `make runs` table, on hand-written run directories."""
+"""ddpm.decisions.runs: the `make runs` table, on hand-written run directories."""
 
 import json
 
-from ddpm import runs
+from ddpm.decisions import runs
 
 
 def write_run(root, name, started, *, adr=3, overrides=None, step=100, loss=0.12345, ev=None, ok=True):

@@ -1,7 +1,7 @@
 """Scaffolding for the next ADR: ``new_adr`` numbers it, fills decisions/template.md (or a built-in one) with
 config.py's undecided changes as decision lines, and marks a superseded ADR as such.
 
-Used by ``python -m ddpm.decisions new`` (``make adr TITLE="..."``).
+Used by ``python -m ddpm.decisions.check new`` (``make adr TITLE="..."``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import datetime as _dt
 import re
 from pathlib import Path
 
-from ddpm.adr import FILENAME_RE, SECTION_RE, decision_lines, md_files, rel_path
-from ddpm.decisions import DEFAULT_CONFIG, DEFAULT_DIR, diff
+from ddpm.decisions.adr import FILENAME_RE, SECTION_RE, decision_lines, md_files, rel_path
+from ddpm.decisions.replay import DEFAULT_CONFIG, DEFAULT_DIR, diff
 
 DEFAULT_TEMPLATE = """# NNNN: Title
 

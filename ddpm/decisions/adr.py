@@ -10,7 +10,7 @@ Its ``## Decision`` section states one machine-readable line per constant of con
 
 This module turns such files into ``ADR`` records (``parse_adr``, ``load_adrs``), reads config.py's top-level
 UPPER_CASE literals (``read_config``), and compares and prints values the way the records write them (``same``,
-``fmt``, ``decision_lines``). What the records mean together (replay, check, index) is ``ddpm.decisions``.
+``fmt``, ``decision_lines``). What the records mean together (replay, check, index) is ``ddpm.decisions.check``.
 
 config.py is read with ``ast`` only: it is never imported or executed here.
 """

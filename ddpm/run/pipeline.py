@@ -10,10 +10,10 @@ import logging
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .diffusion import GaussianDiffusion
-from .text import build_text_encoder, tokenizer_for
-from .unet import UNet
+from ddpm.run.checkpoint import load_checkpoint
+from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.text import build_text_encoder, tokenizer_for
+from ddpm.model.unet import UNet
 
 
 def autocast(precision: str, device: torch.device):

@@ -1,4 +1,4 @@
-"""List the training runs under runs/, newest first: ``python -m ddpm.runs [--dir runs]`` (``make runs``).
+"""List the training runs under runs/, newest first: ``python -m ddpm.decisions.runs [--dir runs]`` (``make runs``).
 
 Each ``runs/<name>/run.json`` is written by train.py::
 
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "runs"
 COLUMNS = ("RUN", "STARTED", "ADR", "OVERRIDES", "STEPS", "LOSS", "EVAL")
 
@@ -115,7 +115,7 @@ def format_table(entries: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm.runs", description="List training runs, newest first.")
+    parser = argparse.ArgumentParser(prog="python -m ddpm.decisions.runs", description="List training runs, newest first.")
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help="runs directory (default: %(default)s)")
     args = parser.parse_args(argv)
     print(format_table(load_runs(args.dir)))

@@ -9,12 +9,13 @@ into its ``run.json``.
 import json
 import math
 import os
-import tempfile
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from ddpm.files import atomic_write, write_json, write_text
 
 
 # ---- numbers and tables -------------------------------------------------------------------------------
@@ -147,38 +148,8 @@ def sweep_plot(rows: Sequence[dict], path: str) -> None:
     _save_png(img, path)
 
 
-# ---- files, each written atomically -------------------------------------------------------------------
-def _atomic_write(path: str, write: Callable) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _save_png(img: Image.Image, path: str) -> None:
-    _atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
-
-
-def write_text(text: str, path: str) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    _atomic_write(path, write)
-
-
-def write_json(obj, path: str, *, allow_nan: bool = False) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=allow_nan, default=str)
-            f.write("\n")
-    _atomic_write(path, write)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def json_safe(obj):

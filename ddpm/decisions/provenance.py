@@ -10,7 +10,7 @@ import hashlib
 import json
 import subprocess
 
-from ddpm import decisions
+from ddpm.decisions import check as decisions
 
 GIT_TIMEOUT_S = 5
 

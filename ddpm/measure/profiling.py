@@ -1,4 +1,4 @@
-"""Where does the time go? ``python -m ddpm.profiling [--quick] [--out runs/profile.md]`` (``make profile``).
+"""Where does the time go? ``python -m ddpm.measure.profiling [--quick] [--out runs/profile.md]`` (``make profile``).
 
 Profiles (``torch.profiler``, CPU self time) two things of our UNet built from config.py's values:
 
@@ -20,12 +20,12 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ddpm.adr import read_config  # an ast reader: config.py is never executed here
-from ddpm import settings
-from ddpm.bench import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.report import write_text
-from ddpm.unet import UNet
+from ddpm.decisions.adr import read_config  # an ast reader: config.py is never executed here
+from ddpm.run import settings
+from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args
+from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.files import write_text
+from ddpm.model.unet import UNet
 
 # Kind of work of an operator, by the first pattern its name contains (checked in this order).
 KINDS = (
@@ -107,7 +107,7 @@ def run_profile(cfg: dict, *, quick: bool = False) -> tuple:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm.profiling", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ddpm.measure.profiling", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny batch, one profiled call (tests)")
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "profile.md"), help="Markdown report (default: %(default)s)")
     parser.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config file (default: the repo's)")

@@ -1,10 +1,10 @@
 """Does the model draw what the prompt says? Probe accuracy, Fréchet distance and diversity of generated samples.
 
-``python -m ddpm.evaluate [--ckpt PATH] [--n 8] [--guidance G] [--steps S] [--seed 0] [--sweep 1,2,3,5]
+``python -m ddpm.measure.evaluate [--ckpt PATH] [--n 8] [--guidance G] [--steps S] [--seed 0] [--sweep 1,2,3,5]
 [--out DIR]`` (``make eval``; without ``--ckpt`` the newest ``runs/*/checkpoints/*.pt``; guidance and steps
 default to the checkpoint's own GUIDANCE_SCALE and NUM_INFERENCE_STEPS):
 
-1. The probe (``ddpm.probe``, trained on real images once and cached under ``runs/.probe/``) reads the
+1. The probe (``ddpm.measure.probe``, trained on real images once and cached under ``runs/.probe/``) reads the
    attributes of real images rendered for the evaluation prompts: its accuracy there is the *ceiling*.
 2. ``n`` samples per prompt, EMA weights, one fixed seed, for a fixed prompt set: ``NUM_SEEN`` captions of
    combinations the training split contains and ``NUM_HELDOUT`` of the held-out (shape, colour) pairs,
@@ -18,7 +18,7 @@ Outputs in ``--out`` (default ``runs/<run>/eval/``): ``eval.json``, ``samples.pn
 ``sweep.md``; ``runs/<run>/run.json`` gets the headline numbers under ``"eval"``. The last line printed is
 ``joint_accuracy=… ceiling=… heldout_joint_accuracy=… heldout_ceiling=… fd=… fd_real=… diversity=…``.
 
-This module computes the numbers; ``ddpm.report`` draws and writes the files. ``quick_eval`` is the cheap
+This module computes the numbers; ``ddpm.measure.report`` draws and writes the files. ``quick_eval`` is the cheap
 in-training version; ``fid_for_folder`` is Inception FID (torch-fidelity) for real image folders. Nothing here
 imports ``config``.
 """
@@ -34,10 +34,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ddpm.checkpoint import all_checkpoints
-from ddpm.data import ATTRIBUTES, all_combinations, caption, render
-from ddpm.probe import accuracy, load_or_train_probe, load_probe
-from ddpm.report import fmt_number, json_safe, sweep_table, update_run_json, write_outputs
+from ddpm.run.checkpoint import all_checkpoints
+from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption, render
+from ddpm.measure.probe import accuracy, load_or_train_probe, load_probe
+from ddpm.measure.report import fmt_number, json_safe, sweep_table, update_run_json, write_outputs
 
 NUM_SEEN = 24  # prompts drawn from all_combinations("train")
 NUM_HELDOUT = 12  # prompts drawn from all_combinations("heldout")
@@ -303,7 +303,7 @@ def newest_checkpoint(runs_dir: str) -> Optional[str]:
 
 def main(argv=None, *, log: Callable = None) -> int:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    parser = argparse.ArgumentParser(prog="python -m ddpm.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ddpm.measure.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", help="checkpoint (default: the newest runs/*/checkpoints/*.pt by modification time)")
     parser.add_argument("--runs", default="runs", help="runs folder searched without --ckpt (default: %(default)s)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: %(default)s)")
@@ -328,7 +328,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), "eval")
     runs_root = os.path.dirname(run_dir) if run_dir else os.path.abspath(args.runs)
 
-    from ddpm.pipeline import Pipeline  # heavy; here so the library functions import without it
+    from ddpm.run.pipeline import Pipeline  # heavy; here so the library functions import without it
 
     log(f"checkpoint: {ckpt}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

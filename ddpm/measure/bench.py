@@ -1,6 +1,6 @@
 """How fast is our UNet, against a matched diffusers ``UNet2DConditionModel``, on this machine?
 
-``python -m ddpm.bench [--quick] [--out runs/bench.md]`` (``make bench``), all in one process:
+``python -m ddpm.measure.bench [--quick] [--out runs/bench.md]`` (``make bench``), all in one process:
 
 (a) the matmul peak: a 2048³ ``torch.mm`` in fp32 and bf16 (GFLOP/s), at the start and again at the end, so
     that drift (thermal throttling, a neighbour on the machine) shows;
@@ -30,22 +30,20 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm import settings
-from ddpm.adr import read_config  # an ast reader: config.py is never executed here
-from ddpm.pipeline import CompiledOrEager, autocast, memory_format
-from ddpm.report import write_text
-from ddpm.runs import load_runs
-from ddpm.unet import UNet
+from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.run import settings
+from ddpm.decisions.adr import read_config  # an ast reader: config.py is never executed here
+from ddpm.files import write_text
+from ddpm.decisions.runs import load_runs
+from ddpm.model.unet import UNet
+from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args  # noqa: F401
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DIFFUSERS_MISSING = (
     "diffusers is not installed; it is a benchmark-only dependency. Install it with "
     "`.venv/bin/pip install -r requirements-bench.txt` (pinned there), then run `make bench` again."
@@ -53,11 +51,6 @@ DIFFUSERS_MISSING = (
 
 
 # ---- configuration ------------------------------------------------------------------------------------
-def unet_args(cfg: dict) -> dict:
-    """Our UNet's constructor arguments, as train.py builds them (scratch text encoder: context = TEXT_WIDTH)."""
-    return settings.unet_args(cfg, context_dim=cfg["TEXT_WIDTH"])
-
-
 def diffusers_args(args: dict) -> dict:
     """A ``UNet2DConditionModel`` config mirroring our UNet's ``args``.
 
@@ -136,43 +129,6 @@ def forward_flops(model: nn.Module, inputs: tuple) -> int:
     return counter.get_total_flops()
 
 
-def make_inputs(batch: int, *, image_size: int, context_length: int, context_dim: int, timesteps: int,
-                device, seed: int = 0) -> tuple:
-    """x0 in [-1, 1], contexts (B, L, D) and a bool mask with 3..L real tokens per row (SOT … EOT, padding)."""
-    g = torch.Generator().manual_seed(seed)
-    x0 = torch.rand(batch, 3, image_size, image_size, generator=g) * 2 - 1
-    ctx = torch.randn(batch, context_length, context_dim, generator=g)
-    lengths = torch.randint(3, context_length + 1, (batch,), generator=g)
-    mask = torch.arange(context_length)[None] < lengths[:, None]
-    t = torch.randint(0, timesteps, (batch,), generator=g)
-    return tuple(v.to(device) for v in (x0, t, ctx, mask))
-
-
-class TrainStep:
-    """One forward + backward + AdamW step of the ε-loss (DDPM L_simple) at random t, as train.py does it."""
-
-    def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, x0, ctx, mask, *, precision: str,
-                 channels_last: bool, compile: bool = False, lr: float = 1e-4):
-        self.model, self.diffusion, self.precision = model, diffusion, precision
-        self.forward = CompiledOrEager(model, enabled=compile)  # as train.py runs it
-        self.fmt = memory_format(channels_last)
-        self.model.to(memory_format=self.fmt).train()
-        self.x0, self.ctx, self.mask = x0.contiguous(memory_format=self.fmt), ctx, mask
-        self.opt = torch.optim.AdamW(model.parameters(), lr=lr)
-        self.device = x0.device
-        self.gen = torch.Generator(self.device).manual_seed(0)
-
-    def __call__(self) -> None:
-        b = self.x0.shape[0]
-        t = torch.randint(0, self.diffusion.timesteps, (b,), generator=self.gen, device=self.device)
-        noise = torch.randn(self.x0.shape, generator=self.gen, device=self.device).contiguous(memory_format=self.fmt)
-        with autocast(self.precision, self.device):
-            loss = self.diffusion.loss_per_sample(self.forward, self.x0, t, noise, self.ctx, self.mask).mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-
-
 def round_robin(steps: dict, *, warmup: int, iters: int, device) -> dict:
     """name → list of ``iters`` seconds; each round runs one iteration of every variant, in order."""
     device = torch.device(device)
@@ -186,26 +142,6 @@ def round_robin(steps: dict, *, warmup: int, iters: int, device) -> dict:
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return times
-
-
-def sampling_step(model: nn.Module, images: int, *, image_size: int, context_length: int, context_dim: int,
-                  timesteps: int, precision: str, channels_last: bool, device) -> Callable[[], None]:
-    """One guided sampling step as a call: a single no-grad forward on 2·images (conditional + null).
-
-    Puts ``model`` in eval mode and the layout ``channels_last`` asks for; the caller restores train mode.
-    """
-    device = torch.device(device)
-    fmt = memory_format(channels_last)
-    model.to(memory_format=fmt).eval()
-    x, t, ctx, mask = make_inputs(2 * images, image_size=image_size, context_length=context_length,
-                                  context_dim=context_dim, timesteps=timesteps, device=device, seed=1)
-    x = x.contiguous(memory_format=fmt)
-
-    def step() -> None:
-        with torch.no_grad(), autocast(precision, device):
-            model(x, t, ctx, mask)
-
-    return step
 
 
 def sampling_step_seconds(model: nn.Module, images: int, *, warmup: int, iters: int, device, **kwargs) -> float:
@@ -399,7 +335,7 @@ def curve_markdown(name: str, points: list, minutes_to_90) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ddpm.measure.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (1 warm-up, 2 timed, batch 8), for tests")
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench.md"), help="Markdown report (default: %(default)s)")
     parser.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config file (default: the repo's)")

@@ -8,8 +8,8 @@ start-up rather than an hour in.
 import ast
 import math
 
-from .diffusion import SCHEDULES
-from .text import ENCODER_KINDS
+from ddpm.model.diffusion import SCHEDULES
+from ddpm.model.text import ENCODER_KINDS
 
 DATASETS = ("shapes",)
 

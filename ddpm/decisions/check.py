@@ -2,11 +2,11 @@
 
 This module holds what the records mean together: replaying the Accepted (and Superseded) ADRs in number
 order from an empty state must give exactly the top-level UPPER_CASE constants of config.py. ``python -m
-ddpm.decisions check`` verifies that, and the format of the records; ``index`` regenerates the table in
+ddpm.decisions.check check`` verifies that, and the format of the records; ``index`` regenerates the table in
 decisions/README.md; ``diff`` prints where config.py differs from the decisions, as decision lines; ``new``
-scaffolds the next ADR, pre-filled with those lines (``ddpm.adr_scaffold``).
+scaffolds the next ADR, pre-filled with those lines (``ddpm.decisions.scaffold``).
 
-The record format (parsing an ADR file, reading config.py) is ``ddpm.adr``. config.py is read with ``ast``
+The record format (parsing an ADR file, reading config.py) is ``ddpm.decisions.adr``. config.py is read with ``ast``
 only: it is never imported or executed here.
 """
 
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 # MISSING, same, read_config and parse_adr are also used as ``decisions.<name>`` by callers of the old home.
-from ddpm.adr import (  # noqa: F401
+from ddpm.decisions.adr import (  # noqa: F401
     ADR,
     MISSING,
     NEW,
@@ -31,10 +31,8 @@ from ddpm.adr import (  # noqa: F401
     rel_path,
     same,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "config.py"
-DEFAULT_DIR = REPO_ROOT / "decisions"
+from ddpm.decisions.replay import DEFAULT_CONFIG, DEFAULT_DIR, REPO_ROOT, _replay, diff, replay  # noqa: F401
+from ddpm.decisions.scaffold import new_adr
 
 INDEX_START = "<!-- adr-index:start -->"
 INDEX_END = "<!-- adr-index:end -->"
@@ -43,63 +41,6 @@ MAKE_HINT = 'make adr TITLE="..."'
 
 # --------------------------------------------------------------------------------------------------------------
 # replay and check
-
-
-def _replay(adrs: list[ADR]) -> tuple[dict, dict, list[str]]:
-    values, origin, errors = {}, {}, []
-    for adr in adrs:
-        if not adr.counts:
-            continue
-        where = rel_path(adr.path)
-        for d in adr.decisions:
-            have = values.get(d.name, MISSING)
-            if d.old == NEW:
-                if have is not MISSING:
-                    errors.append(
-                        f"{where}:{d.line}: stale ADR {adr.label}: it introduces {d.name} as (new), but "
-                        f"{d.name} = {fmt(have)} already exists at that point (decided by ADR "
-                        f"{origin[d.name]:04d}); write `- {d.name}: {fmt(have)} → {fmt(d.new)}`"
-                    )
-            elif have is MISSING:
-                errors.append(
-                    f"{where}:{d.line}: stale ADR {adr.label}: it expects {d.name} = {fmt(d.old)}, but no "
-                    f"earlier ADR introduces {d.name}; write `- {d.name}: (new) → {fmt(d.new)}`"
-                )
-            elif not same(have, d.old):
-                errors.append(
-                    f"{where}:{d.line}: stale ADR {adr.label}: it expects {d.name} = {fmt(d.old)}, but at that "
-                    f"point {d.name} = {fmt(have)} (decided by ADR {origin[d.name]:04d})"
-                )
-            if d.new == REMOVED:
-                values.pop(d.name, None)
-            else:
-                values[d.name] = d.new
-            origin[d.name] = adr.number
-    return values, origin, errors
-
-
-def replay(decisions_dir) -> tuple[dict, dict]:
-    """The constants decided by the Accepted and Superseded ADRs, replayed in number order.
-
-    Returns (values: name -> value, origin: name -> number of the ADR that last decided it). Errors are
-    ignored here; see ``check``.
-    """
-    adrs, _ = load_adrs(decisions_dir)
-    values, origin, _ = _replay(adrs)
-    origin = {k: v for k, v in origin.items() if k in values}
-    return values, origin
-
-
-def diff(config_path, decisions_dir) -> dict:
-    """name -> (decided value or MISSING, config.py value or MISSING), for every constant where they differ."""
-    current = read_config(config_path)
-    decided, _ = replay(decisions_dir)
-    out = {}
-    for name in list(decided) + [n for n in current if n not in decided]:
-        a, b = decided.get(name, MISSING), current.get(name, MISSING)
-        if not same(a, b):
-            out[name] = (a, b)
-    return out
 
 
 def _format_errors(adrs: list[ADR], decisions_dir) -> list[str]:
@@ -259,7 +200,7 @@ def _summary(config_path, decisions_dir) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm.decisions", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ddpm.decisions.check", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="verb", required=True)
 
     def common(p):
@@ -300,8 +241,6 @@ def main(argv=None) -> int:
         print("\n".join(lines) if lines else "config.py matches the decisions")
         return 0
     if args.verb == "new":
-        from ddpm.adr_scaffold import new_adr  # it builds on diff() above, so it is imported on use
-
         try:
             path = new_adr(
                 args.title, config_path=args.config, decisions_dir=args.dir, supersedes=args.supersedes, date=args.date

@@ -8,7 +8,7 @@ CPU, and checked on another fresh real set: that accuracy is the ceiling a perfe
 The trained probe is cached in one file whose name holds a hash of its settings (``probe_path``), written
 atomically (temporary file in the same folder, then ``os.replace``) and read back with
 ``torch.load(..., weights_only=True)``. ``features`` (the penultimate layer) feed the Fréchet distance and
-the diversity measure of ``ddpm.evaluate``.
+the diversity measure of ``ddpm.measure.evaluate``.
 """
 
 import hashlib
@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ddpm.data import ATTRIBUTES, make_shapes_dataset
+from ddpm.data.shapes import ATTRIBUTES, make_shapes_dataset
 
 # Every setting that changes the trained probe; the cache file name hashes these.
 DEFAULT_SETTINGS = {
