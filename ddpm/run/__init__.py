@@ -1,6 +1,7 @@
 """One training run's parts: validation of the config values and their mapping to constructor arguments
-(``settings``), self-describing checkpoints written atomically (``checkpoint``), and prompts → images rebuilt
-from a checkpoint alone (``pipeline``).
+(``settings``), self-describing checkpoints written atomically (``checkpoint``), prompts → images rebuilt
+from a checkpoint alone (``pipeline``), and the checks of sampling parameters that ``sample.py`` and
+``make eval`` share (``sampling_args``).
 
 May import: ``ddpm.model``, ``ddpm.data``, ``ddpm.files`` and ``ddpm.run`` itself. Never decisions or measurement.
 """
