@@ -176,6 +176,16 @@ def test_sample_checks_out_before_sampling(tmp_path, capsys, no_sampling, case):
     assert sorted(os.listdir(tmp_path)) == ["a-file", "a-folder"] and not os.listdir(tmp_path / "a-folder")
 
 
+def test_sample_that_cannot_write_its_image_leaves_nothing(tmp_path, capsys, monkeypatch):
+    def full_disk(images, fp, **kwargs):
+        open(fp, "wb").write(b"half a png")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sample.vutils, "save_image", full_disk)
+    code, err = exits(sample.main, sample_argv(FIXTURE, "--out", str(tmp_path / "grid.png")), capsys)
+    assert code == 1 and "no space left on device" in one_line(err) and not os.listdir(tmp_path)
+
+
 # ---- item 10: eval's parameters are validated like sample's, by the same function ----------------------------
 @pytest.mark.parametrize("args, expected", [
     (["--guidance", "nan"], "GUIDANCE=nan"), (["--guidance", "inf"], "GUIDANCE=inf"),
