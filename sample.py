@@ -17,13 +17,16 @@ import torch
 import torchvision.utils as vutils
 from tqdm import tqdm
 
+from ddpm.files import atomic_write
 from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
 from ddpm.run.pipeline import Pipeline
+from ddpm.run.sampling_args import image_path_problems, sampling_problems
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARCHITECTURE_KEYS = ("IMAGE_SIZE", "BASE_CHANNELS", "CHANNEL_MULTS", "NUM_RES_BLOCKS", "ATTENTION_RESOLUTIONS",
                      "ATTENTION_HEADS", "TIME_EMB_DIM", "NORM_GROUPS", "TEXT_ENCODER", "TEXT_WIDTH", "TEXT_LAYERS",
                      "TEXT_HEADS", "TEXT_CONTEXT_LENGTH", "TIMESTEPS", "BETA_SCHEDULE")
+MAX_IMAGES = 1024  # N: a bound against typos, not a memory estimate
 
 
 def parse_args(argv):
@@ -42,8 +45,10 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def fail(message):
-    sys.exit(f"sample.py: {message}")
+def fail(message, code=2):
+    """One line on stderr and exit code 2 (bad input), never a traceback."""
+    print(f"sample.py: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def main(argv=None):
@@ -68,18 +73,17 @@ def main(argv=None):
     sampler = args.sampler or s["sampler"]
     eta = s["eta"] if args.eta is None else args.eta
     timesteps = ckpt["diffusion_args"]["timesteps"]
-    problems = [m for bad, m in (
-        (args.n < 1 or args.n > 1024, f"N={args.n}: must be in [1, 1024]"),
-        (not math.isfinite(guidance) or guidance < 0, f"GUIDANCE={guidance}: must be a finite number ≥ 0 (1 = no guidance)"),
-        (not 1 <= steps <= timesteps, f"STEPS={steps}: must be in [1, {timesteps}] (the checkpoint's TIMESTEPS)"),
-        (not 0 <= eta <= 1, f"eta={eta}: must be in [0, 1]"),
-        (args.seed < 0, f"SEED={args.seed}: must be ≥ 0"),
-    ) if bad]
+    out = args.out or default_out(path, prompt)
+    problems = sampling_problems(n=args.n, n_max=MAX_IMAGES, guidance=guidance, steps=steps, timesteps=timesteps,
+                                 seed=args.seed, eta=eta) + image_path_problems(out)
     if problems:
         fail("; ".join(problems))
 
     describe(path, ckpt)
-    pipe = Pipeline.from_checkpoint(path, use_ema=not args.no_ema, checkpoint=ckpt)
+    try:
+        pipe = Pipeline.from_checkpoint(path, use_ema=not args.no_ema, checkpoint=ckpt)
+    except CheckpointError as err:
+        fail(str(err))
     if not prompt.strip():
         print("empty prompt: sampling unconditionally (the null prompt of classifier-free guidance)")
     unknown_words = getattr(pipe.text_encoder, "unknown_words", None)
@@ -91,9 +95,11 @@ def main(argv=None):
                            seed=args.seed, clip_x0=s["clip_x0"], progress=lambda it: tqdm(it, desc="sampling", leave=False))
     elapsed = time.perf_counter() - start
 
-    out = args.out or default_out(path, prompt)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    vutils.save_image(images * 0.5 + 0.5, out, nrow=int(math.ceil(math.sqrt(args.n))), padding=2)
+    try:  # atomically: a full disk leaves no half image behind
+        atomic_write(out, lambda tmp: vutils.save_image(images * 0.5 + 0.5, tmp, nrow=int(math.ceil(math.sqrt(args.n))),
+                                                         padding=2))
+    except OSError as err:
+        fail(f"could not write {out} ({(err.strerror or str(err)).lower()}); nothing was written", code=1)
     print(f"{args.n} images of {prompt!r} ({sampler}, {steps if sampler == 'ddim' else timesteps} steps, "
           f"guidance {guidance}) in {elapsed:.1f} s")
     print(out)

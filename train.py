@@ -331,7 +331,7 @@ def save_checkpoint(state, spec, run_dir, *, loss, keep, writer):
         ckpts.save_atomic(state.to_checkpoint(spec, loss=loss), path)
     except (ckpts.CheckpointError, OSError) as err:
         writer.close()
-        sys.exit(f"train.py: checkpoint {path} was not written ({err}). {last_good(run_dir)} Free space (or fix "
+        sys.exit(f"train.py: {err}. {last_good(run_dir)} Free space (or fix "
                  f"the folder) and resume: make train ARGS=\"--resume {os.path.basename(run_dir)}\"")
     ckpts.prune(run_dir, keep)
     update_record(run_dir, step=state.step, epoch=state.epoch, final_loss=loss)

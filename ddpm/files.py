@@ -8,7 +8,7 @@ benchmark's Markdown all go through here. Imports nothing of the repo.
 import json
 import os
 import tempfile
-from typing import Callable
+from typing import Callable, Optional
 
 TMP_PREFIX = ".tmp-"
 
@@ -51,3 +51,26 @@ def read_json(path: str) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def unwritable_reason(folder: str) -> Optional[str]:
+    """Why files cannot be created in ``folder`` (made when missing), or None; for checks before long work.
+
+    An existing folder is probed by creating (and at once deleting) a temporary file in it, which also catches
+    what permission bits do not say (/proc, a read-only mount, running as root); a missing one needs its nearest
+    existing ancestor to be a writable folder.
+    """
+    folder = os.path.abspath(folder)
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is not a folder"
+    if existing != folder:
+        return None if os.access(existing, os.W_OK | os.X_OK) else f"cannot create folders in {existing} (permission denied)"
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=TMP_PREFIX):
+            pass
+    except OSError as err:
+        return f"cannot write files in {folder} ({(err.strerror or str(err)).lower()})"
+    return None

@@ -34,7 +34,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ddpm.run.checkpoint import all_checkpoints
+from ddpm.files import unwritable_reason
+from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
+from ddpm.run.sampling_args import sampling_problems
 from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption, render
 from ddpm.measure.probe import accuracy, load_or_train_probe, load_probe
 from ddpm.measure.report import fmt_number, json_safe, sweep_table, update_run_json, write_outputs
@@ -45,6 +47,7 @@ PROMPT_SEED = 20_240_601  # fixes which prompts; not the sampling seed
 REAL_SEED = 777_001  # seed of the real reference renders (ceiling, FD reference)
 REAL_PER_PROMPT = 32  # real renders per prompt for the ceiling (at least 2·n are rendered)
 DEFAULT_SWEEP = (1.0, 2.0, 3.0, 5.0)
+MAX_PER_PROMPT = 1024  # N: a bound against typos, as sample.py's
 FID_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 _CAPTION_RE = re.compile(r"^a (\w+) (\w+) (\w+) on an? (\w+) background$")
 
@@ -296,15 +299,16 @@ def _parse_sweep(text: str) -> list:
         raise argparse.ArgumentTypeError(f"--sweep takes comma-separated guidance scales like 1,2,3,5, got {text!r}")
 
 
-def newest_checkpoint(runs_dir: str) -> Optional[str]:
-    paths = all_checkpoints(runs_dir)  # newest first
-    return paths[0] if paths else None
+def fail(message: str) -> None:
+    """One line on stderr and exit code 2 (bad input), never a traceback."""
+    print(f"evaluate: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def main(argv=None, *, log: Callable = None) -> int:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     parser = argparse.ArgumentParser(prog="python -m ddpm.measure.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", help="checkpoint (default: the newest runs/*/checkpoints/*.pt by modification time)")
+    parser.add_argument("--ckpt", help="checkpoint (default: the newest valid runs/*/checkpoints/*.pt by modification time)")
     parser.add_argument("--runs", default="runs", help="runs folder searched without --ckpt (default: %(default)s)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: %(default)s)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default: the checkpoint's GUIDANCE_SCALE)")
@@ -317,25 +321,40 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--probe", help="probe file to use (default: runs/.probe/probe-<hash>.pt, trained if absent)")
     parser.add_argument("--device", help="torch device for sampling (default: cuda if available, else cpu)")
     args = parser.parse_args(argv)
-    if args.n < 1 or (args.steps is not None and args.steps < 1):
-        parser.error("--n and --steps must be at least 1")
 
-    ckpt = args.ckpt or newest_checkpoint(args.runs)
-    if ckpt is None:
-        parser.error(f"no checkpoint under {args.runs}/*/checkpoints/; train first (make train) or pass --ckpt")
+    if args.ckpt:
+        try:
+            ckpt, state = args.ckpt, load_checkpoint(args.ckpt)
+        except CheckpointError as err:
+            fail(str(err))
+    else:  # the newest checkpoint that loads, warning about each unreadable one skipped
+        ckpt, state = newest_valid(all_checkpoints(args.runs))
+        if state is None:
+            fail(f"no valid checkpoint under {args.runs}/*/checkpoints/; train first (make train) or pass CKPT=")
     ckpt = os.path.abspath(ckpt)
     run_dir = os.path.dirname(os.path.dirname(ckpt)) if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" else None
     out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), "eval")
     runs_root = os.path.dirname(run_dir) if run_dir else os.path.abspath(args.runs)
+    log(f"checkpoint: {ckpt}")
+
+    trained = state.get("config") or {}  # what the run sampled its grids with
+    args.guidance = args.guidance if args.guidance is not None else trained.get("GUIDANCE_SCALE", 3.0)
+    args.steps = args.steps if args.steps is not None else trained.get("NUM_INFERENCE_STEPS", 50)
+    problems = sampling_problems(n=args.n, n_max=MAX_PER_PROMPT, guidance=args.guidance, steps=args.steps,
+                                 timesteps=state["diffusion_args"]["timesteps"], seed=args.seed, sweep=args.sweep)
+    problems += [f"--batch-size {args.batch_size}: must be ≥ 1"] if args.batch_size < 1 else []
+    unwritable = unwritable_reason(out_dir)
+    problems += [f"--out {out_dir}: {unwritable}; choose another folder"] if unwritable else []
+    if problems:
+        fail("; ".join(problems))
 
     from ddpm.run.pipeline import Pipeline  # heavy; here so the library functions import without it
 
-    log(f"checkpoint: {ckpt}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = Pipeline.from_checkpoint(ckpt, use_ema=True, device=device)
-    trained = getattr(pipe, "config", None) or {}  # what the run sampled its grids with
-    args.guidance = args.guidance if args.guidance is not None else trained.get("GUIDANCE_SCALE", 3.0)
-    args.steps = args.steps if args.steps is not None else trained.get("NUM_INFERENCE_STEPS", 50)
+    try:
+        pipe = Pipeline.from_checkpoint(ckpt, use_ema=True, device=device, checkpoint=state)
+    except CheckpointError as err:
+        fail(str(err))
     log(f"guidance {args.guidance:g}, {args.steps} DDIM steps, {args.n} samples per prompt")
     if args.probe and os.path.isfile(args.probe):
         probe, probe_info = load_probe(args.probe)

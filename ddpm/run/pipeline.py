@@ -2,7 +2,8 @@
 
 ``Pipeline.from_checkpoint(path)`` rebuilds every component from the checkpoint alone (never from today's
 config.py) and samples with the EMA weights by default. ``train.py`` builds the same object around its EMA
-modules to draw the sample grids, so the two paths cannot drift apart.
+modules to draw the sample grids, so the two paths cannot drift apart. A checkpoint whose recorded constructor
+arguments contradict its weights is refused with one ``CheckpointError`` naming the keys and shapes that differ.
 """
 
 import contextlib
@@ -10,7 +11,7 @@ import logging
 
 import torch
 
-from ddpm.run.checkpoint import load_checkpoint
+from ddpm.run.checkpoint import CheckpointError, load_checkpoint
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.model.text import build_text_encoder, tokenizer_for
 from ddpm.model.unet import UNet
@@ -60,6 +61,31 @@ class CompiledOrEager:
         return out
 
 
+def _build(path: str, args_name: str, build, args: dict):
+    """``build(**args)``, or a CheckpointError when the recorded arguments cannot build the component."""
+    try:
+        return build(**args)
+    except (TypeError, ValueError, KeyError, AssertionError) as err:
+        raise CheckpointError(f"{path}: inconsistent checkpoint, its {args_name} cannot build the model "
+                              f"({type(err).__name__}: {err}); use another checkpoint") from None
+
+
+def _load_weights(path: str, args_name: str, module: torch.nn.Module, state) -> None:
+    """``module.load_state_dict(state)``, or one CheckpointError listing the keys and shapes that disagree
+    (rather than torch's many-line ``size mismatch`` report)."""
+    expected = module.state_dict()
+    state = state if isinstance(state, dict) else {}
+    problems = [f"{k}: {tuple(state[k].shape)} in the weights, {tuple(v.shape)} from {args_name}"
+                for k, v in expected.items() if k in state and getattr(state[k], "shape", None) != v.shape]
+    problems += [f"{k}: missing from the weights" for k in expected if k not in state]
+    problems += [f"{k}: in the weights, not in a model built from {args_name}" for k in state if k not in expected]
+    if problems:
+        more = f"; and {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise CheckpointError(f"{path}: inconsistent checkpoint, its recorded {args_name} do not match its weights "
+                              f"({'; '.join(problems[:2])}{more}); use another checkpoint")
+    module.load_state_dict(state)
+
+
 class Pipeline:
     def __init__(self, *, unet, text_encoder, tokenizer, diffusion, image_size: int, precision: str,
                  channels_last: bool, config: dict, device="cpu"):
@@ -71,11 +97,11 @@ class Pipeline:
     def from_checkpoint(cls, path: str, *, use_ema: bool = True, device="cpu", checkpoint: dict = None) -> "Pipeline":
         ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
         prefix = "ema_" if use_ema else ""
-        unet = UNet(**ckpt["unet_args"])
-        unet.load_state_dict(ckpt[prefix + "unet"])
-        text_encoder = build_text_encoder(**ckpt["text_args"])
+        unet = _build(path, "unet_args", UNet, ckpt["unet_args"])
+        _load_weights(path, "unet_args", unet, ckpt.get(prefix + "unet"))
+        text_encoder = _build(path, "text_args", build_text_encoder, ckpt["text_args"])
         if ckpt.get(prefix + "text_encoder") is not None:  # frozen pretrained towers are not stored
-            text_encoder.load_state_dict(ckpt[prefix + "text_encoder"])
+            _load_weights(path, "text_args", text_encoder, ckpt[prefix + "text_encoder"])
         sampling = ckpt["sampling"]
         device = torch.device(device)
         unet.to(device, memory_format=memory_format(sampling["channels_last"])).eval()
