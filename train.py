@@ -3,6 +3,8 @@
 Reads top to bottom: config → decisions check → seed/device → data → text encoder → UNet → diffusion →
 optimizer/EMA → resume → loop (lr, batch, caption dropout, loss, backward, clip, step, EMA, log, periodic
 sample grid and checkpoint). A run lives in runs/<name>/: TensorBoard events, samples/, checkpoints/, run.json.
+Under `torchrun --nproc-per-node N train.py` (`make train NPROC=N`) the same loop runs data-parallel (ddpm/distributed,
+ADR 0017): BATCH_SIZE stays the global batch, each rank trains on its slice, rank 0 alone writes files.
 """
 
 import argparse
@@ -24,6 +26,7 @@ from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.model.ema import ema_update
 from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, memory_format
 from ddpm.decisions import provenance
+from ddpm.distributed import ddp
 from ddpm.run import settings
 from ddpm.measure.evaluate import quick_eval
 from ddpm.measure.probe import load_or_train_probe
@@ -34,12 +37,14 @@ from ddpm.model.unet import UNet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before the run stops (the last good checkpoint stays)
+DIST_TIMEOUT = datetime.timedelta(minutes=10)  # a collective waiting longer for a dead or hung rank ends the run
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for this run")
-    p.add_argument("--run", default=None, help="run name (default: the date and time)")
+    p.add_argument("--run", "--run-name", dest="run", default=None,
+                   help="run name (default: the date and time); under torchrun, spell it --run-name")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                    help="continue a run from its newest valid checkpoint (default: the newest run)")
     p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
@@ -86,10 +91,15 @@ def main(argv=None):
     prov = check_decisions(config_file_values, overrides, args.exploratory)
 
     # ---- seed and device ----------------------------------------------------------------------------
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    torch.manual_seed(cfg["SEED"])
-    gen = torch.Generator().manual_seed(cfg["SEED"])  # batching, timesteps, noise, caption dropout (on CPU)
+    try:
+        world = ddp.init(args.device, timeout=DIST_TIMEOUT)  # a world of one without torchrun
+        world.local_batch(cfg["BATCH_SIZE"])
+    except ValueError as err:
+        sys.exit(str(err))
+    device = world.device
+    torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank
+    gen = torch.Generator().manual_seed(cfg["SEED"])  # the epoch permutation (on CPU), the same on every rank
+    draws = torch.Generator(device).manual_seed(cfg["SEED"])  # the global batch's timesteps, noise, caption dropout
 
     # ---- data: images in [-1, 1], captions tokenised once --------------------------------------------
     data = make_shapes_dataset(size=cfg["DATASET_SIZE"], seed=cfg["DATASET_SEED"], image_size=cfg["IMAGE_SIZE"])
@@ -97,7 +107,7 @@ def main(argv=None):
     images = data.images.to(device)  # (N, 3, H, W), the whole set fits in memory
     unique = sorted(set(data.captions)) + [""]  # the last entry is the null prompt of guidance
     position = {c: i for i, c in enumerate(unique)}
-    caption_index = torch.tensor([position[c] for c in data.captions])  # (N,) row of each image's caption
+    caption_index = torch.tensor([position[c] for c in data.captions], device=device)  # (N,) row of each caption
     null_index = len(unique) - 1
 
     # ---- text encoder ---------------------------------------------------------------------------------
@@ -112,7 +122,8 @@ def main(argv=None):
     unet_args = settings.unet_args(cfg, context_dim=text_encoder.dim)
     fmt = memory_format(cfg["CHANNELS_LAST"])
     unet = UNet(**unet_args).to(device, memory_format=fmt)
-    unet_step = CompiledOrEager(unet, enabled=cfg["COMPILE"], warn=tqdm.write)  # the training forward (ADR 0013)
+    unet_step = CompiledOrEager(world.wrap(unet), enabled=cfg["COMPILE"], warn=tqdm.write)  # training forward (ADR 0013)
+    text_step = None if text_encoder.frozen else world.wrap(text_encoder)
     diffusion_args = settings.diffusion_args(cfg)
     diffusion = GaussianDiffusion(**diffusion_args).to(device)
 
@@ -121,6 +132,8 @@ def main(argv=None):
     optimizer = torch.optim.AdamW(trainable, lr=cfg["LEARNING_RATE"], weight_decay=cfg["WEIGHT_DECAY"])
     ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
     ema_text = text_encoder if text_encoder.frozen else copy.deepcopy(text_encoder).eval().requires_grad_(False)
+    if world.rank:
+        torch.manual_seed(ddp.seed_for(cfg["SEED"], world.rank))  # each rank's own dropout masks
 
     # ---- run folder and resume ------------------------------------------------------------------------
     step, epoch, batch_in_epoch, perm = 0, 0, 0, None
@@ -137,21 +150,30 @@ def main(argv=None):
             ema_text.load_state_dict(state["ema_text_encoder"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, batch_in_epoch, perm = state["step"], state["epoch"], state["batch_in_epoch"], state["perm"]
+        perm = None if perm is None else perm.to(device)
         torch.set_rng_state(state["rng"]["torch"])
+        if world.rank:  # rank 0's dropout stream is the one saved; the others start afresh (DROPOUT = 0 by default)
+            torch.manual_seed(ddp.seed_for(cfg["SEED"], world.rank, step))
         gen.set_state(state["rng"]["batches"])
+        if "device" in state["rng"]:  # checkpoints from before ADR 0017 drew everything from "batches"
+            draws.set_state(state["rng"]["device"])
         adr = state["provenance"].get("adr") or {}
-        print(f"resuming {path} (step {step}, epoch {epoch}), trained under ADR {adr.get('number')}: {adr.get('title')}")
+        if world.main:
+            print(f"resuming {path} (step {step}, epoch {epoch}), trained under ADR {adr.get('number')}: {adr.get('title')}")
     else:
         run_dir = os.path.join(args.runs_dir, args.run or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
         if os.path.exists(os.path.join(run_dir, "checkpoints")):
             sys.exit(f"run {run_dir} exists already: pick another --run name, or continue it with --resume")
-    os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
-    writer = SummaryWriter(run_dir, purge_step=step)  # purge_step drops events logged after the checkpoint
+    run_dir = world.broadcast(run_dir)  # rank 0's name (the default is the time, which the ranks may read apart)
+    if world.main:
+        os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+    writer = SummaryWriter(run_dir, purge_step=step) if world.main else ddp.NullWriter()  # purge: events after the checkpoint
     run_info = {"name": os.path.basename(run_dir), "started": datetime.datetime.now().isoformat(timespec="seconds"),
                 "config": cfg, "provenance": prov, "step": step, "epoch": epoch, "final_loss": None}
     run_json = os.path.join(run_dir, "run.json")
     started = read_json(run_json).get("started", run_info["started"])  # a resumed run keeps its start
-    write_json({**run_info, "started": started}, run_json, allow_nan=True)
+    if world.main:
+        write_json({**run_info, "started": started}, run_json, allow_nan=True)
     if step == 0:
         log_provenance(writer, cfg, prov)
 
@@ -163,7 +185,7 @@ def main(argv=None):
                        config=cfg, device=device)
     prompts = grid_prompts(cfg["SAMPLE_GRID_SIZE"])
     probe = load_or_train_probe(cache_dir=os.path.join(args.runs_dir, ".probe"), settings={"image_size": cfg["IMAGE_SIZE"]},
-                                log=print)[0] if cfg["EVAL_EVERY"] else None
+                                log=print)[0] if cfg["EVAL_EVERY"] and world.main else None
     curve = read_json(run_json).get("quality_curve", [])  # (minutes of training, step, joint accuracy)
     train_seconds = curve[-1]["minutes"] * 60 if curve else 0.0
 
@@ -175,7 +197,8 @@ def main(argv=None):
             "text_encoder": None if text_encoder.frozen else text_encoder.state_dict(),
             "ema_text_encoder": None if text_encoder.frozen else ema_text.state_dict(),
             "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-            "perm": perm, "rng": {"torch": torch.get_rng_state(), "batches": gen.get_state()}, "loss": loss_value,
+            "perm": None if perm is None else perm.cpu(), "loss": loss_value,
+            "rng": {"torch": torch.get_rng_state(), "batches": gen.get_state(), "device": draws.get_state()},
         }
         ckpts.save_atomic(state, os.path.join(run_dir, "checkpoints", ckpts.checkpoint_name(epoch, step)))
         ckpts.prune(run_dir, cfg["KEEP_CHECKPOINTS"])
@@ -204,36 +227,40 @@ def main(argv=None):
         return path
 
     # ---- the loop -------------------------------------------------------------------------------------
-    n, bs = len(images), cfg["BATCH_SIZE"]
+    n, bs = len(images), cfg["BATCH_SIZE"]  # bs: the global batch; each rank trains on bs / world.size of it
     steps_per_epoch = n // bs  # the remainder of each shuffled epoch is dropped
     total = cfg["EPOCHS"] * steps_per_epoch if args.max_steps is None else min(args.max_steps, cfg["EPOCHS"] * steps_per_epoch)
-    bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True, disable=None)
-    quartile_sum, quartile_count = torch.zeros(4), torch.zeros(4)
+    bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True, disable=None if world.main else True)
+    sums = torch.zeros(10, device=device)  # since the last log: loss, steps, loss and count per t-quartile (4 + 4)
     bad_steps, loss_value, tick, tick_step = 0, float("nan"), time.perf_counter(), step
     unet.train()
     text_encoder.train()
-    if cfg["COMPILE"] and step < total:
+    if world.main and cfg["COMPILE"] and step < total:
         tqdm.write("compiling the UNet: the first step takes up to a minute or two (cached afterwards); COMPILE in config.py")
     while step < total:
         if perm is None or batch_in_epoch >= steps_per_epoch:
-            perm, batch_in_epoch = torch.randperm(n, generator=gen), 0
-        idx = perm[batch_in_epoch * bs : (batch_in_epoch + 1) * bs]
+            perm, batch_in_epoch = torch.randperm(n, generator=gen).to(device), 0
+        idx = world.shard(perm[batch_in_epoch * bs : (batch_in_epoch + 1) * bs])  # this rank's slice
         lr = cfg["LEARNING_RATE"] * min(1.0, (step + 1) / max(1, cfg["WARMUP_STEPS"]))  # linear warm-up, then constant
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         step_start = time.perf_counter()
-        x0 = images[idx.to(device)].contiguous(memory_format=fmt)
-        drop = torch.rand(len(idx), generator=gen) < cfg["CAPTION_DROPOUT"]  # classifier-free guidance training
-        cap = torch.where(drop, null_index, caption_index[idx]).to(device)
-        t = torch.randint(0, cfg["TIMESTEPS"], (len(idx),), generator=gen).to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
+        x0 = images[idx].contiguous(memory_format=fmt)
+        drop, t, noise = world.shard(  # drawn on the device for the GLOBAL batch, so every world size sees the same
+            torch.rand(bs, generator=draws, device=device) < cfg["CAPTION_DROPOUT"],  # classifier-free guidance
+            torch.randint(0, cfg["TIMESTEPS"], (bs,), generator=draws, device=device),
+            torch.randn((bs, *x0.shape[1:]), generator=draws, device=device))
+        cap = torch.where(drop, null_index, caption_index[idx])
         with autocast(cfg["PRECISION"], device):
-            context = cached[cap] if cached is not None else text_encoder(tokens[cap])
+            context = cached[cap] if cached is not None else text_step(tokens[cap])
             losses = diffusion.loss_per_sample(unet_step, x0, t, noise, context, token_mask[cap])  # (B,)
         loss = (diffusion.min_snr_weights(t, cfg["MIN_SNR_GAMMA"]) * losses).mean()  # losses stay unweighted for logs
 
-        if not torch.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # under DDP every rank must reach here; it averages the gradients, non-finite ones included
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg["GRAD_CLIP"])
+        if not world.all_true(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # all ranks skip together
             bad_steps += 1
             optimizer.zero_grad(set_to_none=True)
             writer.add_scalar("train/skipped_nonfinite", bad_steps, step)
@@ -243,21 +270,22 @@ def main(argv=None):
             batch_in_epoch += 1
             continue
         bad_steps = 0
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg["GRAD_CLIP"])
         optimizer.step()
         ema_update(ema_unet, unet, decay=cfg["EMA_DECAY"], step=step)
         if not text_encoder.frozen:
             ema_update(ema_text, text_encoder, decay=cfg["EMA_DECAY"], step=step)
         step += 1
         batch_in_epoch += 1
-        loss_value = loss.item()
-        q = (t.cpu() * 4 // cfg["TIMESTEPS"]).clamp(max=3)
-        quartile_sum.index_add_(0, q, losses.detach().cpu())
-        quartile_count.index_add_(0, q, torch.ones_like(losses.detach().cpu()))
+        q = (t * 4 // cfg["TIMESTEPS"]).clamp(max=3)  # on the device: no host sync until the log below
+        sums[0] += loss.detach().float()
+        sums[1] += 1
+        sums[2:6].index_add_(0, q, losses.detach().float())
+        sums[6:].index_add_(0, q, torch.ones_like(losses, dtype=torch.float))
+        end_of_epoch = batch_in_epoch >= steps_per_epoch
 
-        if step % 25 == 0 or step == total:
+        if step % 25 == 0 or step == total or end_of_epoch:
+            total_sums = world.sum_(sums.clone()).tolist()  # over ranks; the one host sync of the interval
+            loss_value = total_sums[0] / total_sums[1]  # the mean loss since the last log
             now = time.perf_counter()
             img_s = (step - tick_step) * bs / max(now - tick, 1e-9)
             tick, tick_step = now, step
@@ -266,28 +294,28 @@ def main(argv=None):
             writer.add_scalar("train/grad_norm", grad_norm.item(), step)
             writer.add_scalar("train/images_per_s", img_s, step)
             for i in range(4):
-                if quartile_count[i] > 0:
-                    writer.add_scalar(f"loss_by_t/q{i + 1}", (quartile_sum[i] / quartile_count[i]).item(), step)
-            quartile_sum.zero_()
-            quartile_count.zero_()
+                if total_sums[6 + i] > 0:
+                    writer.add_scalar(f"loss_by_t/q{i + 1}", total_sums[2 + i] / total_sums[6 + i], step)
+            sums.zero_()
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.1e}", img_s=f"{img_s:.0f}")
         bar.update(1)
 
-        end_of_epoch = batch_in_epoch >= steps_per_epoch
         if end_of_epoch:
             epoch += 1
         last = step >= total
-        if (end_of_epoch and epoch % cfg["GENERATE_SAMPLES_EVERY"] == 0) or last:
+        if world.main and ((end_of_epoch and epoch % cfg["GENERATE_SAMPLES_EVERY"] == 0) or last):
             bar.write(f"epoch {epoch} step {step}: loss {loss_value:.4f}, samples → {sample_grid()}")
         train_seconds += time.perf_counter() - step_start  # training and grids; not the evaluation below
-        if cfg["EVAL_EVERY"] and ((end_of_epoch and epoch % cfg["EVAL_EVERY"] == 0) or last):
+        if world.main and cfg["EVAL_EVERY"] and ((end_of_epoch and epoch % cfg["EVAL_EVERY"] == 0) or last):
             bar.write(f"epoch {epoch} step {step}: joint prompt accuracy {evaluate():.3f} "
                       f"after {train_seconds / 60:.1f} min of training")
-        if (end_of_epoch and epoch % cfg["CHECKPOINT_EVERY"] == 0) or last:
+        if world.main and ((end_of_epoch and epoch % cfg["CHECKPOINT_EVERY"] == 0) or last):
             save_checkpoint(loss_value)
     bar.close()
     writer.close()
-    print(f"done: {step} steps, final loss {loss_value:.4f}; run folder {run_dir}")
+    ddp.teardown(world)
+    if world.main:
+        print(f"done: {step} steps, final loss {loss_value:.4f}; run folder {run_dir}")
     return run_dir
 
 
