@@ -24,9 +24,11 @@ from ddpm.model.diffusion import GaussianDiffusion
 rank, calls, steps = int(os.environ["RANK"]), [0], [0]
 clean = GaussianDiffusion.loss_per_sample
 
-def poisoned(self, *args, **kwargs):  # the second training batch of rank 1 only gets a NaN loss
+def poisoned(self, *args, **kwargs):  # the second training batch of rank 1 only gets a NaN loss (or rank 1 dies)
     calls[0] += 1
     out = clean(self, *args, **kwargs)
+    if rank == 1 and calls[0] == 2 and os.environ.get("DIE"):
+        os._exit(3)
     return out * float("nan") if rank == 1 and calls[0] == 2 else out
 
 GaussianDiffusion.loss_per_sample = poisoned
@@ -36,15 +38,16 @@ print(f"rank {rank}: {steps[0]} optimizer steps", flush=True)
 """
 
 
-def launch(nproc, runs, name, *extra, script=os.path.join(ROOT, "train.py")):
+def launch(nproc, runs, name, *extra, script=os.path.join(ROOT, "train.py"), env=None, ok=True):
     args = ["--runs-dir", str(runs), *([] if "--resume" in extra else ["--run-name", name])]  # torchrun takes --run for its --run-path
     for item in FAST:
         args += ["--set", item]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), script,
            *args, *extra] if nproc > 1 else [sys.executable, script, *args, *extra]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
+           **(env or {})}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)  # a hang fails here
+    assert (proc.returncode == 0) == ok, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
 
@@ -100,3 +103,11 @@ def test_the_global_batch_must_divide_by_the_world_size():
         world.local_batch(16)
     assert torch.equal(world.shard(torch.arange(12)), torch.arange(4, 8))
     assert ddp.seed_for(7, 0) == 7 and len({ddp.seed_for(7, r, s) for r in range(3) for s in range(3)}) == 9
+
+
+def test_a_dead_rank_ends_the_run_with_a_message(tmp_path):
+    script = tmp_path / "dying_train.py"
+    script.write_text(POISON)
+    proc = launch(2, tmp_path, "dead", "--max-steps", "3", script=str(script), env={"DIE": "1"}, ok=False)
+    assert "exitcode  : 3" in proc.stderr and "rank      : 1" in proc.stderr  # torchrun names the rank that died
+    assert not list(tmp_path.glob("dead/checkpoints/*.pt"))  # nothing half-written
