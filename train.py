@@ -1,8 +1,9 @@
 """Train the text-conditional DDPM: `make train` (or `python train.py [--set KEY=VALUE ...] [--resume]`).
 
 Reads top to bottom: config → decisions check → seed/device → data → text encoder → UNet → diffusion →
-optimizer/EMA → resume → loop (lr, batch, caption dropout, loss, backward, clip, step, EMA, log, periodic
-sample grid and checkpoint). A run lives in runs/<name>/: TensorBoard events, samples/, checkpoints/, run.json.
+optimizer/EMA → run folder and resume → loop (lr, batch, caption dropout, loss, backward, clip, step, EMA, log,
+periodic sample grid, probe evaluation and checkpoint). A run lives in runs/<name>/: TensorBoard events,
+samples/, checkpoints/, run.json. What a checkpoint holds, and how resume restores it, is ddpm/run/state.py.
 Under `torchrun --nproc-per-node N train.py` (`make train NPROC=N`) the same loop runs data-parallel (ddpm/distributed,
 ADR 0017): BATCH_SIZE stays the global batch, each rank trains on its slice, rank 0 alone writes files.
 """
@@ -10,33 +11,34 @@ ADR 0017): BATCH_SIZE stays the global batch, each rank trains on its slice, ran
 import argparse
 import copy
 import datetime
-import math
 import os
 import sys
 import time
 
 import torch
-import torchvision.utils as vutils
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ddpm.run import checkpoint as ckpts
-from ddpm.data.shapes import COLOR_NAMES, SHAPES, SIZE_NAMES, caption, check_images, make_shapes_dataset
-from ddpm.model.diffusion import GaussianDiffusion
-from ddpm.model.ema import ema_update
-from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, memory_format
+from ddpm.data.shapes import check_images, grid_prompts, make_shapes_dataset
 from ddpm.decisions import provenance
+from ddpm.decisions.replay import replay
 from ddpm.distributed import ddp
-from ddpm.run import settings
+from ddpm.files import read_json
 from ddpm.measure.evaluate import quick_eval
 from ddpm.measure.probe import load_or_train_probe
-from ddpm.files import read_json, write_json
-from ddpm.run.settings import config_from_module, parse_overrides, validate
+from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.ema import ema_update
 from ddpm.model.text import build_text_encoder, encode_in_batches, tokenizer_for
 from ddpm.model.unet import UNet
+from ddpm.run import checkpoint as ckpts
+from ddpm.run import settings
+from ddpm.run.folder import (RunFolderError, find_resume, last_good, log_provenance, open_run_folder, record_resume,
+                             save_grid, update_record)
+from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, memory_format
+from ddpm.run.state import RESUMABLE, TrainState, resumed_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MAX_BAD_STEPS = 5  # consecutive non-finite losses before the run stops (the last good checkpoint stays)
+MAX_BAD_STEPS = 5  # consecutive non-finite steps before the run stops (the last good checkpoint stays)
+LOG_EVERY = 25  # optimizer steps between TensorBoard scalars and progress-bar updates
 DIST_TIMEOUT = datetime.timedelta(minutes=10)  # a collective waiting longer for a dead or hung rank ends the run
 
 
@@ -46,23 +48,50 @@ def parse_args(argv):
     p.add_argument("--run", "--run-name", dest="run", default=None,
                    help="run name (default: the date and time); under torchrun, spell it --run-name")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
-                   help="continue a run from its newest valid checkpoint (default: the newest run)")
+                   help="continue a run from its newest valid checkpoint (default: the newest run); it keeps its own "
+                        "config, and --set may change only what a resume may (EPOCHS, monitoring, previews, speed)")
     p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
     p.add_argument("--exploratory", action="store_true",
                    help="train even though config.py differs from the accepted decisions; the run is marked exploratory")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.max_steps is not None and args.max_steps < 1:
+        bad_input(f"--max-steps {args.max_steps}: must be ≥ 1 (or left out to train EPOCHS epochs)")
+    return args
 
 
-def grid_prompts(n: int) -> list:
-    """A fixed, varied list of prompts for the training-time sample grids (every shape, colours rotating)."""
-    prompts = []
-    for i in range(n):
-        color = COLOR_NAMES[(3 * i) % len(COLOR_NAMES)]
-        background = COLOR_NAMES[(3 * i + 1 + i // len(COLOR_NAMES)) % len(COLOR_NAMES)]
-        prompts.append(caption(SHAPES[i % len(SHAPES)], color, background, SIZE_NAMES[(i // len(SHAPES)) % 2]))
-    return prompts
+def bad_input(message):
+    """Stop with one line and exit code 2: the input was wrong, nothing was written."""
+    print(f"train.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_config():
+    """config.py's constants as a dict; a syntax or runtime error in it is one line naming the file and line."""
+    try:
+        import config
+    except SyntaxError as err:
+        bad_input(f"{err.filename or 'config.py'}:{err.lineno}: syntax error: {err.msg}; fix that line")
+    except Exception as err:  # noqa: BLE001 - any error while executing config.py is the user's to fix
+        tb = err.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        bad_input(f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}: {type(err).__name__}: {err}; fix config.py")
+    return settings.config_from_module(config)
+
+
+def validated(cfg: dict, overrides: dict) -> dict:
+    """``settings.validate``, with each key's origin (its ADR, or --set) named in the error."""
+    try:
+        origin = {k: f"set by ADR {n:04d}" for k, n in replay(os.path.join(HERE, "decisions"))[1].items()}
+    except Exception:  # noqa: BLE001 - a broken ADR must not hide the config error itself
+        origin = {}
+    origin.update({k: "from --set" for k in overrides})
+    try:
+        return settings.validate(cfg, origin=origin)
+    except ValueError as err:
+        bad_input(str(err))
 
 
 def check_decisions(config_file_values: dict, overrides: dict, exploratory: bool) -> dict:
@@ -70,32 +99,54 @@ def check_decisions(config_file_values: dict, overrides: dict, exploratory: bool
     prov = provenance.collect(config_file_values, overrides, repo_root=HERE,
                               decisions_dir=os.path.join(HERE, "decisions"), config_path=os.path.join(HERE, "config.py"))
     if prov["decision_errors"] and not exploratory:
-        sys.exit("config.py does not match the accepted decisions:\n  " + "\n  ".join(prov["decision_errors"]) +
-                 "\nWrite an ADR (make adr TITLE=\"...\"), or run anyway with: make train ARGS=--exploratory")
+        bad_input("config.py does not match the accepted decisions:\n  " + "\n  ".join(prov["decision_errors"]) +
+                  "\nWrite an ADR (make adr TITLE=\"...\"), or run anyway with: make train ARGS=--exploratory")
     prov["exploratory"] = bool(prov["decision_errors"] or overrides or exploratory)
     return prov
+
+
+def configure(args) -> tuple:
+    """(config, provenance, run folder, resume) where resume is None or (checkpoint path, checkpoint, changes).
+
+    A new run takes config.py with the --set overrides, checked against the accepted decisions. A resumed run
+    keeps its own config; --set may change only ``RESUMABLE`` keys there, and is refused for the rest.
+    """
+    config_file_values = read_config()
+    try:
+        overrides = settings.parse_overrides(args.set)
+        if not args.resume:
+            run_dir = os.path.join(args.runs_dir, args.run or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+            if os.path.exists(os.path.join(run_dir, "checkpoints")):
+                raise ValueError(f"run {run_dir} exists already: pick another --run name, or continue it with --resume")
+            cfg = validated({**config_file_values, **overrides}, overrides)
+            return cfg, check_decisions(config_file_values, overrides, args.exploratory), run_dir, None
+        run_dir, ckpt_path, ckpt = find_resume(args.runs_dir, args.resume)
+    except (ValueError, RunFolderError) as err:
+        bad_input(str(err))
+    cfg, changes, refused, ignored = resumed_config(ckpt["config"], config_file_values, overrides)
+    if refused:
+        bad_input(f"cannot resume {run_dir} with a different " + ", ".join(refused) + ":\n  " +
+                  "\n  ".join(f"{k}: run {old!r}, --set {new!r}" for k, (old, new) in refused.items()) +
+                  "\nThese make the run what it is; start a new run for them (make train ARGS=\"--set ...\"). "
+                  "A resume may change: " + ", ".join(RESUMABLE))
+    if ignored:
+        print(f"note: config.py now differs from this run in {', '.join(ignored)}; the resumed run keeps its own values")
+    return validated(cfg, changes), ckpt["provenance"], run_dir, (ckpt_path, ckpt, changes)
 
 
 def main(argv=None):
     args = parse_args(argv)
 
-    # ---- config: read once, override, validate ------------------------------------------------------
-    import config
-
-    config_file_values = config_from_module(config)
-    overrides = parse_overrides(args.set)
-    try:
-        cfg = validate({**config_file_values, **overrides})
-    except ValueError as err:
-        sys.exit(str(err))
-    prov = check_decisions(config_file_values, overrides, args.exploratory)
+    # ---- config: read once, override, validate (a resumed run keeps its own) --------------------------
+    cfg, prov, run_dir, resume = configure(args)
 
     # ---- seed and device ----------------------------------------------------------------------------
     try:
         world = ddp.init(args.device, timeout=DIST_TIMEOUT)  # a world of one without torchrun
         world.local_batch(cfg["BATCH_SIZE"])
     except ValueError as err:
-        sys.exit(str(err))
+        bad_input(str(err))
+    run_dir = world.broadcast(run_dir)  # rank 0's name (the default is the time, which the ranks may read apart)
     device = world.device
     torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank
     gen = torch.Generator().manual_seed(cfg["SEED"])  # the epoch permutation (on CPU), the same on every rank
@@ -130,118 +181,72 @@ def main(argv=None):
     # ---- optimizer and EMA ----------------------------------------------------------------------------
     trainable = list(unet.parameters()) + ([] if text_encoder.frozen else list(text_encoder.parameters()))
     optimizer = torch.optim.AdamW(trainable, lr=cfg["LEARNING_RATE"], weight_decay=cfg["WEIGHT_DECAY"])
-    ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
     ema_text = text_encoder if text_encoder.frozen else copy.deepcopy(text_encoder).eval().requires_grad_(False)
+    state = TrainState(unet=unet, ema_unet=copy.deepcopy(unet).eval().requires_grad_(False), text_encoder=text_encoder,
+                       ema_text=ema_text, optimizer=optimizer, generator=gen, draws=draws)
     if world.rank:
         torch.manual_seed(ddp.seed_for(cfg["SEED"], world.rank))  # each rank's own dropout masks
-
-    # ---- run folder and resume ------------------------------------------------------------------------
-    step, epoch, batch_in_epoch, perm = 0, 0, 0, None
-    if args.resume:
-        run_dir = newest_run(args.runs_dir) if args.resume == "latest" else os.path.join(args.runs_dir, args.resume)
-        path, state = ckpts.newest_valid(list(reversed(ckpts.run_checkpoints(run_dir or ""))))
-        if state is None:
-            sys.exit(f"--resume: no valid checkpoint in {run_dir or args.runs_dir}; start a new run with make train")
-        refuse_changed_architecture(state, unet_args, text_args, diffusion_args)
-        unet.load_state_dict(state["unet"])
-        ema_unet.load_state_dict(state["ema_unet"])
-        if not text_encoder.frozen:
-            text_encoder.load_state_dict(state["text_encoder"])
-            ema_text.load_state_dict(state["ema_text_encoder"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, epoch, batch_in_epoch, perm = state["step"], state["epoch"], state["batch_in_epoch"], state["perm"]
-        perm = None if perm is None else perm.to(device)
-        torch.set_rng_state(state["rng"]["torch"])
-        if world.rank:  # rank 0's dropout stream is the one saved; the others start afresh (DROPOUT = 0 by default)
-            torch.manual_seed(ddp.seed_for(cfg["SEED"], world.rank, step))
-        gen.set_state(state["rng"]["batches"])
-        if "device" in state["rng"]:  # checkpoints from before ADR 0017 drew everything from "batches"
-            draws.set_state(state["rng"]["device"])
-        adr = state["provenance"].get("adr") or {}
-        if world.main:
-            print(f"resuming {path} (step {step}, epoch {epoch}), trained under ADR {adr.get('number')}: {adr.get('title')}")
-    else:
-        run_dir = os.path.join(args.runs_dir, args.run or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-        if os.path.exists(os.path.join(run_dir, "checkpoints")):
-            sys.exit(f"run {run_dir} exists already: pick another --run name, or continue it with --resume")
-    run_dir = world.broadcast(run_dir)  # rank 0's name (the default is the time, which the ranks may read apart)
-    if world.main:
-        os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
-    writer = SummaryWriter(run_dir, purge_step=step) if world.main else ddp.NullWriter()  # purge: events after the checkpoint
-    run_info = {"name": os.path.basename(run_dir), "started": datetime.datetime.now().isoformat(timespec="seconds"),
-                "config": cfg, "provenance": prov, "step": step, "epoch": epoch, "final_loss": None}
-    run_json = os.path.join(run_dir, "run.json")
-    started = read_json(run_json).get("started", run_info["started"])  # a resumed run keeps its start
-    if world.main:
-        write_json({**run_info, "started": started}, run_json, allow_nan=True)
-    if step == 0:
-        log_provenance(writer, cfg, prov)
-
     sampling = dict(guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"], sampler=cfg["SAMPLER"],
                     eta=cfg["DDIM_ETA"], clip_x0=cfg["CLIP_DENOISED"], precision=cfg["PRECISION"],
                     channels_last=cfg["CHANNELS_LAST"])
-    preview = Pipeline(unet=ema_unet, text_encoder=ema_text, tokenizer=tokenizer_for(text_args), diffusion=diffusion,
-                       image_size=cfg["IMAGE_SIZE"], precision=cfg["PRECISION"], channels_last=cfg["CHANNELS_LAST"],
-                       config=cfg, device=device)
+    spec = dict(unet_args=unet_args, text_args=text_args, diffusion_args=diffusion_args, sampling=sampling,
+                config=cfg, provenance=prov)
+
+    # ---- resume, and the run folder ---------------------------------------------------------------------
+    n, bs = len(images), cfg["BATCH_SIZE"]
+    steps_per_epoch = n // bs  # the remainder of each shuffled epoch is dropped
+    total = cfg["EPOCHS"] * steps_per_epoch if args.max_steps is None else min(args.max_steps, cfg["EPOCHS"] * steps_per_epoch)
+    if resume:
+        ckpt_path, ckpt, changes = resume
+        refuse_changed_architecture(ckpt, spec)
+        state.restore(ckpt)
+        state.perm = None if state.perm is None else state.perm.to(device)
+        if world.rank:  # rank 0's dropout stream is the one saved; the others start afresh (DROPOUT = 0 by default)
+            torch.manual_seed(ddp.seed_for(cfg["SEED"], world.rank, state.step))
+        adr, (commit, dirty) = prov.get("adr") or {}, provenance.git_state(HERE)
+        if state.step >= total:
+            print(f"run {run_dir} is finished: {state.step} of {total} steps done; nothing to do. To train on, resume "
+                  f"with more epochs: make train ARGS=\"--resume {os.path.basename(run_dir)} --set EPOCHS=...\"")
+            return run_dir
+        if world.main:
+            print(f"resuming {ckpt_path} (step {state.step}, epoch {state.epoch}), trained under ADR {adr.get('number')}: "
+                  f"{adr.get('title')}")
+        prov = spec["provenance"] = record_resume(prov, step=state.step, changes=changes, commit=commit, dirty=dirty)
+    record = read_json(os.path.join(run_dir, "run.json")) if resume else {}
+    record.update(name=os.path.basename(run_dir), config=cfg, provenance=prov, step=state.step, epoch=state.epoch)
+    record.setdefault("started", datetime.datetime.now().isoformat(timespec="seconds"))
+    record.setdefault("final_loss", None)
+    try:
+        writer = open_run_folder(run_dir, record, purge_step=state.step + 1 if resume else None) if world.main \
+            else ddp.NullWriter()  # rank 0 alone writes
+    except RunFolderError as err:
+        bad_input(str(err))
+    if not resume:
+        log_provenance(writer, cfg, prov)
+
+    preview = Pipeline(unet=state.ema_unet, text_encoder=state.ema_text, tokenizer=tokenizer_for(text_args),
+                       diffusion=diffusion, image_size=cfg["IMAGE_SIZE"], precision=cfg["PRECISION"],
+                       channels_last=cfg["CHANNELS_LAST"], config=cfg, device=device)
     prompts = grid_prompts(cfg["SAMPLE_GRID_SIZE"])
     probe = load_or_train_probe(cache_dir=os.path.join(args.runs_dir, ".probe"), settings={"image_size": cfg["IMAGE_SIZE"]},
                                 log=print)[0] if cfg["EVAL_EVERY"] and world.main else None
-    curve = read_json(run_json).get("quality_curve", [])  # (minutes of training, step, joint accuracy)
+    curve = record.get("quality_curve", [])  # (minutes of training, step, joint accuracy)
     train_seconds = curve[-1]["minutes"] * 60 if curve else 0.0
 
-    def save_checkpoint(loss_value):
-        state = {
-            "format": ckpts.FORMAT_VERSION, "unet_args": unet_args, "text_args": text_args,
-            "diffusion_args": diffusion_args, "sampling": sampling, "config": cfg, "provenance": prov,
-            "unet": unet.state_dict(), "ema_unet": ema_unet.state_dict(),
-            "text_encoder": None if text_encoder.frozen else text_encoder.state_dict(),
-            "ema_text_encoder": None if text_encoder.frozen else ema_text.state_dict(),
-            "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-            "perm": None if perm is None else perm.cpu(), "loss": loss_value,
-            "rng": {"torch": torch.get_rng_state(), "batches": gen.get_state(), "device": draws.get_state()},
-        }
-        ckpts.save_atomic(state, os.path.join(run_dir, "checkpoints", ckpts.checkpoint_name(epoch, step)))
-        ckpts.prune(run_dir, cfg["KEEP_CHECKPOINTS"])
-        write_json({**read_json(run_json), "step": step, "epoch": epoch, "final_loss": loss_value}, run_json, allow_nan=True)
-
-    def evaluate():
-        """The cheap probe evaluation (ddpm/evaluate.py): a point of the time-to-quality curve."""
-        scores = quick_eval(preview, probe, guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"],
-                            seed=cfg["SEED"])
-        for key, value in scores.items():
-            if value is not None:
-                writer.add_scalar(f"eval/{key}", value, step)
-        curve.append({"minutes": round(train_seconds / 60, 2), "step": step, "joint_accuracy": scores["joint_accuracy"]})
-        write_json({**read_json(run_json), "quality_curve": curve}, run_json, allow_nan=True)
-        return scores["joint_accuracy"]
-
-    def sample_grid():
-        images = preview.generate(prompts, guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"],
-                                  sampler=cfg["SAMPLER"], eta=cfg["DDIM_ETA"], clip_x0=cfg["CLIP_DENOISED"], seed=cfg["SEED"])
-        grid = vutils.make_grid(images * 0.5 + 0.5, nrow=int(math.ceil(math.sqrt(len(prompts)))), padding=2)
-        path = os.path.join(run_dir, "samples", f"epoch{epoch:04d}-step{step:07d}.png")
-        vutils.save_image(grid, path)
-        with open(os.path.join(run_dir, "samples", "prompts.txt"), "w") as f:
-            f.write("\n".join(prompts) + "\n")
-        writer.add_image("samples", grid, step)
-        return path
-
     # ---- the loop -------------------------------------------------------------------------------------
-    n, bs = len(images), cfg["BATCH_SIZE"]  # bs: the global batch; each rank trains on bs / world.size of it
-    steps_per_epoch = n // bs  # the remainder of each shuffled epoch is dropped
-    total = cfg["EPOCHS"] * steps_per_epoch if args.max_steps is None else min(args.max_steps, cfg["EPOCHS"] * steps_per_epoch)
-    bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True, disable=None if world.main else True)
+    bar = tqdm(total=total, initial=state.step, unit="step", dynamic_ncols=True, disable=None if world.main else True)
     sums = torch.zeros(10, device=device)  # since the last log: loss, steps, loss and count per t-quartile (4 + 4)
-    bad_steps, loss_value, tick, tick_step = 0, float("nan"), time.perf_counter(), step
+    bad_steps, loss_value, last_grad_norm = 0, float("nan"), float("nan")
+    tick, tick_step = time.perf_counter(), state.step
     unet.train()
     text_encoder.train()
-    if world.main and cfg["COMPILE"] and step < total:
+    if cfg["COMPILE"] and world.main:
         tqdm.write("compiling the UNet: the first step takes up to a minute or two (cached afterwards); COMPILE in config.py")
-    while step < total:
-        if perm is None or batch_in_epoch >= steps_per_epoch:
-            perm, batch_in_epoch = torch.randperm(n, generator=gen).to(device), 0
-        idx = world.shard(perm[batch_in_epoch * bs : (batch_in_epoch + 1) * bs])  # this rank's slice
-        lr = cfg["LEARNING_RATE"] * min(1.0, (step + 1) / max(1, cfg["WARMUP_STEPS"]))  # linear warm-up, then constant
+    while state.step < total:
+        if state.perm is None or state.batch_in_epoch >= steps_per_epoch:
+            state.perm, state.batch_in_epoch = torch.randperm(n, generator=gen).to(device), 0
+        idx = world.shard(state.perm[state.batch_in_epoch * bs : (state.batch_in_epoch + 1) * bs])  # this rank's slice
+        lr = cfg["LEARNING_RATE"] * min(1.0, (state.step + 1) / max(1, cfg["WARMUP_STEPS"]))  # linear warm-up, then constant
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -257,90 +262,112 @@ def main(argv=None):
             losses = diffusion.loss_per_sample(unet_step, x0, t, noise, context, token_mask[cap])  # (B,)
         loss = (diffusion.min_snr_weights(t, cfg["MIN_SNR_GAMMA"]) * losses).mean()  # losses stay unweighted for logs
 
+        # A non-finite loss or gradient norm on any rank skips the update on every rank: no step, no EMA, nothing
+        # checkpointed from it. Backward runs regardless: DDP's gradient all-reduce needs every rank, and carries a
+        # NaN to all of them; the flag's all-reduce is the one host read per step (ADR 0017).
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # under DDP every rank must reach here; it averages the gradients, non-finite ones included
+        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg["GRAD_CLIP"])
-        if not world.all_true(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # all ranks skip together
-            bad_steps += 1
+        state.batch_in_epoch += 1
+        if not world.all_true(torch.isfinite(loss) & torch.isfinite(grad_norm)):
             optimizer.zero_grad(set_to_none=True)
-            writer.add_scalar("train/skipped_nonfinite", bad_steps, step)
+            bad_steps += 1
+            writer.add_scalar("train/skipped_nonfinite", bad_steps, state.step + 1)  # at the step it was to be
+            what = "loss" if not torch.isfinite(loss) else "gradient norm"  # this rank's view
+            tqdm.write(f"step {state.step}: non-finite {what}, update skipped ({bad_steps} in a row)")
             if bad_steps >= MAX_BAD_STEPS:
-                sys.exit(f"loss was not finite for {bad_steps} steps in a row at step {step}; stopping. "
-                         f"The last good checkpoint in {run_dir}/checkpoints is untouched; lower LEARNING_RATE and resume.")
-            batch_in_epoch += 1
-            continue
-        bad_steps = 0
-        optimizer.step()
-        ema_update(ema_unet, unet, decay=cfg["EMA_DECAY"], step=step)
-        if not text_encoder.frozen:
-            ema_update(ema_text, text_encoder, decay=cfg["EMA_DECAY"], step=step)
-        step += 1
-        batch_in_epoch += 1
-        q = (t * 4 // cfg["TIMESTEPS"]).clamp(max=3)  # on the device: no host sync until the log below
-        sums[0] += loss.detach().float()
-        sums[1] += 1
-        sums[2:6].index_add_(0, q, losses.detach().float())
-        sums[6:].index_add_(0, q, torch.ones_like(losses, dtype=torch.float))
-        end_of_epoch = batch_in_epoch >= steps_per_epoch
+                writer.close()
+                sys.exit(f"train.py: {what} was not finite for {bad_steps} steps in a row at step {state.step}; "
+                         f"stopping. {last_good(run_dir)} Lower LEARNING_RATE (an ADR) and start again, or resume.")
+        else:
+            bad_steps = 0
+            optimizer.step()
+            ema_update(state.ema_unet, unet, decay=cfg["EMA_DECAY"], step=state.step)
+            if not text_encoder.frozen:
+                ema_update(ema_text, text_encoder, decay=cfg["EMA_DECAY"], step=state.step)
+            state.step += 1
+            bar.update(1)
+            last_grad_norm = grad_norm.detach()  # the same on every rank (averaged gradients); read at the log
+            q = (t * 4 // cfg["TIMESTEPS"]).clamp(max=3)  # on the device: no host read until the log below
+            sums[0] += loss.detach().float()
+            sums[1] += 1
+            sums[2:6].index_add_(0, q, losses.detach().float())
+            sums[6:].index_add_(0, q, torch.ones_like(losses, dtype=torch.float))
 
-        if step % 25 == 0 or step == total or end_of_epoch:
-            total_sums = world.sum_(sums.clone()).tolist()  # over ranks; the one host sync of the interval
-            loss_value = total_sums[0] / total_sums[1]  # the mean loss since the last log
+        # Epoch ends are counted in batches drawn, so a skipped last batch still ends its epoch.
+        end_of_epoch = state.batch_in_epoch >= steps_per_epoch
+        if end_of_epoch:
+            state.epoch += 1
+        last = state.step >= total
+        save_now = (end_of_epoch and state.epoch % cfg["CHECKPOINT_EVERY"] == 0) or last
+        # A logging window never spans a checkpoint, so a resumed run logs exactly what an uninterrupted one does.
+        if state.step > tick_step and (state.step % LOG_EVERY == 0 or save_now):
+            totals = world.sum_(sums.clone()).tolist()  # over ranks: the window's one host read
+            loss_value, last_grad_norm = totals[0] / totals[1], float(last_grad_norm)  # the window's mean loss
             now = time.perf_counter()
-            img_s = (step - tick_step) * bs / max(now - tick, 1e-9)
-            tick, tick_step = now, step
-            writer.add_scalar("train/loss", loss_value, step)
-            writer.add_scalar("train/lr", lr, step)
-            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
-            writer.add_scalar("train/images_per_s", img_s, step)
+            img_s = (state.step - tick_step) * bs / max(now - tick, 1e-9)
+            tick, tick_step = now, state.step
+            for key, value in dict(loss=loss_value, lr=lr, grad_norm=last_grad_norm, images_per_s=img_s).items():
+                writer.add_scalar(f"train/{key}", value, state.step)
             for i in range(4):
-                if total_sums[6 + i] > 0:
-                    writer.add_scalar(f"loss_by_t/q{i + 1}", total_sums[2 + i] / total_sums[6 + i], step)
+                if totals[6 + i] > 0:
+                    writer.add_scalar(f"loss_by_t/q{i + 1}", totals[2 + i] / totals[6 + i], state.step)
             sums.zero_()
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.1e}", img_s=f"{img_s:.0f}")
-        bar.update(1)
-
-        if end_of_epoch:
-            epoch += 1
-        last = step >= total
-        if world.main and ((end_of_epoch and epoch % cfg["GENERATE_SAMPLES_EVERY"] == 0) or last):
-            bar.write(f"epoch {epoch} step {step}: loss {loss_value:.4f}, samples → {sample_grid()}")
+        if world.main and ((end_of_epoch and state.epoch % cfg["GENERATE_SAMPLES_EVERY"] == 0) or last):
+            grid = preview.generate(prompts, guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"],
+                                    sampler=cfg["SAMPLER"], eta=cfg["DDIM_ETA"], clip_x0=cfg["CLIP_DENOISED"], seed=cfg["SEED"])
+            path = save_grid(grid, prompts, writer, run_dir, epoch=state.epoch, step=state.step)
+            bar.write(f"epoch {state.epoch} step {state.step}: loss {loss_value:.4f}, samples → {path}")
         train_seconds += time.perf_counter() - step_start  # training and grids; not the evaluation below
-        if world.main and cfg["EVAL_EVERY"] and ((end_of_epoch and epoch % cfg["EVAL_EVERY"] == 0) or last):
-            bar.write(f"epoch {epoch} step {step}: joint prompt accuracy {evaluate():.3f} "
+        if world.main and cfg["EVAL_EVERY"] and ((end_of_epoch and state.epoch % cfg["EVAL_EVERY"] == 0) or last):
+            accuracy = evaluate(preview, probe, cfg, writer, state.step)
+            curve.append({"minutes": round(train_seconds / 60, 2), "step": state.step, "joint_accuracy": accuracy})
+            update_record(run_dir, quality_curve=curve)
+            bar.write(f"epoch {state.epoch} step {state.step}: joint prompt accuracy {accuracy:.3f} "
                       f"after {train_seconds / 60:.1f} min of training")
-        if world.main and ((end_of_epoch and epoch % cfg["CHECKPOINT_EVERY"] == 0) or last):
-            save_checkpoint(loss_value)
+        if save_now and world.main:
+            save_checkpoint(state, spec, run_dir, loss=loss_value, keep=cfg["KEEP_CHECKPOINTS"], writer=writer)
     bar.close()
     writer.close()
     ddp.teardown(world)
     if world.main:
-        print(f"done: {step} steps, final loss {loss_value:.4f}; run folder {run_dir}")
+        print(f"done: {state.step} steps, final loss {loss_value:.4f}; run folder {run_dir}")
     return run_dir
 
 
-def refuse_changed_architecture(state, unet_args, text_args, diffusion_args):
-    changed = [f"{name}: checkpoint {state[name]} vs now {now}" for name, now in
-               (("unet_args", unet_args), ("text_args", text_args), ("diffusion_args", diffusion_args))
-               if state[name] != now]
+# ---- the pieces the loop calls ----------------------------------------------------------------------------
+def evaluate(preview, probe, cfg, writer, step) -> float:
+    """The cheap probe evaluation (ddpm/measure/evaluate.py): one point of the time-to-quality curve."""
+    scores = quick_eval(preview, probe, guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"],
+                        seed=cfg["SEED"])
+    for key, value in scores.items():
+        if value is not None:
+            writer.add_scalar(f"eval/{key}", value, step)
+    return scores["joint_accuracy"]
+
+
+def save_checkpoint(state, spec, run_dir, *, loss, keep, writer):
+    """Write the checkpoint atomically, prune old ones, note the step in run.json; a failed save stops the run
+    with one line that says the previous checkpoint is intact."""
+    path = os.path.join(run_dir, "checkpoints", ckpts.checkpoint_name(state.epoch, state.step))
+    writer.flush()  # the events up to this step are as durable as the checkpoint that a resume starts from
+    try:
+        ckpts.save_atomic(state.to_checkpoint(spec, loss=loss), path)
+    except (ckpts.CheckpointError, OSError) as err:
+        writer.close()
+        sys.exit(f"train.py: checkpoint {path} was not written ({err}). {last_good(run_dir)} Free space (or fix "
+                 f"the folder) and resume: make train ARGS=\"--resume {os.path.basename(run_dir)}\"")
+    ckpts.prune(run_dir, keep)
+    update_record(run_dir, step=state.step, epoch=state.epoch, final_loss=loss)
+
+
+def refuse_changed_architecture(ckpt, spec):
+    changed = [f"{name}: checkpoint {ckpt[name]} vs now {spec[name]}" for name in ("unet_args", "text_args", "diffusion_args")
+               if ckpt[name] != spec[name]]
     if changed:
-        sys.exit("cannot resume: the model differs from the checkpoint's\n  " + "\n  ".join(changed) +
-                 "\nStart a new run, or restore the checkpoint's values (see its config in run.json)")
-
-
-def newest_run(runs_dir):
-    paths = ckpts.all_checkpoints(runs_dir)
-    return os.path.dirname(os.path.dirname(paths[0])) if paths else None
-
-
-def log_provenance(writer, cfg, prov):
-    adr = prov.get("adr") or {}
-    text = "\n".join(f"    {k} = {v!r}" for k, v in cfg.items())
-    writer.add_text("provenance", f"ADR {adr.get('number')}: {adr.get('title')}  \ncommit {prov.get('git_commit')} "
-                    f"(dirty: {prov.get('git_dirty')})  \noverrides: {prov.get('overrides')}  \n"
-                    f"exploratory: {prov.get('exploratory')}\n\n{text}", 0)
-    hparams = {k: (v if isinstance(v, (int, float, str, bool)) else repr(v)) for k, v in cfg.items()}
-    writer.add_hparams(hparams, {"hparam/final_loss": float("nan")}, run_name=".")
+        bad_input("cannot resume: the model differs from the checkpoint's\n  " + "\n  ".join(changed) +
+                  "\nStart a new run, or restore the checkpoint's values (see its config in run.json)")
 
 
 if __name__ == "__main__":

@@ -157,3 +157,13 @@ def check_images(images: torch.Tensor, *, image_size: int) -> None:
         raise ValueError(f"images look scaled to [0, 1], not [-1, 1] ({stats}); use x * 2 - 1")
     if std < 0.05:
         raise ValueError(f"images have almost no contrast ({stats}); the data is probably blank or mis-decoded")
+
+
+def grid_prompts(n: int) -> list:
+    """A fixed, varied list of ``n`` captions for the training-time sample grids (every shape, colours rotating)."""
+    prompts = []
+    for i in range(n):
+        color = COLOR_NAMES[(3 * i) % len(COLOR_NAMES)]
+        background = COLOR_NAMES[(3 * i + 1 + i // len(COLOR_NAMES)) % len(COLOR_NAMES)]
+        prompts.append(caption(SHAPES[i % len(SHAPES)], color, background, SIZE_NAMES[(i // len(SHAPES)) % 2]))
+    return prompts

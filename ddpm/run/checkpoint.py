@@ -86,6 +86,14 @@ def newest_valid(paths: list) -> tuple:
     return None, None
 
 
+def remove_temporaries(run_dir: str) -> list:
+    """Delete the temporary files that a killed save left in a run's checkpoints folder; returns their paths."""
+    paths = sorted(glob.glob(os.path.join(run_dir, "checkpoints", TMP_PREFIX + "*")))
+    for path in paths:
+        os.remove(path)
+    return paths
+
+
 def prune(run_dir: str, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints of a run."""
     for path in run_checkpoints(run_dir)[:-keep]:

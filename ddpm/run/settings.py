@@ -7,6 +7,7 @@ start-up rather than an hour in.
 
 import ast
 import math
+import re
 
 from ddpm.model.diffusion import SCHEDULES
 from ddpm.model.text import ENCODER_KINDS
@@ -97,10 +98,11 @@ def _type_ok(value, types) -> bool:
     return isinstance(value, types)
 
 
-def validate(cfg: dict) -> dict:
+def validate(cfg: dict, *, origin: dict = None) -> dict:
     """Check every key of ``cfg`` against SCHEMA and the rules that tie keys together; return ``cfg``.
 
-    Raises ValueError listing every problem, each naming the key, the value and what is allowed.
+    Raises ValueError listing every problem, each naming the key, the value and what is allowed, and where the
+    value came from when ``origin`` (KEY → "set by ADR 0007", say) knows it.
     """
     errors = [f"{k}: missing from config.py (expected {SCHEMA[k][2]})" for k in SCHEMA if k not in cfg]
     errors += [f"{k}: unknown key (known keys: {', '.join(sorted(SCHEMA))})" for k in cfg if k not in SCHEMA]
@@ -113,6 +115,8 @@ def validate(cfg: dict) -> dict:
     if not errors:
         errors += _cross_checks(cfg)
     if errors:
+        origin = origin or {}
+        errors = [f"{e} ({origin[k]})" if (k := re.split(r"[ :=]", e, maxsplit=1)[0]) in origin else e for e in errors]
         raise ValueError("invalid configuration:\n  " + "\n  ".join(errors))
     return cfg
 

@@ -1,0 +1,101 @@
+"""A run's folder, runs/<name>/, and what train.py writes there besides checkpoints.
+
+    run.json            the config, provenance (with one entry per resume), counters, final loss, the quality curve
+                        and the evaluation's headline numbers; read-modify-written, so nothing recorded is lost
+    events.out.*        TensorBoard: train/*, loss_by_t/*, eval/*, samples, the provenance text and hparams
+    samples/            the sample grids (epochNNNN-stepNNNNNNN.png) and their prompts.txt
+    checkpoints/        ddpm/run/checkpoint.py; their contents are ddpm/run/state.py
+
+Errors a user can fix (no such run, an unwritable folder) are ``RunFolderError`` with a one-line message.
+"""
+
+import datetime
+import math
+import os
+
+import torchvision.utils as vutils
+from torch.utils.tensorboard import SummaryWriter
+
+from ddpm.files import read_json, write_json
+from ddpm.run import checkpoint as ckpts
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked; the message names it and the way out."""
+
+
+def find_resume(runs_dir: str, name: str) -> tuple:
+    """(run folder, checkpoint path, checkpoint) to resume: ``name`` under ``runs_dir``, or the newest run for
+    "latest". A killed save's temporary files are removed first (and their paths printed)."""
+    run_dir = newest_run(runs_dir) if name == "latest" else os.path.join(runs_dir, name)
+    if run_dir is None or not os.path.isdir(run_dir):
+        raise RunFolderError(f"--resume {name}: no such run under {runs_dir}; start a new run with make train")
+    for path in ckpts.remove_temporaries(run_dir):
+        print(f"removed {path}, left by a save that was interrupted")
+    path, ckpt = ckpts.newest_valid(list(reversed(ckpts.run_checkpoints(run_dir))))
+    if ckpt is None:
+        raise RunFolderError(f"--resume: no valid checkpoint in {run_dir}; start a new run with make train")
+    return run_dir, path, ckpt
+
+
+def newest_run(runs_dir: str):
+    """The folder of the run with the newest checkpoint under ``runs_dir``, or None."""
+    paths = ckpts.all_checkpoints(runs_dir)
+    return os.path.dirname(os.path.dirname(paths[0])) if paths else None
+
+
+def last_good(run_dir: str) -> str:
+    """A sentence naming the run's newest checkpoint, for messages after a fault."""
+    paths = ckpts.run_checkpoints(run_dir)
+    return f"The last good checkpoint, {paths[-1]}, is intact." if paths else "No checkpoint was written yet."
+
+
+def open_run_folder(run_dir: str, record: dict, *, purge_step=None) -> SummaryWriter:
+    """Create the run's folders, write ``record`` as run.json, and open TensorBoard.
+
+    ``purge_step``: on resume, the step after the checkpoint's. TensorBoard then drops the events that the
+    interrupted process logged after its checkpoint (they are logged again) and keeps those at the checkpoint's
+    own step, which were logged before it was saved.
+    """
+    try:
+        os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+        write_json(record, os.path.join(run_dir, "run.json"), allow_nan=True)
+        return SummaryWriter(run_dir, purge_step=purge_step)
+    except OSError as err:
+        raise RunFolderError(f"cannot write the run folder {run_dir}: {err.strerror or err}; pass a writable "
+                             f"--runs-dir (make train ARGS=\"--runs-dir /path\") or fix its permissions") from err
+
+
+def update_record(run_dir: str, **fields) -> None:
+    """Read-modify-write run.json, keeping everything else it holds (the curve, the eval, the provenance)."""
+    path = os.path.join(run_dir, "run.json")
+    write_json({**read_json(path), **fields}, path, allow_nan=True)
+
+
+def record_resume(prov: dict, *, step: int, changes: dict, commit, dirty) -> dict:
+    """The run's provenance with this resume appended: when, at which step, under which commit, what changed."""
+    entry = {"at_step": step, "time": datetime.datetime.now().isoformat(timespec="seconds"), "git_commit": commit,
+             "git_dirty": dirty, "changes": {k: [old, new] for k, (old, new) in changes.items()}}
+    return {**prov, "resumes": [*prov.get("resumes", []), entry]}
+
+
+def save_grid(images, prompts: list, writer: SummaryWriter, run_dir: str, *, epoch: int, step: int) -> str:
+    """Images (N, 3, H, W) in [-1, 1] as samples/epochNNNN-stepNNNNNNN.png, their prompts, and in TensorBoard."""
+    grid = vutils.make_grid(images * 0.5 + 0.5, nrow=int(math.ceil(math.sqrt(len(prompts)))), padding=2)
+    path = os.path.join(run_dir, "samples", f"epoch{epoch:04d}-step{step:07d}.png")
+    vutils.save_image(grid, path)
+    with open(os.path.join(run_dir, "samples", "prompts.txt"), "w") as f:
+        f.write("\n".join(prompts) + "\n")
+    writer.add_image("samples", grid, step)
+    return path
+
+
+def log_provenance(writer: SummaryWriter, cfg: dict, prov: dict) -> None:
+    """The run's provenance and config as TensorBoard text and hparams, at step 0."""
+    adr = prov.get("adr") or {}
+    text = "\n".join(f"    {k} = {v!r}" for k, v in cfg.items())
+    writer.add_text("provenance", f"ADR {adr.get('number')}: {adr.get('title')}  \ncommit {prov.get('git_commit')} "
+                    f"(dirty: {prov.get('git_dirty')})  \noverrides: {prov.get('overrides')}  \n"
+                    f"exploratory: {prov.get('exploratory')}\n\n{text}", 0)
+    hparams = {k: (v if isinstance(v, (int, float, str, bool)) else repr(v)) for k, v in cfg.items()}
+    writer.add_hparams(hparams, {"hparam/final_loss": float("nan")}, run_name=".")
