@@ -61,13 +61,14 @@ class World:
     def wrap(self, module: torch.nn.Module):
         """``module`` under DDP when there are several processes, else itself. Save and load ``module``, not this.
 
-        ``broadcast_buffers=False``: the models here hold no running statistics, and every rank builds the
-        same initial weights from SEED (DDP still checks and broadcasts rank 0's at construction).
+        ``forward_sync_buffers=False``: the models here hold no running statistics, so nothing needs syncing
+        before each forward; every rank builds the same initial weights from SEED, and DDP broadcasts rank 0's
+        parameters and buffers once, at construction.
         """
         if not self.distributed:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+        return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
 
     def all_true(self, flag: torch.Tensor) -> bool:
         """True when ``flag`` (a bool tensor, any device) is true on every rank; one host sync."""
