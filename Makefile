@@ -13,6 +13,7 @@ export SAMPLE_PROMPT := $(value PROMPT)
 
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
+	@echo "make train NPROC=N         the same, data-parallel in N processes (one per GPU; gloo on CPU) under torchrun"
 	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SEED= CKPT= OUT="
 	@echo "make test                  the test suite (CPU, a few minutes)"
 	@echo "make lint                  ruff: syntax errors, undefined and unused names"
@@ -35,8 +36,9 @@ $(STAMP): requirements.txt
 
 setup: $(STAMP) ## create .venv
 
+# NPROC=N: N data-parallel processes on this machine under torchrun (ADR 0017); several machines: see README.
 train: $(STAMP)
-	$(PY) train.py $(ARGS)
+	$(if $(NPROC),$(PY) -m torch.distributed.run --standalone --nproc-per-node $(NPROC),$(PY)) train.py $(ARGS)
 
 sample: $(STAMP)
 	$(if $(filter undefined,$(origin PROMPT)),,PROMPT="$$SAMPLE_PROMPT") $(PY) sample.py $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) $(if $(STEPS),--steps $(STEPS)) \

@@ -4,6 +4,8 @@ Reads top to bottom: config → decisions check → seed/device → data → tex
 optimizer/EMA → run folder and resume → loop (lr, batch, caption dropout, loss, backward, clip, step, EMA, log,
 periodic sample grid, probe evaluation and checkpoint). A run lives in runs/<name>/: TensorBoard events,
 samples/, checkpoints/, run.json. What a checkpoint holds, and how resume restores it, is ddpm/run/state.py.
+Under `torchrun --nproc-per-node N train.py` (`make train NPROC=N`) the same loop runs data-parallel (ddpm/distributed,
+ADR 0017): BATCH_SIZE stays the global batch, each rank trains on its slice, rank 0 alone writes files.
 """
 
 import argparse
@@ -19,6 +21,7 @@ from tqdm import tqdm
 from ddpm.data.shapes import check_images, grid_prompts, make_shapes_dataset
 from ddpm.decisions import provenance
 from ddpm.decisions.replay import replay
+from ddpm.distributed import ddp
 from ddpm.files import read_json
 from ddpm.measure.evaluate import quick_eval
 from ddpm.measure.probe import load_or_train_probe
@@ -36,12 +39,14 @@ from ddpm.run.state import RESUMABLE, TrainState, resumed_config
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before the run stops (the last good checkpoint stays)
 LOG_EVERY = 25  # optimizer steps between TensorBoard scalars and progress-bar updates
+DIST_TIMEOUT = datetime.timedelta(minutes=10)  # a collective waiting longer for a dead or hung rank ends the run
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for this run")
-    p.add_argument("--run", default=None, help="run name (default: the date and time)")
+    p.add_argument("--run", "--run-name", dest="run", default=None,
+                   help="run name (default: the date and time); under torchrun, spell it --run-name")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                    help="continue a run from its newest valid checkpoint (default: the newest run); it keeps its own "
                         "config, and --set may change only what a resume may (EPOCHS, monitoring, previews, speed)")
@@ -136,10 +141,16 @@ def main(argv=None):
     cfg, prov, run_dir, resume = configure(args)
 
     # ---- seed and device ----------------------------------------------------------------------------
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    torch.manual_seed(cfg["SEED"])
-    gen = torch.Generator().manual_seed(cfg["SEED"])  # batching, timesteps, noise, caption dropout (on CPU)
+    try:
+        world = ddp.init(args.device, timeout=DIST_TIMEOUT)  # a world of one without torchrun
+        world.local_batch(cfg["BATCH_SIZE"])
+    except ValueError as err:
+        bad_input(str(err))
+    run_dir = world.broadcast(run_dir)  # rank 0's name (the default is the time, which the ranks may read apart)
+    device = world.device
+    torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank
+    gen = torch.Generator().manual_seed(cfg["SEED"])  # the epoch permutation (on CPU), the same on every rank
+    draws = torch.Generator(device).manual_seed(cfg["SEED"])  # the global batch's timesteps, noise, caption dropout
 
     # ---- data: images in [-1, 1], captions tokenised once --------------------------------------------
     data = make_shapes_dataset(size=cfg["DATASET_SIZE"], seed=cfg["DATASET_SEED"], image_size=cfg["IMAGE_SIZE"])
@@ -147,7 +158,7 @@ def main(argv=None):
     images = data.images.to(device)  # (N, 3, H, W), the whole set fits in memory
     unique = sorted(set(data.captions)) + [""]  # the last entry is the null prompt of guidance
     position = {c: i for i, c in enumerate(unique)}
-    caption_index = torch.tensor([position[c] for c in data.captions])  # (N,) row of each image's caption
+    caption_index = torch.tensor([position[c] for c in data.captions], device=device)  # (N,) row of each caption
     null_index = len(unique) - 1
 
     # ---- text encoder ---------------------------------------------------------------------------------
@@ -162,7 +173,8 @@ def main(argv=None):
     unet_args = settings.unet_args(cfg, context_dim=text_encoder.dim)
     fmt = memory_format(cfg["CHANNELS_LAST"])
     unet = UNet(**unet_args).to(device, memory_format=fmt)
-    unet_step = CompiledOrEager(unet, enabled=cfg["COMPILE"], warn=tqdm.write)  # the training forward (ADR 0013)
+    unet_step = CompiledOrEager(world.wrap(unet), enabled=cfg["COMPILE"], warn=tqdm.write)  # training forward (ADR 0013)
+    text_step = None if text_encoder.frozen else world.wrap(text_encoder)
     diffusion_args = settings.diffusion_args(cfg)
     diffusion = GaussianDiffusion(**diffusion_args).to(device)
 
@@ -171,7 +183,9 @@ def main(argv=None):
     optimizer = torch.optim.AdamW(trainable, lr=cfg["LEARNING_RATE"], weight_decay=cfg["WEIGHT_DECAY"])
     ema_text = text_encoder if text_encoder.frozen else copy.deepcopy(text_encoder).eval().requires_grad_(False)
     state = TrainState(unet=unet, ema_unet=copy.deepcopy(unet).eval().requires_grad_(False), text_encoder=text_encoder,
-                       ema_text=ema_text, optimizer=optimizer, generator=gen)
+                       ema_text=ema_text, optimizer=optimizer, generator=gen, draws=draws)
+    if world.rank:
+        torch.manual_seed(ddp.seed_for(cfg["SEED"], world.rank))  # each rank's own dropout masks
     sampling = dict(guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"], sampler=cfg["SAMPLER"],
                     eta=cfg["DDIM_ETA"], clip_x0=cfg["CLIP_DENOISED"], precision=cfg["PRECISION"],
                     channels_last=cfg["CHANNELS_LAST"])
@@ -186,20 +200,25 @@ def main(argv=None):
         ckpt_path, ckpt, changes = resume
         refuse_changed_architecture(ckpt, spec)
         state.restore(ckpt)
+        state.perm = None if state.perm is None else state.perm.to(device)
+        if world.rank:  # rank 0's dropout stream is the one saved; the others start afresh (DROPOUT = 0 by default)
+            torch.manual_seed(ddp.seed_for(cfg["SEED"], world.rank, state.step))
         adr, (commit, dirty) = prov.get("adr") or {}, provenance.git_state(HERE)
         if state.step >= total:
             print(f"run {run_dir} is finished: {state.step} of {total} steps done; nothing to do. To train on, resume "
                   f"with more epochs: make train ARGS=\"--resume {os.path.basename(run_dir)} --set EPOCHS=...\"")
             return run_dir
-        print(f"resuming {ckpt_path} (step {state.step}, epoch {state.epoch}), trained under ADR {adr.get('number')}: "
-              f"{adr.get('title')}")
+        if world.main:
+            print(f"resuming {ckpt_path} (step {state.step}, epoch {state.epoch}), trained under ADR {adr.get('number')}: "
+                  f"{adr.get('title')}")
         prov = spec["provenance"] = record_resume(prov, step=state.step, changes=changes, commit=commit, dirty=dirty)
     record = read_json(os.path.join(run_dir, "run.json")) if resume else {}
     record.update(name=os.path.basename(run_dir), config=cfg, provenance=prov, step=state.step, epoch=state.epoch)
     record.setdefault("started", datetime.datetime.now().isoformat(timespec="seconds"))
     record.setdefault("final_loss", None)
     try:
-        writer = open_run_folder(run_dir, record, purge_step=state.step + 1 if resume else None)
+        writer = open_run_folder(run_dir, record, purge_step=state.step + 1 if resume else None) if world.main \
+            else ddp.NullWriter()  # rank 0 alone writes
     except RunFolderError as err:
         bad_input(str(err))
     if not resume:
@@ -210,50 +229,51 @@ def main(argv=None):
                        channels_last=cfg["CHANNELS_LAST"], config=cfg, device=device)
     prompts = grid_prompts(cfg["SAMPLE_GRID_SIZE"])
     probe = load_or_train_probe(cache_dir=os.path.join(args.runs_dir, ".probe"), settings={"image_size": cfg["IMAGE_SIZE"]},
-                                log=print)[0] if cfg["EVAL_EVERY"] else None
+                                log=print)[0] if cfg["EVAL_EVERY"] and world.main else None
     curve = record.get("quality_curve", [])  # (minutes of training, step, joint accuracy)
     train_seconds = curve[-1]["minutes"] * 60 if curve else 0.0
 
     # ---- the loop -------------------------------------------------------------------------------------
-    bar = tqdm(total=total, initial=state.step, unit="step", dynamic_ncols=True, disable=None)
-    quartile_sum, quartile_count = torch.zeros(4), torch.zeros(4)
+    bar = tqdm(total=total, initial=state.step, unit="step", dynamic_ncols=True, disable=None if world.main else True)
+    sums = torch.zeros(10, device=device)  # since the last log: loss, steps, loss and count per t-quartile (4 + 4)
     bad_steps, loss_value, last_grad_norm = 0, float("nan"), float("nan")
     tick, tick_step = time.perf_counter(), state.step
     unet.train()
     text_encoder.train()
-    if cfg["COMPILE"]:
+    if cfg["COMPILE"] and world.main:
         tqdm.write("compiling the UNet: the first step takes up to a minute or two (cached afterwards); COMPILE in config.py")
     while state.step < total:
         if state.perm is None or state.batch_in_epoch >= steps_per_epoch:
-            state.perm, state.batch_in_epoch = torch.randperm(n, generator=gen), 0
-        idx = state.perm[state.batch_in_epoch * bs : (state.batch_in_epoch + 1) * bs]
+            state.perm, state.batch_in_epoch = torch.randperm(n, generator=gen).to(device), 0
+        idx = world.shard(state.perm[state.batch_in_epoch * bs : (state.batch_in_epoch + 1) * bs])  # this rank's slice
         lr = cfg["LEARNING_RATE"] * min(1.0, (state.step + 1) / max(1, cfg["WARMUP_STEPS"]))  # linear warm-up, then constant
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         step_start = time.perf_counter()
-        x0 = images[idx.to(device)].contiguous(memory_format=fmt)
-        drop = torch.rand(len(idx), generator=gen) < cfg["CAPTION_DROPOUT"]  # classifier-free guidance training
-        cap = torch.where(drop, null_index, caption_index[idx]).to(device)
-        t = torch.randint(0, cfg["TIMESTEPS"], (len(idx),), generator=gen).to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
+        x0 = images[idx].contiguous(memory_format=fmt)
+        drop, t, noise = world.shard(  # drawn on the device for the GLOBAL batch, so every world size sees the same
+            torch.rand(bs, generator=draws, device=device) < cfg["CAPTION_DROPOUT"],  # classifier-free guidance
+            torch.randint(0, cfg["TIMESTEPS"], (bs,), generator=draws, device=device),
+            torch.randn((bs, *x0.shape[1:]), generator=draws, device=device))
+        cap = torch.where(drop, null_index, caption_index[idx])
         with autocast(cfg["PRECISION"], device):
-            context = cached[cap] if cached is not None else text_encoder(tokens[cap])
+            context = cached[cap] if cached is not None else text_step(tokens[cap])
             losses = diffusion.loss_per_sample(unet_step, x0, t, noise, context, token_mask[cap])  # (B,)
         loss = (diffusion.min_snr_weights(t, cfg["MIN_SNR_GAMMA"]) * losses).mean()  # losses stay unweighted for logs
 
-        # A non-finite loss or gradient norm skips the update: no step, no EMA, nothing checkpointed from it.
+        # A non-finite loss or gradient norm on any rank skips the update on every rank: no step, no EMA, nothing
+        # checkpointed from it. Backward runs regardless: DDP's gradient all-reduce needs every rank, and carries a
+        # NaN to all of them; the flag's all-reduce is the one host read per step (ADR 0017).
         optimizer.zero_grad(set_to_none=True)
-        grad_norm = None
-        if torch.isfinite(loss):
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg["GRAD_CLIP"])
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg["GRAD_CLIP"])
         state.batch_in_epoch += 1
-        if grad_norm is None or not torch.isfinite(grad_norm):
+        if not world.all_true(torch.isfinite(loss) & torch.isfinite(grad_norm)):
             optimizer.zero_grad(set_to_none=True)
             bad_steps += 1
             writer.add_scalar("train/skipped_nonfinite", bad_steps, state.step + 1)  # at the step it was to be
-            what = "loss" if grad_norm is None else "gradient norm"
+            what = "loss" if not torch.isfinite(loss) else "gradient norm"  # this rank's view
             tqdm.write(f"step {state.step}: non-finite {what}, update skipped ({bad_steps} in a row)")
             if bad_steps >= MAX_BAD_STEPS:
                 writer.close()
@@ -267,10 +287,12 @@ def main(argv=None):
                 ema_update(ema_text, text_encoder, decay=cfg["EMA_DECAY"], step=state.step)
             state.step += 1
             bar.update(1)
-            loss_value, last_grad_norm = loss.item(), grad_norm.item()
-            q = (t.cpu() * 4 // cfg["TIMESTEPS"]).clamp(max=3)
-            quartile_sum.index_add_(0, q, losses.detach().float().cpu())
-            quartile_count.index_add_(0, q, torch.ones(len(q)))
+            last_grad_norm = grad_norm.detach()  # the same on every rank (averaged gradients); read at the log
+            q = (t * 4 // cfg["TIMESTEPS"]).clamp(max=3)  # on the device: no host read until the log below
+            sums[0] += loss.detach().float()
+            sums[1] += 1
+            sums[2:6].index_add_(0, q, losses.detach().float())
+            sums[6:].index_add_(0, q, torch.ones_like(losses, dtype=torch.float))
 
         # Epoch ends are counted in batches drawn, so a skipped last batch still ends its epoch.
         end_of_epoch = state.batch_in_epoch >= steps_per_epoch
@@ -280,34 +302,37 @@ def main(argv=None):
         save_now = (end_of_epoch and state.epoch % cfg["CHECKPOINT_EVERY"] == 0) or last
         # A logging window never spans a checkpoint, so a resumed run logs exactly what an uninterrupted one does.
         if state.step > tick_step and (state.step % LOG_EVERY == 0 or save_now):
+            totals = world.sum_(sums.clone()).tolist()  # over ranks: the window's one host read
+            loss_value, last_grad_norm = totals[0] / totals[1], float(last_grad_norm)  # the window's mean loss
             now = time.perf_counter()
             img_s = (state.step - tick_step) * bs / max(now - tick, 1e-9)
             tick, tick_step = now, state.step
             for key, value in dict(loss=loss_value, lr=lr, grad_norm=last_grad_norm, images_per_s=img_s).items():
                 writer.add_scalar(f"train/{key}", value, state.step)
             for i in range(4):
-                if quartile_count[i] > 0:
-                    writer.add_scalar(f"loss_by_t/q{i + 1}", (quartile_sum[i] / quartile_count[i]).item(), state.step)
-            quartile_sum.zero_()
-            quartile_count.zero_()
+                if totals[6 + i] > 0:
+                    writer.add_scalar(f"loss_by_t/q{i + 1}", totals[2 + i] / totals[6 + i], state.step)
+            sums.zero_()
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.1e}", img_s=f"{img_s:.0f}")
-        if (end_of_epoch and state.epoch % cfg["GENERATE_SAMPLES_EVERY"] == 0) or last:
+        if world.main and ((end_of_epoch and state.epoch % cfg["GENERATE_SAMPLES_EVERY"] == 0) or last):
             grid = preview.generate(prompts, guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"],
                                     sampler=cfg["SAMPLER"], eta=cfg["DDIM_ETA"], clip_x0=cfg["CLIP_DENOISED"], seed=cfg["SEED"])
             path = save_grid(grid, prompts, writer, run_dir, epoch=state.epoch, step=state.step)
             bar.write(f"epoch {state.epoch} step {state.step}: loss {loss_value:.4f}, samples → {path}")
         train_seconds += time.perf_counter() - step_start  # training and grids; not the evaluation below
-        if cfg["EVAL_EVERY"] and ((end_of_epoch and state.epoch % cfg["EVAL_EVERY"] == 0) or last):
+        if world.main and cfg["EVAL_EVERY"] and ((end_of_epoch and state.epoch % cfg["EVAL_EVERY"] == 0) or last):
             accuracy = evaluate(preview, probe, cfg, writer, state.step)
             curve.append({"minutes": round(train_seconds / 60, 2), "step": state.step, "joint_accuracy": accuracy})
             update_record(run_dir, quality_curve=curve)
             bar.write(f"epoch {state.epoch} step {state.step}: joint prompt accuracy {accuracy:.3f} "
                       f"after {train_seconds / 60:.1f} min of training")
-        if save_now:
+        if save_now and world.main:
             save_checkpoint(state, spec, run_dir, loss=loss_value, keep=cfg["KEEP_CHECKPOINTS"], writer=writer)
     bar.close()
     writer.close()
-    print(f"done: {state.step} steps, final loss {loss_value:.4f}; run folder {run_dir}")
+    ddp.teardown(world)
+    if world.main:
+        print(f"done: {state.step} steps, final loss {loss_value:.4f}; run folder {run_dir}")
     return run_dir
 
 

@@ -13,7 +13,8 @@ LINE = re.compile(r"^train_speedup=\S+ eager_speedup=\S+ peak_fraction=\S+ sampl
 def test_quick_bench_runs_end_to_end(tmp_path, capsys):
     pytest.importorskip("diffusers", reason="diffusers is a benchmark-only dependency: pip install -r requirements-bench.txt")
     out = tmp_path / "bench.md"
-    assert bench.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out), "--runs", str(tmp_path)]) == 0
+    assert bench.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out), "--runs", str(tmp_path),
+                       "--set", "BASE_CHANNELS=16", "--set", "BATCH_SIZE=64"]) == 0  # any config, validated
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert LINE.match(last), last
     values = dict(kv.split("=") for kv in last.split())
@@ -21,6 +22,16 @@ def test_quick_bench_runs_end_to_end(tmp_path, capsys):
     report = out.read_text()
     for heading in ("## Models", "## Matmul peak", "## Training throughput", "## Sampling", "quick run"):
         assert heading in report
+    assert "{'BASE_CHANNELS': 16, 'BATCH_SIZE': 64}" in report and "'base_channels': 16" in report
+    assert "| tf32 |" not in report and "TF32 is on" not in report  # a CPU has no TF32
+
+
+def test_bench_refuses_a_bad_override_and_sizes_the_peak_per_device(capsys, tmp_path):
+    assert bench.main(["--quick", "--out", str(tmp_path / "b.md"), "--set", "BASE_CHANNELS=0"]) == 2
+    assert "BASE_CHANNELS = 0" in capsys.readouterr().err and not (tmp_path / "b.md").exists()
+    assert bench.matmul_size(bench.torch.device("cpu"), quick=False) == 2048
+    assert bench.matmul_size(bench.torch.device("cuda"), quick=False) == 8192  # 2048³ is below an H100's peak
+    assert not bench.tf32_in_use(bench.torch.device("cpu"))
 
 
 def test_diffusers_matches_our_unet_closely():

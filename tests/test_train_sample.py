@@ -19,7 +19,8 @@ TINY = ["DATASET_SIZE=64", "IMAGE_SIZE=16", "BATCH_SIZE=16", "BASE_CHANNELS=8", 
 def run(script, *args, env=None):
     cmd = [sys.executable, os.path.join(ROOT, script), *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+                               **(env or {})})
     return proc
 
 

@@ -2,8 +2,11 @@
 
 ``python -m ddpm.measure.bench [--quick] [--out runs/bench.md]`` (``make bench``), all in one process:
 
-(a) the matmul peak: a 2048³ ``torch.mm`` in fp32 and bf16 (GFLOP/s), at the start and again at the end, so
-    that drift (thermal throttling, a neighbour on the machine) shows;
+(a) the matmul peak: an n³ ``torch.mm`` in fp32 and bf16 (GFLOP/s), at the start and again at the end, so
+    that drift (thermal throttling, a neighbour on the machine) shows; n = 2048 on a CPU, 8192 on a GPU (a 2048³
+    product reaches less than half of an H100's bf16 peak). Where CUDA runs fp32 convolutions or matmuls in TF32
+    (``torch.backends.cudnn.allow_tf32``, on by default, or ``torch.backends.cuda.matmul.allow_tf32``), a TF32
+    matmul peak is measured too and the fp32 rows are reported against it: their convolutions ran in TF32;
 (b) training images/s at BATCH_SIZE: forward + backward + AdamW step of the ε-loss at random t, contexts
     (BATCH_SIZE, 16, 128) with a bool mask, for our UNet (built from config.py's values) and for a diffusers
     ``UNet2DConditionModel`` configured to match it (params and forward GFLOPs, counted with
@@ -14,6 +17,9 @@
 (c) sampling: seconds per guided step for 64 images (one batch-128 forward) of ours, and the seconds for 64
     images at NUM_INFERENCE_STEPS DDIM steps;
 (d) achieved GFLOP/s = 3·forward FLOPs·images/s, and its fraction of the measured bf16 matmul peak.
+
+Any config: ``--set KEY=VALUE`` (repeatable) overrides config.py's values, validated like train.py's, e.g.
+``make bench ARGS="--set BATCH_SIZE=512 --set BASE_CHANNELS=128"`` (the GPU-sized comparison of issue 12).
 
 Writes a Markdown report to ``--out`` and prints, last,
 ``train_speedup=… eager_speedup=… peak_fraction=… sample64_s=… ours_img_s=… diffusers_img_s=…``: at the configured
@@ -38,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.run import settings
+from ddpm.run.settings import parse_overrides, validate
 from ddpm.decisions.adr import read_config  # an ast reader: config.py is never executed here
 from ddpm.files import write_text
 from ddpm.decisions.runs import load_runs
@@ -100,6 +107,26 @@ def build_diffusers(args: dict) -> nn.Module:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def matmul_size(device: torch.device, quick: bool) -> int:
+    """n of the n³ peak matmul: large enough to reach the device's peak (8192 on a GPU, 2048 on a CPU)."""
+    return 512 if quick else 8192 if device.type == "cuda" else 2048
+
+
+def tf32_in_use(device: torch.device) -> bool:
+    """Whether fp32 convolutions or matmuls on ``device`` run in TF32 (CUDA only; cuDNN's convolutions by default)."""
+    return device.type == "cuda" and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+
+
+def tf32_matmul_gflops(*, n: int, iters: int, device) -> float:
+    """The fp32 matmul with TF32 allowed for the measurement (the setting is restored after)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        return matmul_gflops(torch.float32, n=n, iters=iters, device=device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def matmul_gflops(dtype: torch.dtype, *, n: int = 2048, iters: int = 3, device="cpu") -> float:
@@ -170,7 +197,8 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     batch = 8 if quick else cfg["BATCH_SIZE"]
     warmup, iters = (1, 2) if quick else (2, 10)
-    mm_n, mm_iters = (512, 2) if quick else (2048, 3)
+    mm_n, mm_iters = matmul_size(device, quick), 2 if quick else 3
+    tf32 = tf32_in_use(device)
     sample_images = 8 if quick else 64
     steps = cfg["NUM_INFERENCE_STEPS"]
     precision_cfg, channels_last = cfg["PRECISION"], cfg["CHANNELS_LAST"]
@@ -181,13 +209,15 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
            "warmup": warmup, "iters": iters, "matmul_n": mm_n, "sample_images": sample_images, "steps": steps,
            "precision": precision_cfg, "channels_last": channels_last, "unet_args": args,
            "context_length": cfg["TEXT_CONTEXT_LENGTH"],
-           "torch": torch.__version__, "cpu": _device_name(device)}
+           "torch": torch.__version__, "cpu": _device_name(device), "tf32": tf32}
 
     def peaks(tag):
         out = {}
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             out[name] = matmul_gflops(dtype, n=mm_n, iters=mm_iters, device=device)
-        log(f"matmul {mm_n}³ ({tag}): fp32 {out['fp32']:.1f} GFLOP/s, bf16 {out['bf16']:.1f} GFLOP/s")
+        if tf32:
+            out["tf32"] = tf32_matmul_gflops(n=mm_n, iters=mm_iters, device=device)
+        log(f"matmul {mm_n}³ ({tag}): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in out.items()))
         return out
 
     res["matmul_start"] = peaks("start")
@@ -239,7 +269,8 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     res["matmul_end"] = peaks("end")
     res["achieved"] = {}
     for precision in ("fp32", "bf16"):
-        peak = max(res["matmul_start"][precision], res["matmul_end"][precision])
+        peak_dtype = "tf32" if precision == "fp32" and tf32 else precision  # what the fp32 rows really ran in
+        peak = max(res["matmul_start"][peak_dtype], res["matmul_end"][peak_dtype])
         res["achieved"][precision] = {}
         for name, tr in res["train"][precision].items():
             gflops = 3 * res["fwd_gflops_per_image"][name.split()[0]] * tr["img_s"]
@@ -276,16 +307,20 @@ def markdown(res: dict) -> str:
          "interleaved round-robin, median; forward + backward + AdamW step of the ε-loss, random t, "
          f"contexts ({res['batch']}, {res['context_length']}, {res['unet_args']['context_dim']}) with a bool mask",
          f"- configured precision {res['precision']} (autocast), channels_last {res['channels_last']} (ours only)",
+         f"- overrides of config.py (--set): {res.get('overrides') or 'none'}",
          f"- our UNet: `{res['unet_args']}`",
          f"- diffusers: `{res['diffusers_args']}`", "",
          "## Models", "", "| model | params | forward GFLOPs / image |", "|---|---:|---:|"]
     for name in ("ours", "diffusers"):
         L.append(f"| {name} | {res['params'][name]:,} | {res['fwd_gflops_per_image'][name]:.4f} |")
     L += ["", f"## Matmul peak ({res['matmul_n']}³ torch.mm, GFLOP/s)", "", "| dtype | start | end |", "|---|---:|---:|"]
-    for p in ("fp32", "bf16"):
+    for p in res["matmul_start"]:
         L.append(f"| {p} | {res['matmul_start'][p]:.1f} | {res['matmul_end'][p]:.1f} |")
+    if res["tf32"]:
+        L += ["", "TF32 is on for fp32 convolutions or matmuls on this device, so the fp32 rows below are fractions "
+              "of the TF32 matmul peak."]
     L += ["", "## Training throughput", "",
-          "| precision | model | img/s | median s/iter | min–max s | achieved GFLOP/s | fraction of same-dtype peak |",
+          "| precision | model | img/s | median s/iter | min–max s | achieved GFLOP/s | fraction of its dtype's peak |",
           "|---|---|---:|---:|---:|---:|---:|"]
     for p in ("fp32", "bf16"):
         for name, tr in res["train"][p].items():
@@ -342,7 +377,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--runs", default=str(REPO_ROOT / "runs"), help="where to find the time-to-quality curve")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set BATCH_SIZE=512 --set BASE_CHANNELS=128")
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.set)
+        cfg = validate({**read_config(args.config), **overrides})
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     try:
         import diffusers  # noqa: F401
     except ImportError:
@@ -350,8 +393,8 @@ def main(argv=None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = read_config(args.config)
     res = run_bench(cfg, quick=args.quick, device=args.device, log=lambda m: print(m, file=sys.stderr, flush=True))
+    res["overrides"] = overrides
     name, points, minutes_to_90 = quality_curve(args.runs)
     report = markdown(res) + "\n" + curve_markdown(name, points, minutes_to_90)
     if minutes_to_90 is not None:

@@ -14,7 +14,8 @@ is a dict of tensors and plain Python values (``torch.load(weights_only=True)`` 
     optimizer                      AdamW state
     step, epoch, batch_in_epoch,   counters: optimizer steps done, epochs completed, batches consumed of the
     perm                           current epoch, and that epoch's shuffled order (exact resume mid-epoch)
-    rng                            {"torch": global CPU RNG, "batches": the batching/noise generator}
+    rng                            {"torch": global CPU RNG, "batches": the epoch permutation's generator,
+                                    "device": the generator of timesteps, noise and caption dropout (ADR 0017)}
     loss                           the last logged training loss
 """
 
@@ -49,6 +50,7 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0
     perm: Optional[torch.Tensor] = None
+    draws: Optional[torch.Generator] = None  # on the training device; checkpoints before ADR 0017 lack it
 
     def to_checkpoint(self, spec: dict, *, loss: float) -> dict:
         """The checkpoint dict; ``spec`` holds the ``SPEC_KEYS`` (constructor arguments, config, provenance)."""
@@ -62,8 +64,9 @@ class TrainState:
             "text_encoder": None if frozen else self.text_encoder.state_dict(),
             "ema_text_encoder": None if frozen else self.ema_text.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "perm": self.perm,
-            "rng": {"torch": torch.get_rng_state(), "batches": self.generator.get_state()},
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "perm": None if self.perm is None else self.perm.cpu(),
+            "rng": {"torch": torch.get_rng_state(), "batches": self.generator.get_state(),
+                    **({"device": self.draws.get_state()} if self.draws is not None else {})},
             "loss": loss,
         }
 
@@ -79,6 +82,8 @@ class TrainState:
         self.batch_in_epoch, self.perm = ckpt["batch_in_epoch"], ckpt["perm"]
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.generator.set_state(ckpt["rng"]["batches"])
+        if self.draws is not None and "device" in ckpt["rng"]:
+            self.draws.set_state(ckpt["rng"]["device"])
 
 
 def resumed_config(saved: dict, current: dict, overrides: dict) -> tuple:
