@@ -25,6 +25,7 @@ from ddpm.model.ema import ema_update
 from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, memory_format
 from ddpm.decisions import provenance
 from ddpm.run import settings
+from ddpm.run.finetune import FinetuneError, init_from, parse_parts, select_trainable
 from ddpm.measure.evaluate import quick_eval
 from ddpm.measure.probe import load_or_train_probe
 from ddpm.files import read_json, write_json
@@ -47,6 +48,8 @@ def parse_args(argv):
     p.add_argument("--exploratory", action="store_true",
                    help="train even though config.py differs from the accepted decisions; the run is marked exploratory")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--init-from", metavar="PATH", help="start a new run (step 0, fresh optimizer) from the EMA weights "
+                   "of a checkpoint or an exported .safetensors model; the architecture must match")
     return p.parse_args(argv)
 
 
@@ -92,7 +95,8 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(cfg["SEED"])  # batching, timesteps, noise, caption dropout (on CPU)
 
     # ---- data: images in [-1, 1], captions tokenised once --------------------------------------------
-    data = make_shapes_dataset(size=cfg["DATASET_SIZE"], seed=cfg["DATASET_SEED"], image_size=cfg["IMAGE_SIZE"])
+    data = make_shapes_dataset(size=cfg["DATASET_SIZE"], seed=cfg["DATASET_SEED"], image_size=cfg["IMAGE_SIZE"],
+                               split=cfg["DATASET_SPLIT"])
     check_images(data.images, image_size=cfg["IMAGE_SIZE"])
     images = data.images.to(device)  # (N, 3, H, W), the whole set fits in memory
     unique = sorted(set(data.captions)) + [""]  # the last entry is the null prompt of guidance
@@ -117,10 +121,23 @@ def main(argv=None):
     diffusion = GaussianDiffusion(**diffusion_args).to(device)
 
     # ---- optimizer and EMA ----------------------------------------------------------------------------
-    trainable = list(unet.parameters()) + ([] if text_encoder.frozen else list(text_encoder.parameters()))
+    unet_trainable, unet_share, share_text = select_trainable(unet, parse_parts(cfg["TRAIN_UNET_PARTS"]))
+    print(f"training {share_text}; text encoder: {'frozen' if text_encoder.frozen else 'trained'}")
+    trainable = unet_trainable + ([] if text_encoder.frozen else list(text_encoder.parameters()))
     optimizer = torch.optim.AdamW(trainable, lr=cfg["LEARNING_RATE"], weight_decay=cfg["WEIGHT_DECAY"])
     ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
     ema_text = text_encoder if text_encoder.frozen else copy.deepcopy(text_encoder).eval().requires_grad_(False)
+    if args.init_from:  # a fine-tuning run: the base's EMA weights, this run's optimizer and step 0
+        try:
+            if args.resume:
+                raise FinetuneError("--init-from starts a new run; continue a fine-tuning run with --resume alone")
+            prov["base"] = init_from(args.init_from, unet=unet, ema_unet=ema_unet, text_encoder=text_encoder,
+                                     ema_text=ema_text, unet_args=unet_args, text_args=text_args,
+                                     diffusion_args=diffusion_args)
+        except FinetuneError as err:
+            print(err, file=sys.stderr)
+            sys.exit(2)
+        print(f"fine-tuning from {args.init_from} (run {prov['base']['run']}, step {prov['base']['step']})")
 
     # ---- run folder and resume ------------------------------------------------------------------------
     step, epoch, batch_in_epoch, perm = 0, 0, 0, None
@@ -140,6 +157,7 @@ def main(argv=None):
         torch.set_rng_state(state["rng"]["torch"])
         gen.set_state(state["rng"]["batches"])
         adr = state["provenance"].get("adr") or {}
+        prov["base"] = state["provenance"].get("base")  # a resumed fine-tuning run keeps its base
         print(f"resuming {path} (step {step}, epoch {epoch}), trained under ADR {adr.get('number')}: {adr.get('title')}")
     else:
         run_dir = os.path.join(args.runs_dir, args.run or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -148,7 +166,8 @@ def main(argv=None):
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
     writer = SummaryWriter(run_dir, purge_step=step)  # purge_step drops events logged after the checkpoint
     run_info = {"name": os.path.basename(run_dir), "started": datetime.datetime.now().isoformat(timespec="seconds"),
-                "config": cfg, "provenance": prov, "step": step, "epoch": epoch, "final_loss": None}
+                "config": cfg, "provenance": prov, "step": step, "epoch": epoch, "final_loss": None,
+                "unet_trained_share": round(unet_share, 4), "unet_trained": share_text}
     run_json = os.path.join(run_dir, "run.json")
     started = read_json(run_json).get("started", run_info["started"])  # a resumed run keeps its start
     write_json({**run_info, "started": started}, run_json, allow_nan=True)
