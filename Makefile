@@ -9,7 +9,7 @@ BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cks
 export SAMPLE_PROMPT := $(value PROMPT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sample test lint decisions adr runs eval bench profile tensorboard clean
+.PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean
 
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
@@ -21,12 +21,13 @@ help: ## list the targets
 	@echo "make adr TITLE=\"...\"       write the next ADR, filled with config.py's undecided changes; SUPERSEDES=N"
 	@echo "make runs                  table of training runs, newest first"
 	@echo "make eval                  probe-classifier accuracy, Fréchet distance, diversity, guidance sweep; CKPT= N="
+	@echo "make export CKPT=...       EMA weights as .safetensors + .json beside it (sample, eval, --init-from read it); OUT="
 	@echo "make bench                 training and sampling speed against a matched diffusers UNet → runs/bench.md"
 	@echo "make profile               where a training and a sampling step spend their time → runs/profile.md"
 	@echo "make tensorboard           TensorBoard on runs/"
 	@echo "make setup                 only create .venv with the pinned dependencies"
 	@echo "make clean                 delete runs/ and caches (keeps .venv)"
-	@echo "Options: make train ARGS=\"--set LEARNING_RATE=2e-4 --resume\"   (python train.py --help for all)"
+	@echo "Options: make train ARGS=\"--set LEARNING_RATE=2e-4 --resume\"; fine-tune: ARGS=\"--init-from model.safetensors\"   (python train.py --help for all)"
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -64,6 +65,10 @@ runs: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m ddpm.measure.evaluate $(if $(CKPT),--ckpt "$(CKPT)") $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
 		$(if $(STEPS),--steps $(STEPS)) $(ARGS)
+
+export: $(STAMP)
+	@test -n "$(CKPT)" || { echo 'make export needs a checkpoint: make export CKPT=runs/<run>/checkpoints/<file>.pt [OUT=model.safetensors]'; exit 2; }
+	$(PY) -m ddpm.run.export --ckpt "$(CKPT)" $(if $(OUT),--out "$(OUT)")
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt

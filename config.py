@@ -8,6 +8,7 @@ For a one-off experiment instead: `make train ARGS="--set KEY=VALUE"` (the run i
 DATASET = "shapes"  # embedded procedural dataset, made at start-up (ADR 0002)
 DATASET_SIZE = 10000  # images in the training set (ADR 0002)
 DATASET_SEED = 1234  # seed of the dataset generator, separate from SEED (ADR 0002)
+DATASET_SPLIT = "train"  # shape-colour pairs trained on: "train" (all but the held-out pairs), "heldout", "all" (ADR 0016)
 IMAGE_SIZE = 32  # pixels per side (ADR 0002)
 
 # Diffusion
@@ -52,6 +53,7 @@ BATCH_SIZE = 32  # images per optimizer step (ADR 0010)
 EPOCHS = 10  # passes over the dataset (ADR 0007)
 GRAD_CLIP = 1.0  # max global gradient norm (ADR 0007)
 EMA_DECAY = 0.995  # exponential moving average of the weights, used for sampling (ADR 0007)
+TRAIN_UNET_PARTS = "all"  # UNet parts trained: "all", or a comma list of down, mid, up, attention (ADR 0015)
 SEED = 0  # seed of model init, batching, noise and sample grids (ADR 0007)
 
 # Speed

@@ -18,7 +18,8 @@ import torchvision.utils as vutils
 from tqdm import tqdm
 
 from ddpm.files import atomic_write
-from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
+from ddpm.run.checkpoint import CheckpointError, all_checkpoints, newest_valid
+from ddpm.run.export import load_model
 from ddpm.run.pipeline import Pipeline
 from ddpm.run.sampling_args import image_path_problems, sampling_problems
 
@@ -59,7 +60,7 @@ def main(argv=None):
 
     if args.ckpt:
         try:
-            path, ckpt = args.ckpt, load_checkpoint(args.ckpt)
+            path, ckpt = args.ckpt, load_model(args.ckpt)  # a .pt checkpoint or a .safetensors export
         except CheckpointError as err:
             fail(str(err))
     else:

@@ -23,6 +23,7 @@ from ddpm.decisions import provenance
 from ddpm.decisions.replay import replay
 from ddpm.distributed import ddp
 from ddpm.files import read_json
+from ddpm.run.finetune import FinetuneError, init_from, parse_parts, select_trainable
 from ddpm.measure.evaluate import quick_eval
 from ddpm.measure.probe import load_or_train_probe
 from ddpm.model.diffusion import GaussianDiffusion
@@ -55,6 +56,8 @@ def parse_args(argv):
     p.add_argument("--exploratory", action="store_true",
                    help="train even though config.py differs from the accepted decisions; the run is marked exploratory")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--init-from", metavar="PATH", help="start a new run (step 0, fresh optimizer) from the EMA weights "
+                   "of a checkpoint or an exported .safetensors model; the architecture must match")
     args = p.parse_args(argv)
     if args.max_steps is not None and args.max_steps < 1:
         bad_input(f"--max-steps {args.max_steps}: must be ≥ 1 (or left out to train EPOCHS epochs)")
@@ -153,7 +156,8 @@ def main(argv=None):
     draws = torch.Generator(device).manual_seed(cfg["SEED"])  # the global batch's timesteps, noise, caption dropout
 
     # ---- data: images in [-1, 1], captions tokenised once --------------------------------------------
-    data = make_shapes_dataset(size=cfg["DATASET_SIZE"], seed=cfg["DATASET_SEED"], image_size=cfg["IMAGE_SIZE"])
+    data = make_shapes_dataset(size=cfg["DATASET_SIZE"], seed=cfg["DATASET_SEED"], image_size=cfg["IMAGE_SIZE"],
+                               split=cfg["DATASET_SPLIT"])
     check_images(data.images, image_size=cfg["IMAGE_SIZE"])
     images = data.images.to(device)  # (N, 3, H, W), the whole set fits in memory
     unique = sorted(set(data.captions)) + [""]  # the last entry is the null prompt of guidance
@@ -179,13 +183,27 @@ def main(argv=None):
     diffusion = GaussianDiffusion(**diffusion_args).to(device)
 
     # ---- optimizer and EMA ----------------------------------------------------------------------------
-    trainable = list(unet.parameters()) + ([] if text_encoder.frozen else list(text_encoder.parameters()))
+    unet_trainable, unet_share, share_text = select_trainable(unet, parse_parts(cfg["TRAIN_UNET_PARTS"]))
+    if world.main:
+        print(f"training {share_text}; text encoder: {'frozen' if text_encoder.frozen else 'trained'}")
+    trainable = unet_trainable + ([] if text_encoder.frozen else list(text_encoder.parameters()))
     optimizer = torch.optim.AdamW(trainable, lr=cfg["LEARNING_RATE"], weight_decay=cfg["WEIGHT_DECAY"])
     ema_text = text_encoder if text_encoder.frozen else copy.deepcopy(text_encoder).eval().requires_grad_(False)
     state = TrainState(unet=unet, ema_unet=copy.deepcopy(unet).eval().requires_grad_(False), text_encoder=text_encoder,
                        ema_text=ema_text, optimizer=optimizer, generator=gen, draws=draws)
     if world.rank:
         torch.manual_seed(ddp.seed_for(cfg["SEED"], world.rank))  # each rank's own dropout masks
+    if args.init_from:  # a fine-tuning run: the base's EMA weights, this run's optimizer and step 0
+        try:
+            if args.resume:
+                raise FinetuneError("--init-from starts a new run; continue a fine-tuning run with --resume alone")
+            prov["base"] = init_from(args.init_from, unet=unet, ema_unet=state.ema_unet, text_encoder=text_encoder,
+                                     ema_text=ema_text, unet_args=unet_args, text_args=text_args,
+                                     diffusion_args=diffusion_args)
+        except FinetuneError as err:
+            bad_input(str(err))
+        if world.main:
+            print(f"fine-tuning from {args.init_from} (run {prov['base']['run']}, step {prov['base']['step']})")
     sampling = dict(guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"], sampler=cfg["SAMPLER"],
                     eta=cfg["DDIM_ETA"], clip_x0=cfg["CLIP_DENOISED"], precision=cfg["PRECISION"],
                     channels_last=cfg["CHANNELS_LAST"])
@@ -213,7 +231,8 @@ def main(argv=None):
                   f"{adr.get('title')}")
         prov = spec["provenance"] = record_resume(prov, step=state.step, changes=changes, commit=commit, dirty=dirty)
     record = read_json(os.path.join(run_dir, "run.json")) if resume else {}
-    record.update(name=os.path.basename(run_dir), config=cfg, provenance=prov, step=state.step, epoch=state.epoch)
+    record.update(name=os.path.basename(run_dir), config=cfg, provenance=prov, step=state.step, epoch=state.epoch,
+                  unet_trained_share=round(unet_share, 4), unet_trained=share_text)
     record.setdefault("started", datetime.datetime.now().isoformat(timespec="seconds"))
     record.setdefault("final_loss", None)
     try:

@@ -31,6 +31,7 @@ COLOR_NAMES = tuple(COLORS)
 SIZES = {"small": (0.22, 0.30), "large": (0.36, 0.46)}  # radius as a fraction of the image side
 SIZE_NAMES = tuple(SIZES)
 # (shape, foreground colour) pairs kept out of training: one per shape, each colour at most once.
+SPLITS = ("train", "heldout", "all")  # all_combinations: without HELDOUT_PAIRS, only them, both
 HELDOUT_PAIRS = (("circle", "green"), ("square", "purple"), ("triangle", "orange"), ("star", "blue"), ("cross", "red"))
 ATTRIBUTES = {"shape": SHAPES, "color": COLOR_NAMES, "background": COLOR_NAMES, "size": SIZE_NAMES}
 SUPERSAMPLE = 4
@@ -111,7 +112,7 @@ def all_combinations(split: str) -> list:
 
     split "train": pairs not in HELDOUT_PAIRS; "heldout": only those pairs; "all": both.
     """
-    if split not in ("train", "heldout", "all"):
+    if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: train, heldout, all")
     combos = []
     for shape in SHAPES:

@@ -5,6 +5,10 @@ Each ``runs/<name>/run.json`` is written by train.py::
     {"name", "started" (ISO time), "provenance": <ddpm.provenance.collect()>, "step", "epoch",
      "final_loss", "eval": {...} (optional)}
 
+A fine-tuning run (``train.py --init-from``) has ``provenance.base`` = {"path", "sha256", "run", "step", "adr"};
+the OVERRIDES column then starts with ``base <run>@<step>``, so a row reads like the seed's model log:
+the base, then what changed.
+
 A run without a readable run.json is still listed, with "?" and a note. Standard library only.
 """
 
@@ -81,10 +85,16 @@ def _overrides(prov: dict) -> str:
     return text
 
 
+def _base(base) -> str:
+    if not isinstance(base, dict):
+        return ""
+    return f"base {base.get('run') or '?'}@{base.get('step') if base.get('step') is not None else '?'} "
+
+
 def row(entry: dict) -> tuple[str, ...]:
     data = entry["data"]
     if data is None:
-        return (entry["name"], "?", "?", "?", "?", "?", "?")
+        return (entry["name"],) + ("?",) * (len(COLUMNS) - 1)
     prov = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
     started = data.get("started")
     ts = _timestamp(started)
@@ -97,7 +107,7 @@ def row(entry: dict) -> tuple[str, ...]:
         str(data.get("name") or entry["name"]),
         date,
         adr_text,
-        _overrides(prov),
+        _base(prov.get("base")) + _overrides(prov),
         "?" if data.get("step") is None else str(data.get("step")),
         _num(data.get("final_loss"), ".4f"),
         _num(score, ".3f"),

@@ -1,6 +1,6 @@
 """Prompts in, images out: the text encoder, the UNet and the diffusion, built from their constructor arguments.
 
-``Pipeline.from_checkpoint(path)`` rebuilds every component from the checkpoint alone (never from today's
+``Pipeline.from_checkpoint(path)`` rebuilds every component from the checkpoint (or exported model) alone (never from today's
 config.py) and samples with the EMA weights by default. ``train.py`` builds the same object around its EMA
 modules to draw the sample grids, so the two paths cannot drift apart. A checkpoint whose recorded constructor
 arguments contradict its weights is refused with one ``CheckpointError`` naming the keys and shapes that differ.
@@ -11,7 +11,8 @@ import logging
 
 import torch
 
-from ddpm.run.checkpoint import CheckpointError, load_checkpoint
+from ddpm.run.checkpoint import CheckpointError
+from ddpm.run.export import load_model
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.model.text import build_text_encoder, tokenizer_for
 from ddpm.model.unet import UNet
@@ -95,7 +96,7 @@ class Pipeline:
 
     @classmethod
     def from_checkpoint(cls, path: str, *, use_ema: bool = True, device="cpu", checkpoint: dict = None) -> "Pipeline":
-        ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
+        ckpt = checkpoint if checkpoint is not None else load_model(path)  # a .pt checkpoint or a .safetensors export
         prefix = "ema_" if use_ema else ""
         unet = _build(path, "unet_args", UNet, ckpt["unet_args"])
         _load_weights(path, "unet_args", unet, ckpt.get(prefix + "unet"))

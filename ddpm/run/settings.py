@@ -10,7 +10,9 @@ import math
 import re
 
 from ddpm.model.diffusion import SCHEDULES
+from ddpm.data.shapes import SPLITS
 from ddpm.model.text import ENCODER_KINDS
+from ddpm.run.finetune import UNET_PARTS, parse_parts
 
 DATASETS = ("shapes",)
 
@@ -39,6 +41,14 @@ def _int_tuple(*, lo, allow_empty):
     return tuple, check, f"a tuple of ints ≥ {lo}" + ("" if allow_empty else ", not empty")
 
 
+def _parts_ok(value) -> bool:
+    try:
+        parse_parts(value)
+    except ValueError:
+        return False
+    return True
+
+
 _BOOL = (bool, lambda v: True, "True or False")
 _STR = (str, lambda v: True, "a string")
 
@@ -46,6 +56,7 @@ SCHEMA = {
     "DATASET": _choice(DATASETS),
     "DATASET_SIZE": _int(1),
     "DATASET_SEED": _int(0),
+    "DATASET_SPLIT": _choice(SPLITS),
     "IMAGE_SIZE": _int(8, 256),
     "TIMESTEPS": _int(2, 10000),
     "BETA_SCHEDULE": _choice(SCHEDULES),
@@ -81,6 +92,7 @@ SCHEMA = {
     "GRAD_CLIP": _float(0, 1e6, lo_open=True),
     "EMA_DECAY": _float(0, 1, hi_open=True),
     "SEED": _int(0),
+    "TRAIN_UNET_PARTS": (str, _parts_ok, "'all' or a comma-separated list of " + ", ".join(UNET_PARTS[1:])),
     "PRECISION": _choice(("fp32", "bf16")),
     "CHANNELS_LAST": _BOOL,
     "COMPILE": _BOOL,

@@ -1,0 +1,146 @@
+"""A trained model to hand on: EMA weights as ``.safetensors``, and beside it a JSON file that rebuilds it.
+
+``model.safetensors`` holds only tensors (no pickle, no optimizer state, no RNG): the EMA UNet as
+``unet.<name>`` and, where the text encoder was trained (the scratch encoder), the EMA text encoder as
+``text_encoder.<name>``. A frozen pretrained open_clip tower is not stored, as in checkpoints: it is rebuilt from
+its open_clip name and pretrained tag. ``model.json`` (same stem) holds the constructor arguments (``unet_args``,
+``text_args`` with the tokenizer settings and caption vocabulary, ``diffusion_args``), the sampling settings, the
+config snapshot and the provenance (config hash, ADR, commit, dataset, source run and step). The same JSON is
+also in the safetensors header (``__metadata__["ddpm"]``), so the weights file alone still says what it is.
+
+Both files load with ``safetensors`` and ``json`` alone. ``load_model(path)`` reads either a training checkpoint
+or an export and returns the checkpoint-shaped dict that ``Pipeline.from_checkpoint``, ``sample.py``,
+``make eval`` and ``train.py --init-from`` use (EMA weights under both ``ema_*`` and plain keys).
+Write: ``python -m ddpm.run.export --ckpt runs/<run>/checkpoints/<file>.pt [--out model.safetensors]`` (make export).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from ddpm.files import atomic_write, write_json
+from ddpm.run.checkpoint import CheckpointError, load_checkpoint
+
+EXPORT_FORMAT = "ddpm-export"
+EXPORT_VERSION = 1
+SUFFIX = ".safetensors"
+PARTS = ("unet", "text_encoder")  # tensor name prefixes in the .safetensors file
+ARGS_KEYS = ("unet_args", "text_args", "diffusion_args")
+
+
+def json_path(weights_path: str) -> str:
+    """``model.safetensors`` → ``model.json``: the description that sits beside the weights."""
+    return os.path.splitext(weights_path)[0] + ".json"
+
+
+def is_export(path: str) -> bool:
+    return str(path).endswith(SUFFIX)
+
+
+def describe(ckpt: dict, *, source: str) -> dict:
+    """The JSON beside the weights: everything needed to rebuild and sample, and where the weights came from."""
+    prov = ckpt.get("provenance") or {}
+    cfg = ckpt["config"]
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(source)))
+    frozen_text = ckpt.get("ema_text_encoder") is None
+    return {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION,
+        "weights": "EMA only (no optimizer state, no RNG); tensors unet.* and " +
+                   ("no text_encoder.*: the text encoder is a frozen pretrained open_clip tower, rebuilt from "
+                    "text_args (open_clip_model, open_clip_pretrained), not stored" if frozen_text else "text_encoder.*"),
+        **{key: ckpt[key] for key in ARGS_KEYS}, "sampling": ckpt["sampling"], "config": cfg,
+        "provenance": {
+            "config_hash": prov.get("config_hash"), "adr": prov.get("adr"), "git_commit": prov.get("git_commit"),
+            "git_dirty": prov.get("git_dirty"), "exploratory": prov.get("exploratory"),
+            "base": prov.get("base"), "dataset": {k: cfg.get(k) for k in ("DATASET", "DATASET_SPLIT", "DATASET_SIZE",
+                                                                           "DATASET_SEED", "IMAGE_SIZE") if k in cfg},
+            "run": os.path.basename(run_dir), "step": ckpt["step"], "source_checkpoint": os.path.basename(source),
+        },
+    }
+
+
+def export(ckpt: dict, out: str, *, source: str) -> dict:
+    """Write ``out`` (.safetensors) and its JSON from a loaded checkpoint; both atomically. Returns the JSON."""
+    if not is_export(out):
+        raise ValueError(f"--out {out}: the weights file must end in {SUFFIX}")
+    meta = describe(ckpt, source=source)
+    tensors = {f"unet.{k}": v.detach().contiguous() for k, v in ckpt["ema_unet"].items()}
+    if ckpt.get("ema_text_encoder") is not None:
+        tensors.update({f"text_encoder.{k}": v.detach().contiguous() for k, v in ckpt["ema_text_encoder"].items()})
+    blob = save(tensors, metadata={"ddpm": json.dumps(meta, default=str)})
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(blob)
+    atomic_write(out, write)
+    write_json(meta, json_path(out))
+    return meta
+
+
+def _tuples(value):
+    """JSON lists back to the tuples the constructors were given (checkpoint args compare equal again)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def load_export(path: str) -> dict:
+    """A checkpoint-shaped dict from an export; a missing or unreadable file raises CheckpointError in one line."""
+    meta_path = json_path(path)
+    for p in (path, meta_path):
+        if not os.path.isfile(p):
+            raise CheckpointError(f"{p}: no such file; an exported model is a {SUFFIX} file with its .json beside it "
+                                  "(make export CKPT=...)")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{meta_path}: not readable JSON ({str(err)[:200]}); export the model again") from None
+    missing = [k for k in ("format", *ARGS_KEYS, "sampling", "config") if not isinstance(meta, dict) or k not in meta]
+    if missing or meta.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{meta_path}: not an export of this repo (missing {', '.join(missing) or 'format'}); "
+                              "export the model again")
+    if meta.get("format_version", 0) > EXPORT_VERSION:
+        raise CheckpointError(f"{meta_path}: export format {meta['format_version']} is newer than this code; update the repo")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(err)[:200]}); "
+                              "it may be truncated, export the model again") from None
+    parts = {part: {k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(part + ".")} for part in PARTS}
+    if not parts["unet"]:
+        raise CheckpointError(f"{path}: holds no unet.* tensors; export the model again")
+    text = parts["text_encoder"] or None
+    prov = meta.get("provenance") or {}
+    return {"format": 1, **{k: {n: _tuples(v) for n, v in meta[k].items()} for k in ARGS_KEYS},
+            "sampling": meta["sampling"], "config": {k: _tuples(v) for k, v in meta["config"].items()},
+            "provenance": prov, "step": prov.get("step"), "run": prov.get("run"),
+            "ema_unet": parts["unet"], "unet": parts["unet"], "ema_text_encoder": text, "text_encoder": text}
+
+
+def load_model(path: str) -> dict:
+    """A training checkpoint (.pt) or an exported model (.safetensors + .json), as a checkpoint-shaped dict."""
+    return load_export(path) if is_export(path) else load_checkpoint(path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ddpm.run.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True, help="training checkpoint (runs/<run>/checkpoints/*.pt)")
+    p.add_argument("--out", help="weights file (default: the checkpoint's name with .safetensors)")
+    args = p.parse_args(argv)
+    out = args.out or os.path.splitext(args.ckpt)[0] + SUFFIX
+    try:
+        ckpt = load_checkpoint(args.ckpt)
+        meta = export(ckpt, out, source=args.ckpt)
+    except (CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    n = sum(v.numel() for k in ("ema_unet", "ema_text_encoder") for v in (ckpt.get(k) or {}).values())
+    print(f"exported {meta['provenance']['run']} step {ckpt['step']} ({n:,} EMA parameters) → {out} + {json_path(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
