@@ -19,14 +19,15 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ddpm.run import checkpoint as ckpts
-from ddpm.data.shapes import COLOR_NAMES, SHAPES, SIZE_NAMES, caption, check_images, make_shapes_dataset
+from ddpm.data.load import DataError, load_dataset
+from ddpm.data.shapes import COLOR_NAMES, SHAPES, SIZE_NAMES, caption
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.model.ema import ema_update
 from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, memory_format
 from ddpm.decisions import provenance
 from ddpm.run import settings
 from ddpm.measure.evaluate import quick_eval
-from ddpm.measure.probe import load_or_train_probe
+from ddpm.measure.caption_probe import training_probe
 from ddpm.files import read_json, write_json
 from ddpm.run.settings import config_from_module, parse_overrides, validate
 from ddpm.model.text import build_text_encoder, encode_in_batches, tokenizer_for
@@ -92,9 +93,13 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(cfg["SEED"])  # batching, timesteps, noise, caption dropout (on CPU)
 
     # ---- data: images in [-1, 1], captions tokenised once --------------------------------------------
-    data = make_shapes_dataset(size=cfg["DATASET_SIZE"], seed=cfg["DATASET_SEED"], image_size=cfg["IMAGE_SIZE"])
-    check_images(data.images, image_size=cfg["IMAGE_SIZE"])
-    images = data.images.to(device)  # (N, 3, H, W), the whole set fits in memory
+    try:
+        data = load_dataset(**settings.data_args(cfg), cache_dir=os.path.join(args.runs_dir, ".data-cache"))
+    except DataError as err:
+        print(f"train.py: {err}", file=sys.stderr)
+        sys.exit(2)
+    prov["data"] = data.info  # what this run was trained on, in run.json and every checkpoint
+    images = data.images.to(device)  # images[idx]: (B, 3, H, W) in [-1, 1]; shapes in memory, real sets memory-mapped
     unique = sorted(set(data.captions)) + [""]  # the last entry is the null prompt of guidance
     position = {c: i for i, c in enumerate(unique)}
     caption_index = torch.tensor([position[c] for c in data.captions])  # (N,) row of each image's caption
@@ -106,7 +111,8 @@ def main(argv=None):
     text_args["vocab"] = tuple(sorted(set(tokens[token_mask].tolist())))  # BPE ids of the training captions
     text_encoder = build_text_encoder(**text_args).to(device)
     tokens, token_mask = tokens.to(device), token_mask.to(device)
-    cached = encode_in_batches(text_encoder, tokens) if text_encoder.frozen else None  # frozen: encode once
+    cache_mb = len(unique) * tokens.shape[1] * text_encoder.dim * 4 / 2**20  # float32 (U, L, D)
+    cached = encode_in_batches(text_encoder, tokens) if text_encoder.frozen and cache_mb <= cfg["TEXT_CACHE_MB"] else None
 
     # ---- UNet and diffusion ---------------------------------------------------------------------------
     unet_args = settings.unet_args(cfg, context_dim=text_encoder.dim)
@@ -146,6 +152,7 @@ def main(argv=None):
         if os.path.exists(os.path.join(run_dir, "checkpoints")):
             sys.exit(f"run {run_dir} exists already: pick another --run name, or continue it with --resume")
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+    data.write_report(run_dir)
     writer = SummaryWriter(run_dir, purge_step=step)  # purge_step drops events logged after the checkpoint
     run_info = {"name": os.path.basename(run_dir), "started": datetime.datetime.now().isoformat(timespec="seconds"),
                 "config": cfg, "provenance": prov, "step": step, "epoch": epoch, "final_loss": None}
@@ -161,9 +168,9 @@ def main(argv=None):
     preview = Pipeline(unet=ema_unet, text_encoder=ema_text, tokenizer=tokenizer_for(text_args), diffusion=diffusion,
                        image_size=cfg["IMAGE_SIZE"], precision=cfg["PRECISION"], channels_last=cfg["CHANNELS_LAST"],
                        config=cfg, device=device)
-    prompts = grid_prompts(cfg["SAMPLE_GRID_SIZE"])
-    probe = load_or_train_probe(cache_dir=os.path.join(args.runs_dir, ".probe"), settings={"image_size": cfg["IMAGE_SIZE"]},
-                                log=print)[0] if cfg["EVAL_EVERY"] else None
+    prompts = grid_prompts(cfg["SAMPLE_GRID_SIZE"]) if cfg["DATASET"] == "shapes" else data.grid_captions(cfg["SAMPLE_GRID_SIZE"])
+    probe = training_probe(data, cache_dir=os.path.join(args.runs_dir, ".probe"), image_size=cfg["IMAGE_SIZE"],
+                           log=print) if cfg["EVAL_EVERY"] else None  # None: free-text captions, skipped
     curve = read_json(run_json).get("quality_curve", [])  # (minutes of training, step, joint accuracy)
     train_seconds = curve[-1]["minutes"] * 60 if curve else 0.0
 
@@ -229,7 +236,8 @@ def main(argv=None):
         t = torch.randint(0, cfg["TIMESTEPS"], (len(idx),), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         with autocast(cfg["PRECISION"], device):
-            context = cached[cap] if cached is not None else text_encoder(tokens[cap])
+            with torch.set_grad_enabled(not text_encoder.frozen):  # frozen and uncached: per batch, no graph
+                context = cached[cap] if cached is not None else text_encoder(tokens[cap])
             losses = diffusion.loss_per_sample(unet_step, x0, t, noise, context, token_mask[cap])  # (B,)
         loss = (diffusion.min_snr_weights(t, cfg["MIN_SNR_GAMMA"]) * losses).mean()  # losses stay unweighted for logs
 
@@ -280,7 +288,7 @@ def main(argv=None):
         if (end_of_epoch and epoch % cfg["GENERATE_SAMPLES_EVERY"] == 0) or last:
             bar.write(f"epoch {epoch} step {step}: loss {loss_value:.4f}, samples → {sample_grid()}")
         train_seconds += time.perf_counter() - step_start  # training and grids; not the evaluation below
-        if cfg["EVAL_EVERY"] and ((end_of_epoch and epoch % cfg["EVAL_EVERY"] == 0) or last):
+        if probe is not None and ((end_of_epoch and epoch % cfg["EVAL_EVERY"] == 0) or last):
             bar.write(f"epoch {epoch} step {step}: joint prompt accuracy {evaluate():.3f} "
                       f"after {train_seconds / 60:.1f} min of training")
         if (end_of_epoch and epoch % cfg["CHECKPOINT_EVERY"] == 0) or last:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "runs"
-COLUMNS = ("RUN", "STARTED", "ADR", "OVERRIDES", "STEPS", "LOSS", "EVAL")
+COLUMNS = ("RUN", "STARTED", "ADR", "DATA", "OVERRIDES", "STEPS", "LOSS", "EVAL")
 
 
 def _timestamp(started) -> float | None:
@@ -81,10 +81,21 @@ def _overrides(prov: dict) -> str:
     return text
 
 
+def _data(prov: dict, config) -> str:
+    """What the run trained on: "shapes", or "folder:digits n=1797 (3 skipped)" from provenance["data"]."""
+    info = prov.get("data") if isinstance(prov.get("data"), dict) else {}
+    name = info.get("dataset") or (config or {}).get("DATASET") or "shapes"  # older runs: shapes only
+    if info.get("data_dir"):
+        name += ":" + Path(str(info["data_dir"])).name
+    if info.get("size") is not None and name != "shapes":
+        name += f" n={info['size']}" + (f" ({info['skipped']} skipped)" if info.get("skipped") else "")
+    return name
+
+
 def row(entry: dict) -> tuple[str, ...]:
     data = entry["data"]
     if data is None:
-        return (entry["name"], "?", "?", "?", "?", "?", "?")
+        return (entry["name"], "?", "?", "?", "?", "?", "?", "?")
     prov = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
     started = data.get("started")
     ts = _timestamp(started)
@@ -97,6 +108,7 @@ def row(entry: dict) -> tuple[str, ...]:
         str(data.get("name") or entry["name"]),
         date,
         adr_text,
+        _data(prov, data.get("config")),
         _overrides(prov),
         "?" if data.get("step") is None else str(data.get("step")),
         _num(data.get("final_loss"), ".4f"),

@@ -69,6 +69,15 @@ class ScratchTextEncoder(nn.Module):
         """How many real tokens of (B, L) ``tokens`` the encoder never saw in training."""
         return int(((self.lookup[tokens] == 0) & mask).sum())
 
+    def unseen_words(self, tokenizer, prompt: str) -> list:
+        """The whitespace-separated words of ``prompt`` with a BPE token the training captions never used."""
+        words = prompt.split()
+        if not words:
+            return []
+        tokens, mask = tokenizer(words)  # one row per word
+        unseen = ((self.lookup[tokens] == 0) & mask).any(1)
+        return [w for w, u in zip(words, unseen.tolist()) if u]
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.net(self.lookup[tokens])[1]
 
