@@ -30,7 +30,7 @@ from ddpm.measure.evaluate import quick_eval
 from ddpm.measure.caption_probe import training_probe
 from ddpm.files import read_json, write_json
 from ddpm.run.settings import config_from_module, parse_overrides, validate
-from ddpm.model.text import build_text_encoder, encode_in_batches, tokenizer_for
+from ddpm.model.text import build_text_encoder, cache_fits, encode_in_batches, tokenizer_for
 from ddpm.model.unet import UNet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -111,8 +111,8 @@ def main(argv=None):
     text_args["vocab"] = tuple(sorted(set(tokens[token_mask].tolist())))  # BPE ids of the training captions
     text_encoder = build_text_encoder(**text_args).to(device)
     tokens, token_mask = tokens.to(device), token_mask.to(device)
-    cache_mb = len(unique) * tokens.shape[1] * text_encoder.dim * 4 / 2**20  # float32 (U, L, D)
-    cached = encode_in_batches(text_encoder, tokens) if text_encoder.frozen and cache_mb <= cfg["TEXT_CACHE_MB"] else None
+    fits = cache_fits(len(unique), tokens.shape[1], text_encoder.dim, cfg["TEXT_CACHE_MB"])  # else: per batch (ADR 0020)
+    cached = encode_in_batches(text_encoder, tokens) if text_encoder.frozen and fits else None  # frozen: encode once
 
     # ---- UNet and diffusion ---------------------------------------------------------------------------
     unet_args = settings.unet_args(cfg, context_dim=text_encoder.dim)

@@ -290,3 +290,11 @@ def test_flip_mirrors_about_half_of_a_batch():
     out = Images(x.repeat(50, 1, 1, 1), flip=True)[torch.arange(100)]
     mirrored = (out == x.repeat(50, 1, 1, 1).flip(-1)).flatten(1).all(1)
     assert 20 < int(mirrored.sum()) < 80
+
+
+def test_frozen_caption_embeddings_are_cached_only_within_the_budget():
+    from ddpm.model.text import cache_fits
+
+    assert cache_fits(10, 77, 512, 1024)  # CIFAR-10's ten captions: 1.5 MiB
+    assert not cache_fits(50_000, 77, 512, 1024)  # one free caption per image of 50k: 7.3 GiB
+    assert cache_fits(1, 4, 2**16, 1) and not cache_fits(1, 4, 2**16 + 1, 1)  # exactly 1 MiB fits

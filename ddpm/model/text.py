@@ -150,6 +150,11 @@ def tokenizer_for(text_args: dict) -> PromptTokenizer:
     return PromptTokenizer(context_length=text_args["context_length"], open_clip_model=model)
 
 
+def cache_fits(num_prompts: int, context_length: int, dim: int, budget_mb: float) -> bool:
+    """Whether (num_prompts, context_length, dim) float32 embeddings fit in ``budget_mb`` MiB (ADR 0020)."""
+    return num_prompts * context_length * dim * 4 <= budget_mb * 2**20
+
+
 @torch.no_grad()
 def encode_in_batches(encoder: nn.Module, tokens: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
     """Embeddings (N, L, D) of N token rows, for caching the outputs of a frozen encoder once."""
