@@ -298,3 +298,15 @@ def test_frozen_caption_embeddings_are_cached_only_within_the_budget():
     assert cache_fits(10, 77, 512, 1024)  # CIFAR-10's ten captions: 1.5 MiB
     assert not cache_fits(50_000, 77, 512, 1024)  # one free caption per image of 50k: 7.3 GiB
     assert cache_fits(1, 4, 2**16, 1) and not cache_fits(1, 4, 2**16 + 1, 1)  # exactly 1 MiB fits
+
+
+def test_metadata_lines_that_are_broken_or_empty(tmp_path):
+    root = make_folder(tmp_path / "d", n=4, layout="metadata")
+    lines = (root / "metadata.jsonl").read_text().splitlines()
+    lines[1] = json.dumps({"file_name": json.loads(lines[1])["file_name"], "text": "  "})
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    d = load(root, tmp_path)
+    assert [r["reason"] for r in d.report] == ["empty caption in metadata.jsonl"] and len(d.images) == 3
+    (root / "metadata.jsonl").write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(DataError, match=r"metadata.jsonl:2"):
+        load(root, tmp_path)
