@@ -9,7 +9,7 @@ BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cks
 export SAMPLE_PROMPT := $(value PROMPT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean
+.PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean digits
 
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
@@ -25,6 +25,7 @@ help: ## list the targets
 	@echo "make bench                 training and sampling speed against a matched diffusers UNet → runs/bench.md"
 	@echo "make profile               where a training and a sampling step spend their time → runs/profile.md"
 	@echo "make tensorboard           TensorBoard on runs/"
+	@echo "make digits                1,797 real handwritten digits as a captioned folder → runs/data/digits (scikit-learn)"
 	@echo "make setup                 only create .venv with the pinned dependencies"
 	@echo "make clean                 delete runs/ and caches (keeps .venv)"
 	@echo "Options: make train ARGS=\"--set LEARNING_RATE=2e-4 --resume\"; fine-tune: ARGS=\"--init-from model.safetensors\"   (python train.py --help for all)"
@@ -69,6 +70,10 @@ eval: $(STAMP)
 export: $(STAMP)
 	@test -n "$(CKPT)" || { echo 'make export needs a checkpoint: make export CKPT=runs/<run>/checkpoints/<file>.pt [OUT=model.safetensors]'; exit 2; }
 	$(PY) -m ddpm.run.export --ckpt "$(CKPT)" $(if $(OUT),--out "$(OUT)")
+
+digits: $(STAMP) requirements-data.txt  # then: make train ARGS="--set DATASET=folder --set DATA_DIR=runs/data/digits"
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-data.txt
+	$(PY) -m ddpm.data.make_digits_folder --out runs/data/digits
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt

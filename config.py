@@ -5,11 +5,17 @@ For a one-off experiment instead: `make train ARGS="--set KEY=VALUE"` (the run i
 """
 
 # Data
-DATASET = "shapes"  # embedded procedural dataset, made at start-up (ADR 0002)
-DATASET_SIZE = 10000  # images in the training set (ADR 0002)
+DATASET = "shapes"  # "shapes" (embedded, drawn at start-up), "cifar10" or "folder" (from DATA_DIR) (ADR 0002, 0019)
+DATA_DIR = ""  # folder of the cifar10 or folder dataset; decoded once into runs/.data-cache (ADR 0019)
+DATASET_SIZE = 10000  # images in the shapes training set (ADR 0002)
 DATASET_SEED = 1234  # seed of the dataset generator, separate from SEED (ADR 0002)
 DATASET_SPLIT = "train"  # shape-colour pairs trained on: "train" (all but the held-out pairs), "heldout", "all" (ADR 0016)
 IMAGE_SIZE = 32  # pixels per side (ADR 0002)
+RESIZE = "crop"  # real images: "crop" (shorter side to IMAGE_SIZE, centre square) or "pad" (ADR 0019)
+BACKGROUND = (255, 255, 255)  # RGB that transparent pixels are composited on, and "pad" fills with (ADR 0019)
+FLIP = "auto"  # random left-right flip: "on", "off", "auto" (on for cifar10, off for shapes and folder) (ADR 0019)
+BAD_FILES = "skip"  # unusable image or caption: "skip" (listed in the run's data_report.txt) or "stop" (ADR 0019)
+CIFAR10_CAPTION = "a photo of {}"  # caption template; {} becomes "a cat", "an airplane" (ADR 0019)
 
 # Diffusion
 TIMESTEPS = 1000  # T, number of diffusion steps (ADR 0003)
@@ -35,6 +41,7 @@ TEXT_HEADS = 4  # attention heads of the scratch text transformer (ADR 0004)
 TEXT_LAYERS = 2  # layers of the scratch text transformer (ADR 0004)
 OPEN_CLIP_MODEL = "ViT-B-32"  # open_clip model name, used when TEXT_ENCODER = "open_clip" (ADR 0004)
 OPEN_CLIP_PRETRAINED = ""  # pretrained tag or local weights file, used when TEXT_ENCODER = "open_clip" (ADR 0004)
+TEXT_CACHE_MB = 1024  # frozen encoder: cache caption embeddings up to this size, else encode per batch (ADR 0020)
 
 # Classifier-free guidance and sampling
 CAPTION_DROPOUT = 0.1  # probability of training on the empty prompt instead of the caption (ADR 0005)

@@ -87,9 +87,11 @@ def main(argv=None):
         fail(str(err))
     if not prompt.strip():
         print("empty prompt: sampling unconditionally (the null prompt of classifier-free guidance)")
-    unknown_words = getattr(pipe.text_encoder, "unknown_words", None)
-    if unknown_words and unknown_words(*pipe.tokenizer([prompt])):
-        print(f"warning: some words of {prompt!r} never appeared in the training captions; the model cannot follow them")
+    unseen_words = getattr(pipe.text_encoder, "unseen_words", None)
+    unseen = unseen_words(pipe.tokenizer, prompt) if unseen_words else []
+    if unseen:
+        print(f"warning: {', '.join(repr(w) for w in unseen)} never appeared in the training captions; "
+              "the model cannot follow these words")
 
     start = time.perf_counter()
     images = pipe.generate([prompt] * args.n, guidance_scale=guidance, num_steps=steps, sampler=sampler, eta=eta,

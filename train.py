@@ -18,17 +18,18 @@ import time
 import torch
 from tqdm import tqdm
 
-from ddpm.data.shapes import check_images, grid_prompts, make_shapes_dataset
+from ddpm.data.load import DataError, load_dataset
+from ddpm.data.shapes import grid_prompts
 from ddpm.decisions import provenance
 from ddpm.decisions.replay import replay
 from ddpm.distributed import ddp
 from ddpm.files import read_json
 from ddpm.run.finetune import FinetuneError, init_from, parse_parts, select_trainable
 from ddpm.measure.evaluate import quick_eval
-from ddpm.measure.probe import load_or_train_probe
+from ddpm.measure.caption_probe import training_probe
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.model.ema import ema_update
-from ddpm.model.text import build_text_encoder, encode_in_batches, tokenizer_for
+from ddpm.model.text import build_text_encoder, cache_fits, encode_in_batches, tokenizer_for
 from ddpm.model.unet import UNet
 from ddpm.run import checkpoint as ckpts
 from ddpm.run import settings
@@ -156,10 +157,13 @@ def main(argv=None):
     draws = torch.Generator(device).manual_seed(cfg["SEED"])  # the global batch's timesteps, noise, caption dropout
 
     # ---- data: images in [-1, 1], captions tokenised once --------------------------------------------
-    data = make_shapes_dataset(size=cfg["DATASET_SIZE"], seed=cfg["DATASET_SEED"], image_size=cfg["IMAGE_SIZE"],
-                               split=cfg["DATASET_SPLIT"])
-    check_images(data.images, image_size=cfg["IMAGE_SIZE"])
-    images = data.images.to(device)  # (N, 3, H, W), the whole set fits in memory
+    try:
+        data = load_dataset(**settings.data_args(cfg), cache_dir=os.path.join(args.runs_dir, ".data-cache"),
+                            log=print if world.main else (lambda *a, **k: None))
+    except DataError as err:
+        bad_input(str(err))
+    prov["data"] = data.info  # what this run was trained on, in run.json and every checkpoint
+    images = data.images.to(device)  # images[idx]: (B, 3, H, W) in [-1, 1]; shapes in memory, real sets memory-mapped
     unique = sorted(set(data.captions)) + [""]  # the last entry is the null prompt of guidance
     position = {c: i for i, c in enumerate(unique)}
     caption_index = torch.tensor([position[c] for c in data.captions], device=device)  # (N,) row of each caption
@@ -171,7 +175,8 @@ def main(argv=None):
     text_args["vocab"] = tuple(sorted(set(tokens[token_mask].tolist())))  # BPE ids of the training captions
     text_encoder = build_text_encoder(**text_args).to(device)
     tokens, token_mask = tokens.to(device), token_mask.to(device)
-    cached = encode_in_batches(text_encoder, tokens) if text_encoder.frozen else None  # frozen: encode once
+    fits = cache_fits(len(unique), tokens.shape[1], text_encoder.dim, cfg["TEXT_CACHE_MB"])  # else: per batch (ADR 0020)
+    cached = encode_in_batches(text_encoder, tokens) if text_encoder.frozen and fits else None  # frozen: encode once
 
     # ---- UNet and diffusion ---------------------------------------------------------------------------
     unet_args = settings.unet_args(cfg, context_dim=text_encoder.dim)
@@ -246,9 +251,12 @@ def main(argv=None):
     preview = Pipeline(unet=state.ema_unet, text_encoder=state.ema_text, tokenizer=tokenizer_for(text_args),
                        diffusion=diffusion, image_size=cfg["IMAGE_SIZE"], precision=cfg["PRECISION"],
                        channels_last=cfg["CHANNELS_LAST"], config=cfg, device=device)
-    prompts = grid_prompts(cfg["SAMPLE_GRID_SIZE"])
-    probe = load_or_train_probe(cache_dir=os.path.join(args.runs_dir, ".probe"), settings={"image_size": cfg["IMAGE_SIZE"]},
-                                log=print)[0] if cfg["EVAL_EVERY"] and world.main else None
+    if world.main:
+        data.write_report(run_dir)  # the files skipped as unreadable, if any
+    n_grid = cfg["SAMPLE_GRID_SIZE"]
+    prompts = grid_prompts(n_grid) if cfg["DATASET"] == "shapes" else data.grid_captions(n_grid)
+    probe = training_probe(data, cache_dir=os.path.join(args.runs_dir, ".probe"), image_size=cfg["IMAGE_SIZE"],
+                           log=print) if cfg["EVAL_EVERY"] and world.main else None  # None: free-text captions
     curve = record.get("quality_curve", [])  # (minutes of training, step, joint accuracy)
     train_seconds = curve[-1]["minutes"] * 60 if curve else 0.0
 
@@ -277,7 +285,8 @@ def main(argv=None):
             torch.randn((bs, *x0.shape[1:]), generator=draws, device=device))
         cap = torch.where(drop, null_index, caption_index[idx])
         with autocast(cfg["PRECISION"], device):
-            context = cached[cap] if cached is not None else text_step(tokens[cap])
+            with torch.set_grad_enabled(not text_encoder.frozen):  # frozen and uncached: per batch, no graph
+                context = cached[cap] if cached is not None else (text_step or text_encoder)(tokens[cap])
             losses = diffusion.loss_per_sample(unet_step, x0, t, noise, context, token_mask[cap])  # (B,)
         loss = (diffusion.min_snr_weights(t, cfg["MIN_SNR_GAMMA"]) * losses).mean()  # losses stay unweighted for logs
 
@@ -339,7 +348,7 @@ def main(argv=None):
             path = save_grid(grid, prompts, writer, run_dir, epoch=state.epoch, step=state.step)
             bar.write(f"epoch {state.epoch} step {state.step}: loss {loss_value:.4f}, samples → {path}")
         train_seconds += time.perf_counter() - step_start  # training and grids; not the evaluation below
-        if world.main and cfg["EVAL_EVERY"] and ((end_of_epoch and state.epoch % cfg["EVAL_EVERY"] == 0) or last):
+        if world.main and probe is not None and ((end_of_epoch and state.epoch % cfg["EVAL_EVERY"] == 0) or last):
             accuracy = evaluate(preview, probe, cfg, writer, state.step)
             curve.append({"minutes": round(train_seconds / 60, 2), "step": state.step, "joint_accuracy": accuracy})
             update_record(run_dir, quality_curve=curve)

@@ -1,7 +1,7 @@
 """A small text-conditional DDPM for 32×32 images, by concern; each subpackage's docstring says what it may import.
 
     model/      the network and its maths: UNet, Gaussian diffusion and samplers, text encoders, EMA
-    data/       datasets: images in [-1, 1] with their captions, and the start-up checks on them
+    data/       datasets: images in [-1, 1] with their captions (shapes, cifar10, folder), the decode cache, the checks
     run/        one training run's parts: config validation, checkpoints and the run state, prompts → images
     decisions/  the ADR tooling: the record format, the replay check, new ADRs, provenance, the runs table
     measure/    evaluation (probe, Fréchet distance, report), the benchmark and the profiler

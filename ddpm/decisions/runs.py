@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "runs"
-COLUMNS = ("RUN", "STARTED", "ADR", "OVERRIDES", "STEPS", "LOSS", "EVAL")
+COLUMNS = ("RUN", "STARTED", "ADR", "DATA", "OVERRIDES", "STEPS", "LOSS", "EVAL")
 
 
 def _timestamp(started) -> float | None:
@@ -91,6 +91,17 @@ def _base(base) -> str:
     return f"base {base.get('run') or '?'}@{base.get('step') if base.get('step') is not None else '?'} "
 
 
+def _data(prov: dict, config) -> str:
+    """What the run trained on: "shapes", or "folder:digits n=1797 (3 skipped)" from provenance["data"]."""
+    info = prov.get("data") if isinstance(prov.get("data"), dict) else {}
+    name = info.get("dataset") or (config or {}).get("DATASET") or "shapes"  # older runs: shapes only
+    if info.get("data_dir"):
+        name += ":" + Path(str(info["data_dir"])).name
+    if info.get("size") is not None and name != "shapes":
+        name += f" n={info['size']}" + (f" ({info['skipped']} skipped)" if info.get("skipped") else "")
+    return name
+
+
 def row(entry: dict) -> tuple[str, ...]:
     data = entry["data"]
     if data is None:
@@ -107,6 +118,7 @@ def row(entry: dict) -> tuple[str, ...]:
         str(data.get("name") or entry["name"]),
         date,
         adr_text,
+        _data(prov, data.get("config")),
         _base(prov.get("base")) + _overrides(prov),
         "?" if data.get("step") is None else str(data.get("step")),
         _num(data.get("final_loss"), ".4f"),

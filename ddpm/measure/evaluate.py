@@ -155,6 +155,9 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
     ``joint_accuracy``, ``<attribute>_accuracy``, ``diversity`` (None when n < 2), ``fd`` against real renders
     of the same prompts (few samples: compare it only between steps of one run), ``seconds``.
     """
+    if hasattr(probe, "quick_eval"):  # a real dataset's caption probe (ddpm.measure.caption_probe)
+        return probe.quick_eval(pipe_like, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
+                                batch_size=batch_size)
     start = time.perf_counter()
     if prompts is None:
         seen, held = eval_prompts()
@@ -356,6 +359,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     except CheckpointError as err:
         fail(str(err))
     log(f"guidance {args.guidance:g}, {args.steps} DDIM steps, {args.n} samples per prompt")
+    if trained.get("DATASET", "shapes") != "shapes":
+        return _main_real(pipe, trained, args, runs_root=runs_root, out_dir=out_dir, run_dir=run_dir, ckpt=ckpt, log=log)
     if args.probe and os.path.isfile(args.probe):
         probe, probe_info = load_probe(args.probe)
         probe_file = args.probe
@@ -384,6 +389,36 @@ def main(argv=None, *, log: Callable = None) -> int:
         print(sweep_table(results["sweep"]))
     log(f"wrote {', '.join(paths.values())}")
     print(headline_line(numbers), flush=True)
+    return 0
+
+
+def _main_real(pipe, trained, args, *, runs_root, out_dir, run_dir, ckpt, log) -> int:
+    """``make eval`` on a cifar10 or folder model (ddpm.measure.caption_probe); FID is ``fid_for_folder``'s."""
+    from ddpm.data.load import DataError
+    from ddpm.measure import caption_probe
+
+    try:
+        r = caption_probe.evaluate_real(pipe, trained, runs_root=runs_root, n=args.n, guidance_scale=args.guidance,
+                                        num_steps=args.steps, seed=args.seed, batch_size=args.batch_size, log=log)
+    except DataError as err:
+        log(f"evaluate: {err}")
+        return 2
+    try:
+        fid_weights = fid_weights_path()
+        note = "" if os.path.isfile(fid_weights) else f"Inception FID not computed: {FID_WEIGHTS_FILE} is not at {fid_weights}"
+    except Exception as err:  # no torch hub dir: say so, the probe numbers stand
+        note = f"Inception FID not computed: {err}"
+    if note:
+        log(note)
+    path = caption_probe.write({**r, "checkpoint": ckpt, "n": args.n, "guidance_scale": args.guidance, "fid": note or None},
+                               out_dir)
+    line = caption_probe.report_line(r)
+    if run_dir:
+        summary = json_safe({k: v for k, v in r.items() if not k.startswith("_") and k != "per_caption"})
+        update_run_json(os.path.join(run_dir, "run.json"), "eval", {**summary, "joint_accuracy": r["accuracy"],
+                                                                    "eval_json": path})
+    log(f"wrote {path}")
+    print(line, flush=True)
     return 0
 
 

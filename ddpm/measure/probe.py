@@ -44,7 +44,7 @@ DEFAULT_SETTINGS = {
 class Probe(nn.Module):
     """images (N, 3, H, W) in [-1, 1] → features (N, feature_dim) → one logit vector per attribute."""
 
-    def __init__(self, *, image_size: int, width: int, feature_dim: int, **_ignored):
+    def __init__(self, *, image_size: int, width: int, feature_dim: int, heads: Optional[dict] = None, **_ignored):
         super().__init__()
         self.image_size = image_size
         w = width
@@ -60,7 +60,8 @@ class Probe(nn.Module):
         )
         # Flattened 4×4 map (where things are, for shape and size) plus global mean and max pooling.
         self.fc = nn.Sequential(nn.Linear(4 * w * (16 + 2), feature_dim), nn.ReLU())
-        self.heads = nn.ModuleDict({name: nn.Linear(feature_dim, len(values)) for name, values in ATTRIBUTES.items()})
+        heads = heads or {name: len(values) for name, values in ATTRIBUTES.items()}  # head name → classes
+        self.heads = nn.ModuleDict({name: nn.Linear(feature_dim, k) for name, k in heads.items()})
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         h = self.trunk(x)
@@ -92,9 +93,9 @@ class Probe(nn.Module):
         return torch.cat(outs).float().cpu() if outs else torch.zeros(0, self.fc[0].out_features)
 
     def predict(self, images: torch.Tensor, *, batch_size: int = 256) -> dict:
-        """attribute → (N,) long predicted class indices (indices into ``ATTRIBUTES[attribute]``), on CPU."""
+        """head → (N,) long predicted class indices (for shapes: indices into ``ATTRIBUTES[attribute]``), on CPU."""
         outs = self._batched(images, lambda x: {k: v.argmax(1).cpu() for k, v in self(x)[1].items()}, batch_size)
-        return {name: torch.cat([o[name] for o in outs]) if outs else torch.zeros(0, dtype=torch.long) for name in ATTRIBUTES}
+        return {name: torch.cat([o[name] for o in outs]) if outs else torch.zeros(0, dtype=torch.long) for name in self.heads}
 
 
 def accuracy(pred: dict, labels: dict) -> dict:
@@ -125,32 +126,36 @@ def train_probe(settings: Optional[dict] = None, *, log: Optional[Callable] = No
     torch.manual_seed(s["train_seed"])
     train = make_shapes_dataset(size=s["train_size"], seed=s["train_seed"], image_size=s["image_size"], split="all")
     test = make_shapes_dataset(size=s["test_size"], seed=s["test_seed"], image_size=s["image_size"], split="all")
-    probe = Probe(**s)
-    steps_per_epoch = -(-len(train) // s["batch_size"])
-    total = steps_per_epoch * s["epochs"]
+    probe = fit(Probe(**s), lambda idx: train.images[idx], train.labels, len(train), s, log)
+    acc = accuracy(probe.predict(test.images), test.labels)
+    info = {"settings": s, "test_accuracy": acc, "train_seconds": round(time.perf_counter() - start, 2)}
+    log("probe test accuracy: " + " ".join(f"{k}={v:.4f}" for k, v in acc.items()))
+    return probe, info
+
+
+def fit(probe: Probe, batch: Callable, labels: dict, n: int, s: dict, log: Callable) -> Probe:
+    """Train ``probe`` (one cross-entropy per head, summed) on n real images, ``batch(idx)`` → (B, 3, H, W) in
+    [-1, 1], ``labels``: head → (n,) long; AdamW with one-cycle lr and Gaussian pixel noise. Returns it in eval mode."""
+    total = -(-n // s["batch_size"]) * s["epochs"]
     opt = torch.optim.AdamW(probe.parameters(), lr=s["lr"], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s["lr"], total_steps=total, pct_start=0.2)
     gen = torch.Generator().manual_seed(s["train_seed"])
     probe.train()
     for epoch in range(s["epochs"]):
-        order = torch.randperm(len(train), generator=gen)
-        for i in range(0, len(train), s["batch_size"]):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, s["batch_size"]):
             idx = order[i : i + s["batch_size"]]
-            x = train.images[idx]
+            x = batch(idx)
             if s["noise_aug"] > 0:
                 x = x + s["noise_aug"] * torch.rand(len(x), 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
             _, logits = probe(x)
-            loss = sum(F.cross_entropy(logits[name], train.labels[name][idx]) for name in ATTRIBUTES)
+            loss = sum(F.cross_entropy(logits[name], labels[name][idx]) for name in probe.heads)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         log(f"probe epoch {epoch + 1}/{s['epochs']}: loss {loss.item():.4f}")
-    probe.eval()
-    acc = accuracy(probe.predict(test.images), test.labels)
-    info = {"settings": s, "test_accuracy": acc, "train_seconds": round(time.perf_counter() - start, 2)}
-    log("probe test accuracy: " + " ".join(f"{k}={v:.4f}" for k, v in acc.items()))
-    return probe, info
+    return probe.eval()
 
 
 def save_probe(probe: Probe, info: dict, path: str) -> None:

@@ -69,6 +69,15 @@ class ScratchTextEncoder(nn.Module):
         """How many real tokens of (B, L) ``tokens`` the encoder never saw in training."""
         return int(((self.lookup[tokens] == 0) & mask).sum())
 
+    def unseen_words(self, tokenizer, prompt: str) -> list:
+        """The whitespace-separated words of ``prompt`` with a BPE token the training captions never used."""
+        words = prompt.split()
+        if not words:
+            return []
+        tokens, mask = tokenizer(words)  # one row per word
+        unseen = ((self.lookup[tokens] == 0) & mask).any(1)
+        return [w for w, u in zip(words, unseen.tolist()) if u]
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.net(self.lookup[tokens])[1]
 
@@ -139,6 +148,11 @@ def tokenizer_for(text_args: dict) -> PromptTokenizer:
     """The tokenizer that matches an encoder built from ``text_args``."""
     model = text_args["open_clip_model"] if text_args["kind"] == "open_clip" else ""
     return PromptTokenizer(context_length=text_args["context_length"], open_clip_model=model)
+
+
+def cache_fits(num_prompts: int, context_length: int, dim: int, budget_mb: float) -> bool:
+    """Whether (num_prompts, context_length, dim) float32 embeddings fit in ``budget_mb`` MiB (ADR 0020)."""
+    return num_prompts * context_length * dim * 4 <= budget_mb * 2**20
 
 
 @torch.no_grad()

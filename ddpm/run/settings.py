@@ -9,12 +9,12 @@ import ast
 import math
 import re
 
+from ddpm.data.images import RESIZE_POLICIES
+from ddpm.data.load import BAD_FILE_POLICIES, DATASETS, FLIP_POLICIES
 from ddpm.model.diffusion import SCHEDULES
 from ddpm.data.shapes import SPLITS
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.run.finetune import UNET_PARTS, parse_parts
-
-DATASETS = ("shapes",)
 
 
 def _int(lo=None, hi=None):
@@ -54,10 +54,17 @@ _STR = (str, lambda v: True, "a string")
 
 SCHEMA = {
     "DATASET": _choice(DATASETS),
+    "DATA_DIR": _STR,
     "DATASET_SIZE": _int(1),
     "DATASET_SEED": _int(0),
     "DATASET_SPLIT": _choice(SPLITS),
     "IMAGE_SIZE": _int(8, 256),
+    "RESIZE": _choice(RESIZE_POLICIES),
+    "BACKGROUND": (tuple, lambda v: len(v) == 3 and all(type(x) is int and 0 <= x <= 255 for x in v),
+                   "a tuple of 3 ints in [0, 255]"),
+    "FLIP": _choice(FLIP_POLICIES),
+    "BAD_FILES": _choice(BAD_FILE_POLICIES),
+    "CIFAR10_CAPTION": (str, lambda v: v.count("{}") == 1, 'a string with one "{}" for the class'),
     "TIMESTEPS": _int(2, 10000),
     "BETA_SCHEDULE": _choice(SCHEDULES),
     "BETA_START": _float(0, 1, lo_open=True, hi_open=True),
@@ -77,6 +84,7 @@ SCHEMA = {
     "TEXT_LAYERS": _int(1),
     "OPEN_CLIP_MODEL": _STR,
     "OPEN_CLIP_PRETRAINED": _STR,
+    "TEXT_CACHE_MB": _int(0),
     "CAPTION_DROPOUT": _float(0, 1, hi_open=True),
     "MIN_SNR_GAMMA": _float(0, 1e6),
     "GUIDANCE_SCALE": _float(0, 100),
@@ -157,7 +165,9 @@ def _cross_checks(c: dict) -> list:
         errors.append(f"BETA_START = {c['BETA_START']}: must be below BETA_END = {c['BETA_END']}")
     if c["TEXT_ENCODER"] == "open_clip" and not c["OPEN_CLIP_PRETRAINED"]:
         errors.append("OPEN_CLIP_PRETRAINED is empty: the open_clip encoder needs a pretrained tag or a weights file")
-    if c["BATCH_SIZE"] > c["DATASET_SIZE"]:
+    if c["DATASET"] != "shapes" and not c["DATA_DIR"]:
+        errors.append(f"DATA_DIR is empty: DATASET = {c['DATASET']!r} reads its images from a folder (--set DATA_DIR=/path)")
+    if c["DATASET"] == "shapes" and c["BATCH_SIZE"] > c["DATASET_SIZE"]:
         errors.append(f"BATCH_SIZE = {c['BATCH_SIZE']}: must be ≤ DATASET_SIZE = {c['DATASET_SIZE']}")
     return errors
 
@@ -199,6 +209,14 @@ def unet_args(cfg: dict, *, context_dim: int) -> dict:
                 attention_resolutions=tuple(cfg["ATTENTION_RESOLUTIONS"]), time_emb_dim=cfg["TIME_EMB_DIM"],
                 context_dim=context_dim, attention_heads=cfg["ATTENTION_HEADS"], norm_groups=cfg["NORM_GROUPS"],
                 dropout=cfg["DROPOUT"])
+
+
+def data_args(cfg: dict) -> dict:
+    """``ddpm.data.load.load_dataset`` arguments (train.py adds ``cache_dir``)."""
+    return dict(dataset=cfg["DATASET"], data_dir=cfg["DATA_DIR"], image_size=cfg["IMAGE_SIZE"],
+                batch_size=cfg["BATCH_SIZE"], dataset_size=cfg["DATASET_SIZE"], dataset_seed=cfg["DATASET_SEED"],
+                split=cfg["DATASET_SPLIT"], flip=cfg["FLIP"], bad_files=cfg["BAD_FILES"], background=tuple(cfg["BACKGROUND"]),
+                resize=cfg["RESIZE"], cifar10_caption=cfg["CIFAR10_CAPTION"])
 
 
 def diffusion_args(cfg: dict) -> dict:

@@ -1,0 +1,98 @@
+"""End to end on real datasets (ADR 0019, 0021): a few training steps, a sample, and the probe evaluation.
+
+Subprocesses as in test_train_sample.py, with its TINY model; the data is built here (a folder of 4 repeated
+captions, a 20-image CIFAR-10 in torchvision's pickle format).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from test_real_data import make_cifar
+from test_train_sample import ROOT, TINY
+
+CAPTIONS = ["a red square", "a blue square", "a green disc", "a white bar"]
+COLOURS = [(220, 30, 30), (40, 70, 220), (30, 170, 50), (245, 245, 245)]
+
+
+def run(script, *args):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, *([os.path.join(ROOT, script)] if script.endswith(".py") else ["-m", script]),
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
+def sets(*items):
+    return [a for item in items for a in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def repeated_folder(tmp_path_factory):
+    """40 images, 10 per caption (the finite-caption rule's minimum), sidecar captions."""
+    root = tmp_path_factory.mktemp("folder")
+    for i in range(40):
+        k = i % 4
+        img = Image.new("RGB", (12, 12), (15, 15, 15))
+        img.paste(COLOURS[k], (2 + i % 3, 2, 9 + i % 3, 9) if k != 3 else (1, 5, 11, 7))
+        img.save(root / f"{i:02d}.png")
+        (root / f"{i:02d}.txt").write_text(CAPTIONS[k])
+    return root
+
+
+def train(runs, name, *extra):
+    proc = run("train.py", "--run", name, "--runs-dir", str(runs), "--exploratory", *sets(*TINY), *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_folder_trains_samples_and_evaluates_with_its_caption_probe(tmp_path, repeated_folder):
+    runs = tmp_path / "runs"
+    proc = train(runs, "f", *sets("DATASET=folder", f"DATA_DIR={repeated_folder}", "EPOCHS=1", "EVAL_EVERY=1"))
+    assert "caption probe: ceiling" in proc.stdout and "joint prompt accuracy" in proc.stdout
+    info = json.loads((runs / "f" / "run.json").read_text())["provenance"]["data"]
+    assert info["dataset"] == "folder" and info["size"] == 40 and info["skipped"] == 0 and info["cache_key"]
+    prompts = (runs / "f" / "samples" / "prompts.txt").read_text().split("\n")
+    assert set(prompts[:4]) == set(CAPTIONS)  # the grid asks for the dataset's own captions
+
+    ckpt = sorted((runs / "f" / "checkpoints").glob("*.pt"))[-1]
+    out = tmp_path / "s.png"
+    proc = run("sample.py", "--prompt", "a red zebra square", "--n", "2", "--ckpt", str(ckpt), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "'zebra' never appeared" in proc.stdout and "'red'" not in proc.stdout.split("warning")[1]
+    assert Image.open(out).size[0] > 16
+
+    proc = run("ddpm.measure.evaluate", "--ckpt", str(ckpt), "--n", "2", "--steps", "2", "--sweep", "none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("accuracy=") and "ceiling=" in last and "fd=" in last, last
+    result = json.loads((runs / "f" / "eval" / "eval.json").read_text())
+    assert set(result["per_caption"]) == set(CAPTIONS) and 0 <= result["accuracy"] <= 1
+    assert "Inception FID not computed" in proc.stderr or result["fid"] is None
+    table = run("ddpm.decisions.runs", "--dir", str(runs)).stdout
+    assert f"folder:{repeated_folder.name} n=40" in table
+
+
+def test_cifar10_trains_and_samples_and_free_text_eval_is_skipped(tmp_path):
+    data = make_cifar(tmp_path / "c")  # 20 images, 2 per class: too few for a caption probe
+    runs = tmp_path / "runs"
+    proc = train(runs, "c", *sets("DATASET=cifar10", f"DATA_DIR={data}", "IMAGE_SIZE=16", "EPOCHS=1", "EVAL_EVERY=1"))
+    assert "in-training probe evaluation skipped" in proc.stdout
+    assert json.loads((runs / "c" / "run.json").read_text())["provenance"]["data"]["dataset"] == "cifar10"
+    ckpt = sorted((runs / "c" / "checkpoints").glob("*.pt"))[-1]
+    proc = run("sample.py", "--prompt", "a photo of a cat", "--n", "1", "--ckpt", str(ckpt), "--out", str(tmp_path / "c.png"))
+    assert proc.returncode == 0 and "never appeared" not in proc.stdout, proc.stderr[-2000:]
+    proc = run("ddpm.measure.evaluate", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--sweep", "none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accuracy=n/a (free-text captions) fd=" in proc.stdout
+
+
+def test_bad_data_exits_2_with_one_line(tmp_path):
+    proc = run("train.py", "--runs-dir", str(tmp_path), "--exploratory",
+               *sets(*TINY, "DATASET=cifar10", f"DATA_DIR={tmp_path}"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cifar-10-batches-py" in proc.stderr and "data_batch_1" in proc.stderr
+    proc = run("train.py", "--runs-dir", str(tmp_path), *sets(*TINY, "DATASET=folder"))
+    assert proc.returncode != 0 and "DATA_DIR is empty" in proc.stderr and "Traceback" not in proc.stderr
