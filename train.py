@@ -27,6 +27,7 @@ from ddpm.model.ema import ema_update
 from ddpm.model.text import build_text_encoder, encode_in_batches, tokenizer_for
 from ddpm.model.unet import UNet
 from ddpm.run import checkpoint as ckpts
+from ddpm.run import optim
 from ddpm.run import settings
 from ddpm.run.folder import (RunFolderError, find_resume, last_good, log_provenance, open_run_folder, record_resume,
                              save_grid, update_record)
@@ -168,7 +169,14 @@ def main(argv=None):
 
     # ---- optimizer and EMA ----------------------------------------------------------------------------
     trainable = list(unet.parameters()) + ([] if text_encoder.frozen else list(text_encoder.parameters()))
-    optimizer = torch.optim.AdamW(trainable, lr=cfg["LEARNING_RATE"], weight_decay=cfg["WEIGHT_DECAY"])
+    text_lr = cfg["TEXT_LEARNING_RATE"] or cfg["LEARNING_RATE"]  # 0 = the UNet's (ADR 0027)
+    groups = optim.param_groups([(unet.parameters(), cfg["LEARNING_RATE"]),
+                                 ([] if text_encoder.frozen else text_encoder.parameters(), text_lr)])
+    try:
+        optimizer = optim.build_optimizer(cfg["OPTIMIZER"], groups, betas=cfg["ADAM_BETAS"], eps=cfg["ADAM_EPS"],
+                                          weight_decay=cfg["WEIGHT_DECAY"])
+    except optim.OptimizerUnavailable as err:
+        bad_input(str(err))
     ema_text = text_encoder if text_encoder.frozen else copy.deepcopy(text_encoder).eval().requires_grad_(False)
     state = TrainState(unet=unet, ema_unet=copy.deepcopy(unet).eval().requires_grad_(False), text_encoder=text_encoder,
                        ema_text=ema_text, optimizer=optimizer, generator=gen)
@@ -227,9 +235,10 @@ def main(argv=None):
         if state.perm is None or state.batch_in_epoch >= steps_per_epoch:
             state.perm, state.batch_in_epoch = torch.randperm(n, generator=gen), 0
         idx = state.perm[state.batch_in_epoch * bs : (state.batch_in_epoch + 1) * bs]
-        lr = cfg["LEARNING_RATE"] * min(1.0, (state.step + 1) / max(1, cfg["WARMUP_STEPS"]))  # linear warm-up, then constant
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr_factor = optim.lr_factor(state.step, warmup_steps=cfg["WARMUP_STEPS"], schedule=cfg["LR_SCHEDULE"],
+                                    total_steps=cfg["EPOCHS"] * steps_per_epoch, min_ratio=cfg["LR_MIN_RATIO"])
+        optim.set_lr(optimizer, lr_factor)
+        lr = cfg["LEARNING_RATE"] * lr_factor  # the UNet's, for the logs
 
         step_start = time.perf_counter()
         x0 = images[idx.to(device)].contiguous(memory_format=fmt)
@@ -237,16 +246,19 @@ def main(argv=None):
         cap = torch.where(drop, null_index, caption_index[idx]).to(device)
         t = torch.randint(0, cfg["TIMESTEPS"], (len(idx),), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        with autocast(cfg["PRECISION"], device):
-            context = cached[cap] if cached is not None else text_encoder(tokens[cap])
-            losses = diffusion.loss_per_sample(unet_step, x0, t, noise, context, token_mask[cap])  # (B,)
-        loss = (diffusion.min_snr_weights(t, cfg["MIN_SNR_GAMMA"]) * losses).mean()  # losses stay unweighted for logs
+
+        def loss_of(part):  # one micro-batch: (weighted mean loss, unweighted per-sample losses for the logs)
+            with autocast(cfg["PRECISION"], device):
+                context = cached[cap[part]] if cached is not None else text_encoder(tokens[cap[part]])
+                part_losses = diffusion.loss_per_sample(unet_step, x0[part], t[part], noise[part], context,
+                                                        token_mask[cap[part]])  # (b,)
+            return (diffusion.min_snr_weights(t[part], cfg["MIN_SNR_GAMMA"]) * part_losses).mean(), part_losses
 
         # A non-finite loss or gradient norm skips the update: no step, no EMA, nothing checkpointed from it.
         optimizer.zero_grad(set_to_none=True)
+        loss, losses = optim.accumulate(loss_of, len(idx), cfg["GRAD_ACCUM_STEPS"])  # (ADR 0026)
         grad_norm = None
-        if torch.isfinite(loss):
-            loss.backward()
+        if losses is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg["GRAD_CLIP"])
         state.batch_in_epoch += 1
         if grad_norm is None or not torch.isfinite(grad_norm):

@@ -11,6 +11,7 @@ import re
 
 from ddpm.model.diffusion import SCHEDULES
 from ddpm.model.text import ENCODER_KINDS
+from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
 
 DATASETS = ("shapes",)
 
@@ -76,6 +77,14 @@ SCHEMA = {
     "LEARNING_RATE": _float(0, 1, lo_open=True),
     "WARMUP_STEPS": _int(0),
     "WEIGHT_DECAY": _float(0, 1),
+    "OPTIMIZER": _choice(OPTIMIZERS),
+    "ADAM_BETAS": ((tuple, list), lambda v: len(v) == 2 and all(type(b) in (int, float) and 0 <= b < 1 for b in v),
+                   "a pair (β1, β2) of numbers in [0, 1)"),
+    "ADAM_EPS": _float(0, 1, lo_open=True),
+    "LR_SCHEDULE": _choice(LR_SCHEDULES),
+    "LR_MIN_RATIO": _float(0, 1),
+    "TEXT_LEARNING_RATE": _float(0, 1),
+    "GRAD_ACCUM_STEPS": _int(1),
     "BATCH_SIZE": _int(1),
     "EPOCHS": _int(1),
     "GRAD_CLIP": _float(0, 1e6, lo_open=True),
@@ -145,6 +154,9 @@ def _cross_checks(c: dict) -> list:
         errors.append(f"BETA_START = {c['BETA_START']}: must be below BETA_END = {c['BETA_END']}")
     if c["TEXT_ENCODER"] == "open_clip" and not c["OPEN_CLIP_PRETRAINED"]:
         errors.append("OPEN_CLIP_PRETRAINED is empty: the open_clip encoder needs a pretrained tag or a weights file")
+    if c["BATCH_SIZE"] % c["GRAD_ACCUM_STEPS"]:
+        errors.append(f"GRAD_ACCUM_STEPS = {c['GRAD_ACCUM_STEPS']}: must divide BATCH_SIZE = {c['BATCH_SIZE']} "
+                      "(each micro-batch is BATCH_SIZE / GRAD_ACCUM_STEPS images)")
     if c["BATCH_SIZE"] > c["DATASET_SIZE"]:
         errors.append(f"BATCH_SIZE = {c['BATCH_SIZE']}: must be ≤ DATASET_SIZE = {c['DATASET_SIZE']}")
     return errors
