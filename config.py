@@ -38,7 +38,7 @@ OPEN_CLIP_PRETRAINED = ""  # pretrained tag or local weights file, used when TEX
 # Classifier-free guidance and sampling
 CAPTION_DROPOUT = 0.1  # probability of training on the empty prompt instead of the caption (ADR 0005)
 GUIDANCE_SCALE = 5.0  # s in ε_u + s·(ε_c − ε_u); 1 means no guidance (ADR 0011)
-SAMPLER = "ddim"  # "ddim" or "ddpm" (ancestral, all TIMESTEPS) (ADR 0003)
+SAMPLER = "ddim"  # "ddim", "ddpm" (ancestral, all TIMESTEPS) or "dpmpp2m" (DPM-Solver++(2M)) (ADR 0003)
 NUM_INFERENCE_STEPS = 50  # DDIM steps (ADR 0003)
 DDIM_ETA = 0.0  # DDIM stochasticity η; 0 is deterministic (ADR 0003)
 CLIP_DENOISED = True  # clamp the predicted x_0 to [-1, 1] at every sampling step (ADR 0003)

@@ -2,7 +2,8 @@
 
 Equations cite Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (DDPM), Nichol & Dhariwal 2021,
 "Improved DDPM" (cosine schedule), Song et al. 2021, "Denoising Diffusion Implicit Models" (DDIM), and
-Ho & Salimans 2022, "Classifier-Free Diffusion Guidance".
+Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", and Lu et al. 2022, "DPM-Solver++: Fast Solver for
+Guided Sampling of Diffusion Probabilistic Models" (DPM-Solver++).
 
 The network is an argument, never a member: ``eps = model(x_t, t, context, context_mask)`` so that the
 maths here can be tested with a dummy function. Images live in [-1, 1].
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 EpsModel = Callable[..., torch.Tensor]
 
 SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
 
 
 def make_betas(schedule: str, timesteps: int, *, beta_start: float, beta_end: float) -> torch.Tensor:
@@ -150,6 +152,29 @@ class GaussianDiffusion:
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
         return a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
 
+    def dpmpp2m_step(self, x_s, s: int, t: int, x0: torch.Tensor, previous: Optional[tuple]) -> tuple:
+        """One step s → t of DPM-Solver++(2M) (DPM-Solver++ Algorithm 2: multistep, second order, data prediction).
+
+        With α = √ᾱ, σ = √(1−ᾱ), λ = log(α/σ) and h = λ_t − λ_s, the first-order update (their eq. 9, = DDIM with
+        η = 0) is x_t = (σ_t/σ_s)·x_s − α_t·(e^{−h} − 1)·D, with D = x̂_0(x_s) the data prediction. From the second
+        step on, D = (1 + 1/(2r))·x̂_0(x_s) − 1/(2r)·x̂_0(x_prev), r = h_prev/h (Algorithm 2, line 5), the
+        multistep correction from the previous step's data prediction. ``previous`` is that (x̂_0, h) or None;
+        t = −1 means ᾱ = 1 (σ = 0, λ = ∞): that last step is first order, x_t = x̂_0 (as DDIM's). Returns
+        (x_t, (x0, h) for the next step). x_s, x0 (B,C,H,W).
+        """
+        if t < 0:
+            return x0, None
+        a_s, a_t = self.alphas_cumprod[s].double(), self.alphas_cumprod[t].double()
+        lam_s, lam_t = 0.5 * (a_s / (1 - a_s)).log(), 0.5 * (a_t / (1 - a_t)).log()
+        h = lam_t - lam_s
+        d = x0
+        if previous is not None:
+            x0_prev, h_prev = previous
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)).float() * x0 - (1 / (2 * r)).float() * x0_prev
+        x_t = ((1 - a_t) / (1 - a_s)).sqrt().float() * x_s - (a_t.sqrt() * torch.expm1(-h)).float() * d
+        return x_t, (x0, h)
+
     @torch.no_grad()
     def sample(
         self,
@@ -172,10 +197,11 @@ class GaussianDiffusion:
 
         context (B,L,D) / context_mask (B,L): the prompts; null_context/null_mask (1,L,D)/(1,L): the empty
         prompt, used for guidance when ``guidance_scale != 1``. sampler "ddpm" runs all T ancestral steps;
-        "ddim" runs ``num_steps`` DDIM steps with stochasticity ``eta`` (η = 1 with all steps ≈ DDPM).
+        "ddim" runs ``num_steps`` DDIM steps with stochasticity ``eta`` (η = 1 with all steps ≈ DDPM);
+        "dpmpp2m" runs ``num_steps`` DPM-Solver++(2M) steps on the same timestep table (deterministic, ``eta`` unused).
         """
-        if sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"unknown sampler {sampler!r}; allowed: ddpm, ddim")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
         device = context.device
         b = shape[0]
         guided = guidance_scale != 1.0
@@ -195,12 +221,17 @@ class GaussianDiffusion:
         table = torch.arange(self.timesteps - 1, -1, -1) if sampler == "ddpm" else ddim_timesteps(self.timesteps, num_steps)
         steps = table.tolist()
         iterator = progress(steps) if progress else steps
+        previous = None  # DPM-Solver++'s (x̂_0, h) of the step before
         for i, t in enumerate(iterator):
             t_batch = torch.full((b,), t, device=device, dtype=torch.long)
             eps = eps_at(x, t_batch)
             noise = torch.randn(shape, generator=generator, device=device)
             if sampler == "ddpm":
                 x = self.p_sample(x, t_batch, eps, clip_x0=clip_x0, noise=noise)
+            elif sampler == "dpmpp2m":
+                x0 = self.predict_x0(x, t_batch, eps)
+                t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+                x, previous = self.dpmpp2m_step(x, t, t_prev, x0.clamp(-1, 1) if clip_x0 else x0, previous)
             else:
                 t_prev = steps[i + 1] if i + 1 < len(steps) else -1
                 x = self.ddim_step(x, t, t_prev, eps, eta=eta, clip_x0=clip_x0, noise=noise)

@@ -9,7 +9,7 @@ import ast
 import math
 import re
 
-from ddpm.model.diffusion import SCHEDULES
+from ddpm.model.diffusion import SAMPLERS, SCHEDULES
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
 
@@ -70,7 +70,7 @@ SCHEMA = {
     "CAPTION_DROPOUT": _float(0, 1, hi_open=True),
     "MIN_SNR_GAMMA": _float(0, 1e6),
     "GUIDANCE_SCALE": _float(0, 100),
-    "SAMPLER": _choice(("ddim", "ddpm")),
+    "SAMPLER": _choice(SAMPLERS),
     "NUM_INFERENCE_STEPS": _int(1),
     "DDIM_ETA": _float(0, 1),
     "CLIP_DENOISED": _BOOL,
