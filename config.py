@@ -15,6 +15,8 @@ TIMESTEPS = 1000  # T, number of diffusion steps (ADR 0003)
 BETA_SCHEDULE = "cosine"  # "linear" or "cosine" (ADR 0003)
 BETA_START = 0.0001  # β_1 of the linear schedule (ADR 0003)
 BETA_END = 0.02  # β_T of the linear schedule (ADR 0003)
+PREDICTION = "epsilon"  # the UNet predicts "epsilon" (ε) or "v" (√ᾱ·ε − √(1−ᾱ)·x_0, Salimans & Ho 2022) (ADR 0028)
+OFFSET_NOISE = 0.0  # offset-noise strength s: ε += s·N(0, 1) per image and channel; 0 = off (Guttenberg 2023) (ADR 0028)
 
 # UNet
 BASE_CHANNELS = 32  # channels at full resolution (ADR 0006)

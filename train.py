@@ -22,7 +22,7 @@ from ddpm.decisions.replay import replay
 from ddpm.files import read_json
 from ddpm.measure.evaluate import quick_eval
 from ddpm.measure.probe import load_or_train_probe
-from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.diffusion import GaussianDiffusion, make_noise
 from ddpm.model.ema import ema_update
 from ddpm.model.text import build_text_encoder, encode_in_batches, tokenizer_for
 from ddpm.model.unet import UNet
@@ -245,7 +245,7 @@ def main(argv=None):
         drop = torch.rand(len(idx), generator=gen) < cfg["CAPTION_DROPOUT"]  # classifier-free guidance training
         cap = torch.where(drop, null_index, caption_index[idx]).to(device)
         t = torch.randint(0, cfg["TIMESTEPS"], (len(idx),), generator=gen).to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
+        noise = make_noise(x0.shape, cfg["OFFSET_NOISE"], gen).to(device)  # offset noise (ADR 0028)
 
         def loss_of(part):  # one micro-batch: (weighted mean loss, unweighted per-sample losses for the logs)
             with autocast(cfg["PRECISION"], device):

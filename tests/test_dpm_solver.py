@@ -38,7 +38,7 @@ def test_dpm_solver_is_second_order_and_closer_than_ddim_at_50_steps():
     Not asserted, because it does not hold here: with 10-20 steps on the time-uniform table, DPM-Solver++ is not
     closer than DDIM on this toy (cosine: 0.084 against 0.053 mean error at 10 steps); its extrapolation over the
     large first λ-steps overshoots. See the report of issue 10 (timestep spacing is the next thing to try)."""
-    diffusion = GaussianDiffusion(timesteps=1000, schedule="cosine", beta_start=1e-4, beta_end=0.02)
+    diffusion = GaussianDiffusion(timesteps=1000, schedule="cosine", beta_start=1e-4, beta_end=0.02, prediction="epsilon")
     truth = exact(diffusion)
     err = {(sampler, n): (run(diffusion, sampler, n).double() - truth).abs().mean().item()
            for sampler in ("ddim", "dpmpp2m") for n in (50, 100, 200)}
@@ -47,7 +47,7 @@ def test_dpm_solver_is_second_order_and_closer_than_ddim_at_50_steps():
 
 
 def test_first_step_equals_ddims_and_the_table_runs_down_in_range():
-    diffusion = GaussianDiffusion(timesteps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02)
+    diffusion = GaussianDiffusion(timesteps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02, prediction="epsilon")
     table = ddim_timesteps(1000, 20).tolist()
     assert table[0] == 999 and table[-1] == 0 and all(a > b for a, b in zip(table, table[1:]))
     g = torch.Generator().manual_seed(0)

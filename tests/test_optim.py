@@ -103,7 +103,7 @@ def test_accumulating_k_micro_batches_matches_one_batch(tiny_unet_args):
     """Same images, captions, t and noise: 4 micro-batches of 2 give the gradient of one batch of 8."""
     torch.manual_seed(0)
     unet = UNet(**tiny_unet_args)
-    diffusion = GaussianDiffusion(timesteps=100, schedule="cosine", beta_start=1e-4, beta_end=0.02)
+    diffusion = GaussianDiffusion(timesteps=100, schedule="cosine", beta_start=1e-4, beta_end=0.02, prediction="epsilon")
     g = torch.Generator().manual_seed(1)
     x0, noise = torch.randn(8, 3, 8, 8, generator=g), torch.randn(8, 3, 8, 8, generator=g)
     t = torch.randint(0, 100, (8,), generator=g)

@@ -3,7 +3,9 @@
 Equations cite Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (DDPM), Nichol & Dhariwal 2021,
 "Improved DDPM" (cosine schedule), Song et al. 2021, "Denoising Diffusion Implicit Models" (DDIM), and
 Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", and Lu et al. 2022, "DPM-Solver++: Fast Solver for
-Guided Sampling of Diffusion Probabilistic Models" (DPM-Solver++).
+Guided Sampling of Diffusion Probabilistic Models" (DPM-Solver++), Salimans & Ho 2022, "Progressive Distillation
+for Fast Sampling of Diffusion Models" (v-prediction, their §4 and appendix D), and Guttenberg 2023, "Diffusion
+with Offset Noise".
 
 The network is an argument, never a member: ``eps = model(x_t, t, context, context_mask)`` so that the
 maths here can be tested with a dummy function. Images live in [-1, 1].
@@ -21,6 +23,7 @@ EpsModel = Callable[..., torch.Tensor]
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
+PREDICTIONS = ("epsilon", "v")  # what the network outputs: ε, or v = √ᾱ·ε − √(1−ᾱ)·x_0 (Salimans & Ho 2022)
 
 
 def make_betas(schedule: str, timesteps: int, *, beta_start: float, beta_end: float) -> torch.Tensor:
@@ -55,6 +58,16 @@ def ddim_timesteps(timesteps: int, num_steps: int) -> torch.Tensor:
     return table.flip(0)
 
 
+def make_noise(shape: tuple, offset: float, generator: torch.Generator) -> torch.Tensor:
+    """Training noise ε (B,C,H,W): N(0, I), plus ``offset``·N(0, 1) per (image, channel) when offset > 0
+    (offset noise, Guttenberg 2023), so the model learns to change an image's mean colour. Offset 0 draws nothing
+    extra (the random stream stays as it was)."""
+    noise = torch.randn(shape, generator=generator)
+    if offset > 0:
+        noise = noise + offset * torch.randn((*shape[:2], 1, 1), generator=generator)
+    return noise
+
+
 def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance (Ho & Salimans 2022 eq. 6, written as in Imagen/diffusers):
     ε̃ = ε_uncond + s·(ε_cond − ε_uncond). s = 1 is the plain conditional prediction, s = 0 unconditional.
@@ -69,8 +82,11 @@ class GaussianDiffusion:
     checkpoint stores. Call ``.to(device)`` to move the tables.
     """
 
-    def __init__(self, *, timesteps: int, schedule: str, beta_start: float, beta_end: float):
+    def __init__(self, *, timesteps: int, schedule: str, beta_start: float, beta_end: float, prediction: str):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; allowed: {', '.join(PREDICTIONS)}")
         self.timesteps = timesteps
+        self.prediction = prediction
         betas = make_betas(schedule, timesteps, beta_start=beta_start, beta_end=beta_end)
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, 0)
@@ -106,19 +122,32 @@ class GaussianDiffusion:
         return self._at(self.sqrt_alphas_cumprod, t) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t) * noise
 
     def loss_per_sample(self, model: EpsModel, x0, t, noise, context, context_mask) -> torch.Tensor:
-        """DDPM eq. 14 (L_simple): ‖ε − ε_θ(x_t, t)‖², averaged over pixels, shape (B,), float32."""
-        eps = model(self.q_sample(x0, t, noise), t, context, context_mask)
-        return F.mse_loss(eps.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+        """DDPM eq. 14 (L_simple): ‖ε − ε_θ(x_t, t)‖², averaged over pixels, shape (B,), float32; with
+        v-prediction ‖v − v_θ‖², v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0 (Salimans & Ho 2022, §4)."""
+        out = model(self.q_sample(x0, t, noise), t, context, context_mask)
+        target = noise
+        if self.prediction == "v":
+            target = self._at(self.sqrt_alphas_cumprod, t) * noise - self._at(self.sqrt_one_minus_alphas_cumprod, t) * x0
+        return F.mse_loss(out.float(), target, reduction="none").mean(dim=(1, 2, 3))
+
+    def eps_from_output(self, x_t, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The network's output as ε: itself for ε-prediction; from v, ε = √ᾱ_t·v + √(1−ᾱ_t)·x_t (substitute
+        x_t = √ᾱ·x_0 + √(1−ᾱ)·ε into v). Affine in ``out``, so guidance may combine either form. t (B,)."""
+        if self.prediction == "epsilon":
+            return out
+        return self._at(self.sqrt_alphas_cumprod, t) * out + self._at(self.sqrt_one_minus_alphas_cumprod, t) * x_t
 
     def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
         """Min-SNR-γ loss weights for ε-prediction (Hang et al. 2023, eq. 6 divided by SNR): min(SNR_t, γ)/SNR_t,
         SNR_t = ᾱ_t/(1 − ᾱ_t), shape (B,). Low-noise steps (SNR > γ) count less, so that the conflicting
         gradients of near-clean images do not slow the learning of structure. γ = 0 means no weighting (all 1).
+        With v-prediction, ‖v − v_θ‖² = (SNR_t + 1)·‖x_0 − x̂_0‖² (where ‖ε − ε_θ‖² = SNR_t·‖x_0 − x̂_0‖²), so the
+        same min(SNR_t, γ) weight on the x_0 error is min(SNR_t, γ)/(SNR_t + 1) (Hang et al. 2023, §3.4).
         """
         if gamma == 0:
             return torch.ones(t.shape, device=t.device)
         snr = self.alphas_cumprod[t] / (1 - self.alphas_cumprod[t])
-        return snr.clamp(max=gamma) / snr
+        return snr.clamp(max=gamma) / (snr + 1 if self.prediction == "v" else snr)
 
     # ---- reverse process -----------------------------------------------------------------------
     def predict_x0(self, x_t, t, eps) -> torch.Tensor:
@@ -211,11 +240,11 @@ class GaussianDiffusion:
 
         def eps_at(x, t_batch):
             if not guided:
-                return model(x, t_batch, context, context_mask).float()
+                return self.eps_from_output(x, t_batch, model(x, t_batch, context, context_mask).float())
             # One batched call for the conditional and unconditional branches.
             eps = model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), both_ctx, both_mask).float()
             eps_cond, eps_uncond = eps.chunk(2)
-            return guided_eps(eps_cond, eps_uncond, guidance_scale)
+            return self.eps_from_output(x, t_batch, guided_eps(eps_cond, eps_uncond, guidance_scale))
 
         x = torch.randn(shape, generator=generator, device=device)
         table = torch.arange(self.timesteps - 1, -1, -1) if sampler == "ddpm" else ddim_timesteps(self.timesteps, num_steps)

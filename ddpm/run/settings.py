@@ -9,7 +9,7 @@ import ast
 import math
 import re
 
-from ddpm.model.diffusion import SAMPLERS, SCHEDULES
+from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
 
@@ -52,6 +52,8 @@ SCHEMA = {
     "BETA_SCHEDULE": _choice(SCHEDULES),
     "BETA_START": _float(0, 1, lo_open=True, hi_open=True),
     "BETA_END": _float(0, 1, lo_open=True, hi_open=True),
+    "PREDICTION": _choice(PREDICTIONS),
+    "OFFSET_NOISE": _float(0, 1),
     "BASE_CHANNELS": _int(1),
     "CHANNEL_MULTS": _int_tuple(lo=1, allow_empty=False),
     "NUM_RES_BLOCKS": _int(1),
@@ -204,4 +206,4 @@ def unet_args(cfg: dict, *, context_dim: int) -> dict:
 def diffusion_args(cfg: dict) -> dict:
     """``GaussianDiffusion`` arguments."""
     return dict(timesteps=cfg["TIMESTEPS"], schedule=cfg["BETA_SCHEDULE"], beta_start=cfg["BETA_START"],
-                beta_end=cfg["BETA_END"])
+                beta_end=cfg["BETA_END"], prediction=cfg["PREDICTION"])
