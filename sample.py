@@ -18,6 +18,7 @@ import torchvision.utils as vutils
 from tqdm import tqdm
 
 from ddpm.files import atomic_write
+from ddpm.model.diffusion import SAMPLERS
 from ddpm.run.checkpoint import CheckpointError, all_checkpoints, newest_valid
 from ddpm.run.export import load_model
 from ddpm.run.pipeline import Pipeline
@@ -36,7 +37,7 @@ def parse_args(argv):
     p.add_argument("--n", type=int, default=16, help="images in the grid")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default=None, help="default: the checkpoint's")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the checkpoint's")
     p.add_argument("--eta", type=float, default=None, help="DDIM η (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt", default=None, help="checkpoint file (default: the newest under runs/)")

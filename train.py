@@ -27,11 +27,12 @@ from ddpm.files import read_json
 from ddpm.run.finetune import FinetuneError, init_from, parse_parts, select_trainable
 from ddpm.measure.evaluate import quick_eval
 from ddpm.measure.caption_probe import training_probe
-from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.diffusion import GaussianDiffusion, make_noise
 from ddpm.model.ema import ema_update
 from ddpm.model.text import build_text_encoder, cache_fits, encode_in_batches, tokenizer_for
 from ddpm.model.unet import UNet
 from ddpm.run import checkpoint as ckpts
+from ddpm.run import optim
 from ddpm.run import settings
 from ddpm.run.folder import (RunFolderError, find_resume, last_good, log_provenance, open_run_folder, record_resume,
                              save_grid, update_record)
@@ -183,7 +184,7 @@ def main(argv=None):
     fmt = memory_format(cfg["CHANNELS_LAST"])
     unet = UNet(**unet_args).to(device, memory_format=fmt)
     unet_step = CompiledOrEager(world.wrap(unet), enabled=cfg["COMPILE"], warn=tqdm.write)  # training forward (ADR 0013)
-    text_step = None if text_encoder.frozen else world.wrap(text_encoder)
+    encode = text_encoder if text_encoder.frozen else world.wrap(text_encoder)  # the text forward (DDP when trained)
     diffusion_args = settings.diffusion_args(cfg)
     diffusion = GaussianDiffusion(**diffusion_args).to(device)
 
@@ -192,7 +193,14 @@ def main(argv=None):
     if world.main:
         print(f"training {share_text}; text encoder: {'frozen' if text_encoder.frozen else 'trained'}")
     trainable = unet_trainable + ([] if text_encoder.frozen else list(text_encoder.parameters()))
-    optimizer = torch.optim.AdamW(trainable, lr=cfg["LEARNING_RATE"], weight_decay=cfg["WEIGHT_DECAY"])
+    text_lr = cfg["TEXT_LEARNING_RATE"] or cfg["LEARNING_RATE"]  # 0 = the UNet's (ADR 0027)
+    groups = optim.param_groups([(unet_trainable, cfg["LEARNING_RATE"]),
+                                 ([] if text_encoder.frozen else text_encoder.parameters(), text_lr)])
+    try:
+        optimizer = optim.build_optimizer(cfg["OPTIMIZER"], groups, betas=cfg["ADAM_BETAS"], eps=cfg["ADAM_EPS"],
+                                          weight_decay=cfg["WEIGHT_DECAY"])
+    except optim.OptimizerUnavailable as err:
+        bad_input(str(err))
     ema_text = text_encoder if text_encoder.frozen else copy.deepcopy(text_encoder).eval().requires_grad_(False)
     state = TrainState(unet=unet, ema_unet=copy.deepcopy(unet).eval().requires_grad_(False), text_encoder=text_encoder,
                        ema_text=ema_text, optimizer=optimizer, generator=gen, draws=draws)
@@ -273,28 +281,32 @@ def main(argv=None):
         if state.perm is None or state.batch_in_epoch >= steps_per_epoch:
             state.perm, state.batch_in_epoch = torch.randperm(n, generator=gen).to(device), 0
         idx = world.shard(state.perm[state.batch_in_epoch * bs : (state.batch_in_epoch + 1) * bs])  # this rank's slice
-        lr = cfg["LEARNING_RATE"] * min(1.0, (state.step + 1) / max(1, cfg["WARMUP_STEPS"]))  # linear warm-up, then constant
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr_factor = optim.lr_factor(state.step, warmup_steps=cfg["WARMUP_STEPS"], schedule=cfg["LR_SCHEDULE"],
+                                    total_steps=cfg["EPOCHS"] * steps_per_epoch, min_ratio=cfg["LR_MIN_RATIO"])
+        optim.set_lr(optimizer, lr_factor)
+        lr = cfg["LEARNING_RATE"] * lr_factor  # the UNet's, for the logs
 
         step_start = time.perf_counter()
         x0 = images[idx].contiguous(memory_format=fmt)
         drop, t, noise = world.shard(  # drawn on the device for the GLOBAL batch, so every world size sees the same
             torch.rand(bs, generator=draws, device=device) < cfg["CAPTION_DROPOUT"],  # classifier-free guidance
             torch.randint(0, cfg["TIMESTEPS"], (bs,), generator=draws, device=device),
-            torch.randn((bs, *x0.shape[1:]), generator=draws, device=device))
+            make_noise((bs, *x0.shape[1:]), cfg["OFFSET_NOISE"], draws, device=device))  # offset noise (ADR 0028)
         cap = torch.where(drop, null_index, caption_index[idx])
-        with autocast(cfg["PRECISION"], device):
-            with torch.set_grad_enabled(not text_encoder.frozen):  # frozen and uncached: per batch, no graph
-                context = cached[cap] if cached is not None else (text_step or text_encoder)(tokens[cap])
-            losses = diffusion.loss_per_sample(unet_step, x0, t, noise, context, token_mask[cap])  # (B,)
-        loss = (diffusion.min_snr_weights(t, cfg["MIN_SNR_GAMMA"]) * losses).mean()  # losses stay unweighted for logs
+
+        def loss_of(part):  # one micro-batch: (weighted mean loss, unweighted per-sample losses for the logs)
+            with autocast(cfg["PRECISION"], device):
+                with torch.set_grad_enabled(not text_encoder.frozen):  # frozen and uncached: per batch, no graph
+                    context = cached[cap[part]] if cached is not None else encode(tokens[cap[part]])
+                part_losses = diffusion.loss_per_sample(unet_step, x0[part], t[part], noise[part], context,
+                                                        token_mask[cap[part]])  # (b,)
+            return (diffusion.min_snr_weights(t[part], cfg["MIN_SNR_GAMMA"]) * part_losses).mean(), part_losses
 
         # A non-finite loss or gradient norm on any rank skips the update on every rank: no step, no EMA, nothing
         # checkpointed from it. Backward runs regardless: DDP's gradient all-reduce needs every rank, and carries a
         # NaN to all of them; the flag's all-reduce is the one host read per step (ADR 0017).
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, losses = optim.accumulate(loss_of, len(idx), cfg["GRAD_ACCUM_STEPS"])  # (ADR 0026)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg["GRAD_CLIP"])
         state.batch_in_epoch += 1
         if not world.all_true(torch.isfinite(loss) & torch.isfinite(grad_norm)):

@@ -10,7 +10,7 @@ from ddpm.model.diffusion import GaussianDiffusion, ddim_timesteps, guided_eps, 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_betas_in_open_unit_interval_and_alphas_cumprod_decreasing(schedule):
-    d = GaussianDiffusion(timesteps=100, schedule=schedule, beta_start=1e-4, beta_end=0.02)
+    d = GaussianDiffusion(timesteps=100, schedule=schedule, beta_start=1e-4, beta_end=0.02, prediction="epsilon")
     assert ((d.betas > 0) & (d.betas < 1)).all()
     assert (d.alphas_cumprod[1:] < d.alphas_cumprod[:-1]).all()
     assert d.alphas_cumprod.dtype == torch.float32
@@ -32,7 +32,7 @@ def test_unknown_schedule_is_named():
 
 
 def test_q_sample_closed_form():
-    d = GaussianDiffusion(timesteps=100, schedule="linear", beta_start=1e-4, beta_end=0.02)
+    d = GaussianDiffusion(timesteps=100, schedule="linear", beta_start=1e-4, beta_end=0.02, prediction="epsilon")
     x0 = torch.rand(3, 3, 4, 4) * 2 - 1
     t = torch.tensor([0, 50, 99])
     zero = d.q_sample(x0, t, torch.zeros_like(x0))
@@ -44,7 +44,7 @@ def test_q_sample_closed_form():
 
 
 def test_p_sample_matches_ddpm_eq_11_with_dummy_network():
-    d = GaussianDiffusion(timesteps=20, schedule="linear", beta_start=1e-3, beta_end=0.2)
+    d = GaussianDiffusion(timesteps=20, schedule="linear", beta_start=1e-3, beta_end=0.2, prediction="epsilon")
     x = torch.randn(2, 3, 4, 4)
     eps = torch.randn_like(x)  # what a dummy network would predict
     z = torch.randn_like(x)
@@ -61,7 +61,7 @@ def test_p_sample_matches_ddpm_eq_11_with_dummy_network():
 
 
 def test_ddim_step_eta0_is_deterministic_formula():
-    d = GaussianDiffusion(timesteps=50, schedule="cosine", beta_start=0, beta_end=0)
+    d = GaussianDiffusion(timesteps=50, schedule="cosine", beta_start=0, beta_end=0, prediction="epsilon")
     x, eps = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     t, tp = 30, 10
     a_t, a_p = d.alphas_cumprod[t], d.alphas_cumprod[tp]
@@ -98,7 +98,7 @@ def test_guidance_scale_one_is_conditional_and_zero_unconditional():
 
 
 def test_sampler_with_guidance_one_skips_the_unconditional_branch():
-    d = GaussianDiffusion(timesteps=10, schedule="linear", beta_start=1e-3, beta_end=0.2)
+    d = GaussianDiffusion(timesteps=10, schedule="linear", beta_start=1e-3, beta_end=0.2, prediction="epsilon")
     batches = []
 
     def model(x, t, ctx, mask):
@@ -116,7 +116,7 @@ def test_sampler_with_guidance_one_skips_the_unconditional_branch():
 
 
 def test_ddpm_sampler_runs_all_timesteps_and_is_seeded():
-    d = GaussianDiffusion(timesteps=12, schedule="linear", beta_start=1e-3, beta_end=0.2)
+    d = GaussianDiffusion(timesteps=12, schedule="linear", beta_start=1e-3, beta_end=0.2, prediction="epsilon")
     calls = []
 
     def model(x, t, ctx, mask):
@@ -133,7 +133,7 @@ def test_ddpm_sampler_runs_all_timesteps_and_is_seeded():
 
 
 def test_min_snr_weights_closed_form():
-    d = GaussianDiffusion(timesteps=100, schedule="cosine", beta_start=0, beta_end=0)
+    d = GaussianDiffusion(timesteps=100, schedule="cosine", beta_start=0, beta_end=0, prediction="epsilon")
     t = torch.tensor([0, 10, 50, 99])
     assert torch.equal(d.min_snr_weights(t, 0.0), torch.ones(4))
     snr = d.alphas_cumprod[t] / (1 - d.alphas_cumprod[t])

@@ -46,7 +46,7 @@ def test_unet_output_depends_on_text_and_ignores_padding(tiny_unet_args):
 def test_tiny_model_overfits_one_batch(tiny_unet_args):
     torch.manual_seed(0)
     net = UNet(**tiny_unet_args)
-    d = GaussianDiffusion(timesteps=50, schedule="cosine", beta_start=1e-4, beta_end=0.02)
+    d = GaussianDiffusion(timesteps=50, schedule="cosine", beta_start=1e-4, beta_end=0.02, prediction="epsilon")
     x0 = torch.rand(4, 3, 8, 8) * 2 - 1
     ctx, mask = torch.randn(4, 3, 16), torch.ones(4, 3, dtype=torch.bool)
     t, noise = torch.randint(0, 50, (4,)), torch.randn(4, 3, 8, 8)
@@ -93,7 +93,7 @@ def test_compiled_unet_matches_eager(tiny_unet_args):
     net = UNet(**tiny_unet_args)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.1)
-    d = GaussianDiffusion(timesteps=50, schedule="cosine", beta_start=1e-4, beta_end=0.02)
+    d = GaussianDiffusion(timesteps=50, schedule="cosine", beta_start=1e-4, beta_end=0.02, prediction="epsilon")
     x0, ctx = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 3, 16)
     mask, t, noise = torch.ones(4, 3, dtype=torch.bool), torch.randint(0, 50, (4,)), torch.randn(4, 3, 8, 8)
     results = []

@@ -2,7 +2,10 @@
 
 Equations cite Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (DDPM), Nichol & Dhariwal 2021,
 "Improved DDPM" (cosine schedule), Song et al. 2021, "Denoising Diffusion Implicit Models" (DDIM), and
-Ho & Salimans 2022, "Classifier-Free Diffusion Guidance".
+Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", and Lu et al. 2022, "DPM-Solver++: Fast Solver for
+Guided Sampling of Diffusion Probabilistic Models" (DPM-Solver++), Salimans & Ho 2022, "Progressive Distillation
+for Fast Sampling of Diffusion Models" (v-prediction, their §4 and appendix D), and Guttenberg 2023, "Diffusion
+with Offset Noise".
 
 The network is an argument, never a member: ``eps = model(x_t, t, context, context_mask)`` so that the
 maths here can be tested with a dummy function. Images live in [-1, 1].
@@ -19,6 +22,8 @@ import torch.nn.functional as F
 EpsModel = Callable[..., torch.Tensor]
 
 SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
+PREDICTIONS = ("epsilon", "v")  # what the network outputs: ε, or v = √ᾱ·ε − √(1−ᾱ)·x_0 (Salimans & Ho 2022)
 
 
 def make_betas(schedule: str, timesteps: int, *, beta_start: float, beta_end: float) -> torch.Tensor:
@@ -53,6 +58,16 @@ def ddim_timesteps(timesteps: int, num_steps: int) -> torch.Tensor:
     return table.flip(0)
 
 
+def make_noise(shape: tuple, offset: float, generator: torch.Generator, device=None) -> torch.Tensor:
+    """Training noise ε (B,C,H,W): N(0, I), plus ``offset``·N(0, 1) per (image, channel) when offset > 0
+    (offset noise, Guttenberg 2023), so the model learns to change an image's mean colour. Offset 0 draws nothing
+    extra (the random stream stays as it was)."""
+    noise = torch.randn(shape, generator=generator, device=device)
+    if offset > 0:
+        noise = noise + offset * torch.randn((*shape[:2], 1, 1), generator=generator, device=device)
+    return noise
+
+
 def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance (Ho & Salimans 2022 eq. 6, written as in Imagen/diffusers):
     ε̃ = ε_uncond + s·(ε_cond − ε_uncond). s = 1 is the plain conditional prediction, s = 0 unconditional.
@@ -67,8 +82,11 @@ class GaussianDiffusion:
     checkpoint stores. Call ``.to(device)`` to move the tables.
     """
 
-    def __init__(self, *, timesteps: int, schedule: str, beta_start: float, beta_end: float):
+    def __init__(self, *, timesteps: int, schedule: str, beta_start: float, beta_end: float, prediction: str):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; allowed: {', '.join(PREDICTIONS)}")
         self.timesteps = timesteps
+        self.prediction = prediction
         betas = make_betas(schedule, timesteps, beta_start=beta_start, beta_end=beta_end)
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, 0)
@@ -104,19 +122,32 @@ class GaussianDiffusion:
         return self._at(self.sqrt_alphas_cumprod, t) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t) * noise
 
     def loss_per_sample(self, model: EpsModel, x0, t, noise, context, context_mask) -> torch.Tensor:
-        """DDPM eq. 14 (L_simple): ‖ε − ε_θ(x_t, t)‖², averaged over pixels, shape (B,), float32."""
-        eps = model(self.q_sample(x0, t, noise), t, context, context_mask)
-        return F.mse_loss(eps.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+        """DDPM eq. 14 (L_simple): ‖ε − ε_θ(x_t, t)‖², averaged over pixels, shape (B,), float32; with
+        v-prediction ‖v − v_θ‖², v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0 (Salimans & Ho 2022, §4)."""
+        out = model(self.q_sample(x0, t, noise), t, context, context_mask)
+        target = noise
+        if self.prediction == "v":
+            target = self._at(self.sqrt_alphas_cumprod, t) * noise - self._at(self.sqrt_one_minus_alphas_cumprod, t) * x0
+        return F.mse_loss(out.float(), target, reduction="none").mean(dim=(1, 2, 3))
+
+    def eps_from_output(self, x_t, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The network's output as ε: itself for ε-prediction; from v, ε = √ᾱ_t·v + √(1−ᾱ_t)·x_t (substitute
+        x_t = √ᾱ·x_0 + √(1−ᾱ)·ε into v). Affine in ``out``, so guidance may combine either form. t (B,)."""
+        if self.prediction == "epsilon":
+            return out
+        return self._at(self.sqrt_alphas_cumprod, t) * out + self._at(self.sqrt_one_minus_alphas_cumprod, t) * x_t
 
     def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
         """Min-SNR-γ loss weights for ε-prediction (Hang et al. 2023, eq. 6 divided by SNR): min(SNR_t, γ)/SNR_t,
         SNR_t = ᾱ_t/(1 − ᾱ_t), shape (B,). Low-noise steps (SNR > γ) count less, so that the conflicting
         gradients of near-clean images do not slow the learning of structure. γ = 0 means no weighting (all 1).
+        With v-prediction, ‖v − v_θ‖² = (SNR_t + 1)·‖x_0 − x̂_0‖² (where ‖ε − ε_θ‖² = SNR_t·‖x_0 − x̂_0‖²), so the
+        same min(SNR_t, γ) weight on the x_0 error is min(SNR_t, γ)/(SNR_t + 1) (Hang et al. 2023, §3.4).
         """
         if gamma == 0:
             return torch.ones(t.shape, device=t.device)
         snr = self.alphas_cumprod[t] / (1 - self.alphas_cumprod[t])
-        return snr.clamp(max=gamma) / snr
+        return snr.clamp(max=gamma) / (snr + 1 if self.prediction == "v" else snr)
 
     # ---- reverse process -----------------------------------------------------------------------
     def predict_x0(self, x_t, t, eps) -> torch.Tensor:
@@ -150,6 +181,29 @@ class GaussianDiffusion:
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
         return a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
 
+    def dpmpp2m_step(self, x_s, s: int, t: int, x0: torch.Tensor, previous: Optional[tuple]) -> tuple:
+        """One step s → t of DPM-Solver++(2M) (DPM-Solver++ Algorithm 2: multistep, second order, data prediction).
+
+        With α = √ᾱ, σ = √(1−ᾱ), λ = log(α/σ) and h = λ_t − λ_s, the first-order update (their eq. 9, = DDIM with
+        η = 0) is x_t = (σ_t/σ_s)·x_s − α_t·(e^{−h} − 1)·D, with D = x̂_0(x_s) the data prediction. From the second
+        step on, D = (1 + 1/(2r))·x̂_0(x_s) − 1/(2r)·x̂_0(x_prev), r = h_prev/h (Algorithm 2, line 5), the
+        multistep correction from the previous step's data prediction. ``previous`` is that (x̂_0, h) or None;
+        t = −1 means ᾱ = 1 (σ = 0, λ = ∞): that last step is first order, x_t = x̂_0 (as DDIM's). Returns
+        (x_t, (x0, h) for the next step). x_s, x0 (B,C,H,W).
+        """
+        if t < 0:
+            return x0, None
+        a_s, a_t = self.alphas_cumprod[s].double(), self.alphas_cumprod[t].double()
+        lam_s, lam_t = 0.5 * (a_s / (1 - a_s)).log(), 0.5 * (a_t / (1 - a_t)).log()
+        h = lam_t - lam_s
+        d = x0
+        if previous is not None:
+            x0_prev, h_prev = previous
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)).float() * x0 - (1 / (2 * r)).float() * x0_prev
+        x_t = ((1 - a_t) / (1 - a_s)).sqrt().float() * x_s - (a_t.sqrt() * torch.expm1(-h)).float() * d
+        return x_t, (x0, h)
+
     @torch.no_grad()
     def sample(
         self,
@@ -172,10 +226,11 @@ class GaussianDiffusion:
 
         context (B,L,D) / context_mask (B,L): the prompts; null_context/null_mask (1,L,D)/(1,L): the empty
         prompt, used for guidance when ``guidance_scale != 1``. sampler "ddpm" runs all T ancestral steps;
-        "ddim" runs ``num_steps`` DDIM steps with stochasticity ``eta`` (η = 1 with all steps ≈ DDPM).
+        "ddim" runs ``num_steps`` DDIM steps with stochasticity ``eta`` (η = 1 with all steps ≈ DDPM);
+        "dpmpp2m" runs ``num_steps`` DPM-Solver++(2M) steps on the same timestep table (deterministic, ``eta`` unused).
         """
-        if sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"unknown sampler {sampler!r}; allowed: ddpm, ddim")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
         device = context.device
         b = shape[0]
         guided = guidance_scale != 1.0
@@ -185,22 +240,27 @@ class GaussianDiffusion:
 
         def eps_at(x, t_batch):
             if not guided:
-                return model(x, t_batch, context, context_mask).float()
+                return self.eps_from_output(x, t_batch, model(x, t_batch, context, context_mask).float())
             # One batched call for the conditional and unconditional branches.
             eps = model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), both_ctx, both_mask).float()
             eps_cond, eps_uncond = eps.chunk(2)
-            return guided_eps(eps_cond, eps_uncond, guidance_scale)
+            return self.eps_from_output(x, t_batch, guided_eps(eps_cond, eps_uncond, guidance_scale))
 
         x = torch.randn(shape, generator=generator, device=device)
         table = torch.arange(self.timesteps - 1, -1, -1) if sampler == "ddpm" else ddim_timesteps(self.timesteps, num_steps)
         steps = table.tolist()
         iterator = progress(steps) if progress else steps
+        previous = None  # DPM-Solver++'s (x̂_0, h) of the step before
         for i, t in enumerate(iterator):
             t_batch = torch.full((b,), t, device=device, dtype=torch.long)
             eps = eps_at(x, t_batch)
             noise = torch.randn(shape, generator=generator, device=device)
             if sampler == "ddpm":
                 x = self.p_sample(x, t_batch, eps, clip_x0=clip_x0, noise=noise)
+            elif sampler == "dpmpp2m":
+                x0 = self.predict_x0(x, t_batch, eps)
+                t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+                x, previous = self.dpmpp2m_step(x, t, t_prev, x0.clamp(-1, 1) if clip_x0 else x0, previous)
             else:
                 t_prev = steps[i + 1] if i + 1 < len(steps) else -1
                 x = self.ddim_step(x, t, t_prev, eps, eta=eta, clip_x0=clip_x0, noise=noise)

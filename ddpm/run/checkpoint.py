@@ -79,6 +79,10 @@ def save_atomic(obj: dict, path: str) -> None:
         os.close(dir_fd)
 
 
+# Constructor arguments added after checkpoints were first written, with the behaviour those checkpoints had.
+ADDED_ARGS = {"diffusion_args": {"prediction": "epsilon"}}
+
+
 def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file; check the path, or use another one")
@@ -99,6 +103,8 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(f"{path}: not a checkpoint of this repo (missing {', '.join(missing)}); use another one")
     if ckpt["format"] > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {ckpt['format']} is newer than this code ({FORMAT_VERSION}); update the repo")
+    for key, added in ADDED_ARGS.items():  # checkpoints from before an argument existed had its old behaviour
+        ckpt[key] = {**added, **ckpt[key]}
     return ckpt
 
 

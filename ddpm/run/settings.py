@@ -11,10 +11,11 @@ import re
 
 from ddpm.data.images import RESIZE_POLICIES
 from ddpm.data.load import BAD_FILE_POLICIES, DATASETS, FLIP_POLICIES
-from ddpm.model.diffusion import SCHEDULES
+from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES
 from ddpm.data.shapes import SPLITS
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.run.finetune import UNET_PARTS, parse_parts
+from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
 
 
 def _int(lo=None, hi=None):
@@ -69,6 +70,8 @@ SCHEMA = {
     "BETA_SCHEDULE": _choice(SCHEDULES),
     "BETA_START": _float(0, 1, lo_open=True, hi_open=True),
     "BETA_END": _float(0, 1, lo_open=True, hi_open=True),
+    "PREDICTION": _choice(PREDICTIONS),
+    "OFFSET_NOISE": _float(0, 1),
     "BASE_CHANNELS": _int(1),
     "CHANNEL_MULTS": _int_tuple(lo=1, allow_empty=False),
     "NUM_RES_BLOCKS": _int(1),
@@ -88,13 +91,21 @@ SCHEMA = {
     "CAPTION_DROPOUT": _float(0, 1, hi_open=True),
     "MIN_SNR_GAMMA": _float(0, 1e6),
     "GUIDANCE_SCALE": _float(0, 100),
-    "SAMPLER": _choice(("ddim", "ddpm")),
+    "SAMPLER": _choice(SAMPLERS),
     "NUM_INFERENCE_STEPS": _int(1),
     "DDIM_ETA": _float(0, 1),
     "CLIP_DENOISED": _BOOL,
     "LEARNING_RATE": _float(0, 1, lo_open=True),
     "WARMUP_STEPS": _int(0),
     "WEIGHT_DECAY": _float(0, 1),
+    "OPTIMIZER": _choice(OPTIMIZERS),
+    "ADAM_BETAS": ((tuple, list), lambda v: len(v) == 2 and all(type(b) in (int, float) and 0 <= b < 1 for b in v),
+                   "a pair (β1, β2) of numbers in [0, 1)"),
+    "ADAM_EPS": _float(0, 1, lo_open=True),
+    "LR_SCHEDULE": _choice(LR_SCHEDULES),
+    "LR_MIN_RATIO": _float(0, 1),
+    "TEXT_LEARNING_RATE": _float(0, 1),
+    "GRAD_ACCUM_STEPS": _int(1),
     "BATCH_SIZE": _int(1),
     "EPOCHS": _int(1),
     "GRAD_CLIP": _float(0, 1e6, lo_open=True),
@@ -167,6 +178,9 @@ def _cross_checks(c: dict) -> list:
         errors.append("OPEN_CLIP_PRETRAINED is empty: the open_clip encoder needs a pretrained tag or a weights file")
     if c["DATASET"] != "shapes" and not c["DATA_DIR"]:
         errors.append(f"DATA_DIR is empty: DATASET = {c['DATASET']!r} reads its images from a folder (--set DATA_DIR=/path)")
+    if c["BATCH_SIZE"] % c["GRAD_ACCUM_STEPS"]:
+        errors.append(f"GRAD_ACCUM_STEPS = {c['GRAD_ACCUM_STEPS']}: must divide BATCH_SIZE = {c['BATCH_SIZE']} "
+                      "(each micro-batch is BATCH_SIZE / GRAD_ACCUM_STEPS images)")
     if c["DATASET"] == "shapes" and c["BATCH_SIZE"] > c["DATASET_SIZE"]:
         errors.append(f"BATCH_SIZE = {c['BATCH_SIZE']}: must be ≤ DATASET_SIZE = {c['DATASET_SIZE']}")
     return errors
@@ -222,4 +236,4 @@ def data_args(cfg: dict) -> dict:
 def diffusion_args(cfg: dict) -> dict:
     """``GaussianDiffusion`` arguments."""
     return dict(timesteps=cfg["TIMESTEPS"], schedule=cfg["BETA_SCHEDULE"], beta_start=cfg["BETA_START"],
-                beta_end=cfg["BETA_END"])
+                beta_end=cfg["BETA_END"], prediction=cfg["PREDICTION"])
