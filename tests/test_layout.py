@@ -17,6 +17,7 @@ ALLOWED = {
     "run": {"model", "data", "files"},
     "decisions": {"files"},
     "measure": {"model", "data", "run", "decisions", "files"},
+    "experiments": {"model", "data", "run", "decisions", "measure", "files"},
 }
 
 
