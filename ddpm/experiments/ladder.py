@@ -22,17 +22,14 @@ s_i = max − min of its seeds' values:
     "inconclusive: fewer than 2 seeds on a rung"   a rung with fewer than two values has no spread to compare
 """
 
-import argparse
 import os
 import sys
 
 import torch
 from PIL import Image, ImageDraw
 
-from ddpm.decisions.adr import fmt, read_config
 from ddpm.experiments import results
-from ddpm.experiments.spec import SpecError, load
-from ddpm.experiments.sweep import REPO_ROOT, budget_steps, check_plan, run_points, subprocess_runner
+from ddpm.experiments.sweep import subprocess_runner, train_spec
 from ddpm.files import write_json, write_text
 from ddpm.measure.bench import count_params, forward_flops
 from ddpm.measure.report import load_font, plot_panel, save_png
@@ -82,7 +79,8 @@ def table(rows: list) -> str:
 
 def summarise(plan: dict, runs: list, config: dict) -> dict:
     """Rows in ladder order with sizes and spreads, and the verdict for final loss and final accuracy."""
-    rows = sorted(results.aggregate(runs, plan["metric"], plan["direction"]), key=lambda r: r["trial"])
+    ranked = results.aggregate(runs, plan["metric"], plan["direction"])
+    rows = sorted(ranked, key=lambda r: int(r["trial"][1:]))  # rung order: r0, r1, …
     for row in rows:
         cfg = {**config, **plan["base_values"], **row["overrides"]}
         row.update(size(cfg))
@@ -90,8 +88,7 @@ def summarise(plan: dict, runs: list, config: dict) -> dict:
         row["final_accuracy"] = results.spread([r.get("final_accuracy") for r in row["runs"]])
     verdicts = {"final_loss": verdict([[r.get("final_loss") for r in row["runs"]] for row in rows], "min"),
                 "final_accuracy": verdict([[r.get("final_accuracy") for r in row["runs"]] for row in rows], "max")}
-    best = results.aggregate(runs, plan["metric"], plan["direction"])[0]
-    return {"rows": rows, "verdicts": verdicts, "best": best, "table": table(rows)}
+    return {"rows": rows, "verdicts": verdicts, "best": ranked[0], "table": table(rows)}
 
 
 def write(plan: dict, summary: dict, out_dir: str) -> dict:
@@ -115,29 +112,10 @@ def write(plan: dict, summary: dict, out_dir: str) -> dict:
 
 
 def main(argv=None, *, runner=subprocess_runner) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm.experiments.ladder", description=__doc__.split("\n\n")[0])
-    p.add_argument("spec", help="a ladder spec, e.g. decisions/ladders/width.toml")
-    p.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="the ladder goes to RUNS_DIR/<name>/")
-    p.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config.py (sizes, budget_fraction)")
-    p.add_argument("--retry-failed", action="store_true", help="train the failed runs again")
-    args = p.parse_args(argv)
-    try:
-        spec = load(args.spec, ladder=True)
-        config = read_config(args.config)
-        budget = budget_steps(spec, config)
-        points = [{"trial": f"r{i}", "overrides": rung} for i, rung in enumerate(spec.rungs)]
-        out_dir = os.path.join(args.runs_dir, spec.name)
-        plan = results.jsonable({"kind": "ladder", "name": spec.name, "spec": args.spec, "seeds": spec.seeds,
-                                 "budget": budget, "metric": spec.metric, "direction": spec.direction,
-                                 "target_accuracy": spec.target_accuracy, "base": spec.base, "points": points,
-                                 "command": f"make ladder SPEC={args.spec}"})
-        check_plan(out_dir, plan)
-    except SpecError as err:
-        print(f"ladder: {err}", file=sys.stderr)
-        return 2
-    for point in points:
-        print(f"{point['trial']}: " + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items()))
-    runs = run_points(spec, points, out_dir, budget=budget, runner=runner, retry_failed=args.retry_failed)
+    done = train_spec(argv, ladder=True, runner=runner)
+    if isinstance(done, int):
+        return done
+    spec, config, out_dir, plan, runs = done
     summary = summarise({**plan, "base_values": spec.base}, runs, config)
     paths = write(plan, summary, out_dir)
     print(summary["table"] + "\n" + "\n".join(f"{k}: {v}" for k, v in summary["verdicts"].items()))

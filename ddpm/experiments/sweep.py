@@ -166,36 +166,60 @@ def check_plan(out_dir: str, plan: dict) -> None:
     write_json(plan, path)
 
 
-def main(argv=None, *, runner=subprocess_runner) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm.experiments.sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("spec", help="a sweep spec, e.g. decisions/sweeps/lr.toml")
-    p.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="the sweep goes to RUNS_DIR/<name>/")
-    p.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config.py (for budget_fraction and the table)")
-    p.add_argument("--retry-failed", action="store_true", help="train the failed trials again")
+def parser(prog: str, example: str) -> argparse.ArgumentParser:
+    """The command line that ``make sweep`` and ``make ladder`` share."""
+    p = argparse.ArgumentParser(prog=prog, description="Train every trial of a spec not trained yet, then write results.md.")
+    p.add_argument("spec", help=f"a spec file, e.g. {example}")
+    p.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="the results go to RUNS_DIR/<name>/")
+    p.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config.py (budget_fraction, sizes, the table)")
+    p.add_argument("--retry-failed", action="store_true", help="train the failed runs again")
     p.add_argument("--dry-run", action="store_true", help="print the trials and stop")
-    args = p.parse_args(argv)
-    try:
-        spec = load(args.spec)
-        config = read_config(args.config)
-        budget = budget_steps(spec, config)
-        points = sweep_points(spec)
-        out_dir = os.path.join(args.runs_dir, spec.name)
-        plan = results.jsonable({"kind": "sweep", "name": spec.name, "spec": args.spec, "seed": spec.seed,
-                                 "seeds": spec.seeds, "budget": budget, "metric": spec.metric, "direction": spec.direction,
-                                 "target_accuracy": spec.target_accuracy, "base": spec.base, "points": points,
-                                 "axes": {d.name: d.axis for d in spec.vary},
-                                 "command": f"make sweep SPEC={args.spec}"})
-        for point in points:
-            print(f"{point['trial']}: " + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items()))
-        if args.dry_run:
-            return 0
+    return p
+
+
+def prepare(args, *, ladder: bool = False) -> tuple:
+    """(spec, config, points, out_dir, plan) for a sweep or a ladder; SpecError for a bad spec or a changed plan."""
+    spec = load(args.spec, ladder=ladder)
+    config = read_config(args.config)
+    budget = budget_steps(spec, config)
+    points = ([{"trial": f"r{i}", "overrides": rung} for i, rung in enumerate(spec.rungs)] if ladder
+              else sweep_points(spec))
+    kind = "ladder" if ladder else "sweep"
+    plan = results.jsonable({"kind": kind, "name": spec.name, "spec": args.spec, "seed": spec.seed, "seeds": spec.seeds,
+                             "budget": budget, "metric": spec.metric, "direction": spec.direction,
+                             "target_accuracy": spec.target_accuracy, "base": spec.base, "points": points,
+                             "axes": {d.name: d.axis for d in spec.vary}, "command": f"make {kind} SPEC={args.spec}"})
+    for point in points:
+        print(f"{point['trial']}: " + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items()))
+    out_dir = os.path.join(args.runs_dir, spec.name)
+    if not args.dry_run:
         check_plan(out_dir, plan)
+    return spec, config, points, out_dir, plan
+
+
+def train_spec(argv, *, ladder: bool, runner):
+    """Parse the command line, train what is not trained yet: an exit code (bad spec, dry run) or
+    (spec, config, out_dir, plan, runs)."""
+    kind = "ladder" if ladder else "sweep"
+    example = "decisions/ladders/width.toml" if ladder else "decisions/sweeps/lr.toml"
+    args = parser(f"python -m ddpm.experiments.{kind}", example).parse_args(argv)
+    try:
+        spec, config, points, out_dir, plan = prepare(args, ladder=ladder)
     except SpecError as err:
-        print(f"sweep: {err}", file=sys.stderr)
+        print(f"{kind}: {err}", file=sys.stderr)
         return 2
-    runs = run_points(spec, points, out_dir, budget=budget, runner=runner, retry_failed=args.retry_failed)
-    paths = results.write(plan, runs, out_dir, current=config)
-    print(f"results → {paths['md']}")
+    if args.dry_run:
+        return 0
+    runs = run_points(spec, points, out_dir, budget=plan["budget"], runner=runner, retry_failed=args.retry_failed)
+    return spec, config, out_dir, plan, runs
+
+
+def main(argv=None, *, runner=subprocess_runner) -> int:
+    done = train_spec(argv, ladder=False, runner=runner)
+    if isinstance(done, int):
+        return done
+    _, config, out_dir, plan, runs = done
+    print(f"results → {results.write(plan, runs, out_dir, current=config)['md']}")
     return 0
 
 
