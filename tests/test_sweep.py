@@ -175,6 +175,17 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, lr_spec)
     assert os.listdir(os.path.join(runs_dir, "lr2", ".hparams"))  # one add_hparams per run
 
 
+def test_a_run_with_a_checkpoint_is_resumed_not_restarted(tmp_path, lr_spec):
+    ckpts = tmp_path / "runs" / "lr2" / "t0-s0" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "ckpt-epoch0000-step0000002.pt").write_bytes(b"")
+    commands = []
+    runner = FakeRunner()
+    sweep.main([lr_spec, "--runs-dir", str(tmp_path / "runs")], runner=lambda cmd, log: (commands.append(cmd), runner(cmd, log))[1])
+    assert commands[0][commands[0].index("--resume") + 1] == "t0-s0" and "--run" not in commands[0]
+    assert all("--run" in c for c in commands[1:])
+
+
 def test_crashed_and_non_finite_trials_are_recorded_and_the_sweep_goes_on(tmp_path, lr_spec):
     runs_dir = str(tmp_path / "runs")
     runner = FakeRunner(fail={"t0-s0": "crash", "t1-s1": "nan"})

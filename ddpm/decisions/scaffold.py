@@ -108,12 +108,15 @@ def from_results(folder, config_path) -> tuple[list[str], list[str]]:
         else:
             lines.append(f"- {name}: {NEW if old is MISSING else fmt(old)} → {fmt(value)}")
     metric = best.get("metric") or {}
+    mean = f"{metric['mean']:.4g}" if isinstance(metric.get("mean"), (int, float)) else "—"
+    base = ", ".join(f"{k} = {fmt(v)}" for k, v in (data.get("base") or {}).items())
     context = [f"Evidence: the {data.get('kind', 'sweep')} `{data.get('name')}` ({rel_path(path)}), produced by", "",
                "```", str(data.get("command")), "```", "",
                f"{len(data.get('points', []))} points × {len(data.get('seeds', []))} seeds, {data.get('budget')} optimizer "
                f"steps each, ranked by {data.get('metric')} ({data.get('direction')}); mean (min / median / max) over "
-               f"seeds. Best: {best.get('trial')}, {data.get('metric')} mean {metric.get('mean')} over {metric.get('n')} "
-               f"seed(s)" + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
+               f"seeds" + (f"; every trial also set {base}" if base else "") + f". Best: {best.get('trial')}, "
+               f"{data.get('metric')} mean {mean} over {metric.get('n')} seed(s)"
+               + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
                *str(data.get("table", "")).splitlines(), ""]
     context += [f"Verdict on {k}: {v}." for k, v in (data.get("verdicts") or {}).items()]
     return lines, context

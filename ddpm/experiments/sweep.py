@@ -63,9 +63,9 @@ def train_command(*, runs_dir: str, run: str, budget: int, overrides: dict, tags
 
 
 def subprocess_runner(cmd: list, log_path: str) -> tuple:
-    """Run ``cmd`` with its output to ``log_path``; (exit code, the output's tail). Interrupting kills the child."""
+    """Run ``cmd`` with its output appended to ``log_path``; (exit code, the log's tail). Interrupting kills the child."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:
         code = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
     with open(log_path, errors="replace") as log:
         return code, log.read()[-STDERR_TAIL:]
