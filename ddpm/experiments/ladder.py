@@ -105,7 +105,7 @@ def write(plan: dict, summary: dict, out_dir: str) -> dict:
     xs = [r["params"] for r in rows]
     for i, key in enumerate(("final_loss", "final_accuracy")):
         series = [(k, c, [r[key][k] for r in rows]) for k, c in zip(("mean", "min", "max"), results.COLORS)]
-        plot_panel(draw, (450 * i, 0, 450 * (i + 1), 340), xs, series, title=f"{key} against parameters",
+        plot_panel(draw, (450 * i, 0, 450 * (i + 1), 340), xs, series, title=key,
                    ylabel=key, xlabel="parameters (log axis)", x_scale=results.AXES["log"], font=font)
     save_png(img, paths["png"])
     return paths

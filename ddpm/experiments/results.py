@@ -111,7 +111,7 @@ def plot(rows: list, plan: dict, path: str) -> None:
         xs = [r["overrides"][name] for r in ordered]
         series = [(k, c, [r["metric"][k] for r in ordered]) for k, c in zip(("mean", "min", "max"), COLORS)]
         axis = plan.get("axes", {}).get(name, "linear")
-        plot_panel(draw, (450 * i, 0, 450 * (i + 1), 340), xs, series, title=f"{plan['metric']} against {name}",
+        plot_panel(draw, (450 * i, 0, 450 * (i + 1), 340), xs, series, title=name,
                    ylabel=plan["metric"], xlabel=f"{name} ({axis} axis)", x_scale=AXES[axis], font=font)
     save_png(img, path)
 
