@@ -9,7 +9,7 @@ BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cks
 export SAMPLE_PROMPT := $(value PROMPT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean digits
+.PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean digits sweep ladder
 
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
@@ -19,6 +19,9 @@ help: ## list the targets
 	@echo "make lint                  ruff: syntax errors, undefined and unused names"
 	@echo "make decisions             regenerate the ADR index and check config.py against the accepted ADRs"
 	@echo "make adr TITLE=\"...\"       write the next ADR, filled with config.py's undecided changes; SUPERSEDES=N"
+	@echo "make adr TITLE=\"...\" FROM=runs/<sweep>   the ADR from a sweep's best point, its table and command"
+	@echo "make sweep SPEC=decisions/sweeps/lr.toml    random search, seeds per point → runs/<name>/results.md"
+	@echo "make ladder SPEC=decisions/ladders/width.toml  sizes × seeds: loss and accuracy vs params/FLOPs, verdict"
 	@echo "make runs                  table of training runs, newest first"
 	@echo "make eval                  probe-classifier accuracy, Fréchet distance, diversity, guidance sweep; CKPT= N="
 	@echo "make export CKPT=...       EMA weights as .safetensors + .json beside it (sample, eval, --init-from read it); OUT="
@@ -58,7 +61,15 @@ decisions: $(STAMP)
 
 adr: $(STAMP)
 	@test -n "$(TITLE)" || { echo 'make adr needs a title: make adr TITLE="Raise the learning rate"'; exit 2; }
-	$(PY) -m ddpm.decisions.check new --title "$(TITLE)" $(if $(SUPERSEDES),--supersedes $(SUPERSEDES))
+	$(PY) -m ddpm.decisions.check new --title "$(TITLE)" $(if $(SUPERSEDES),--supersedes $(SUPERSEDES)) $(if $(FROM),--from "$(FROM)")
+
+sweep: $(STAMP)
+	@test -n "$(SPEC)" || { echo 'make sweep needs a spec: make sweep SPEC=decisions/sweeps/lr.toml'; exit 2; }
+	$(PY) -m ddpm.experiments.sweep "$(SPEC)" $(ARGS)
+
+ladder: $(STAMP)
+	@test -n "$(SPEC)" || { echo 'make ladder needs a spec: make ladder SPEC=decisions/ladders/width.toml'; exit 2; }
+	$(PY) -m ddpm.experiments.ladder "$(SPEC)" $(ARGS)
 
 runs: $(STAMP)
 	$(PY) -m ddpm.decisions.runs

@@ -60,6 +60,8 @@ def parse_args(argv):
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--init-from", metavar="PATH", help="start a new run (step 0, fresh optimizer) from the EMA weights "
                    "of a checkpoint or an exported .safetensors model; the architecture must match")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label recorded in run.json's provenance (a sweep stamps its name and trial this way)")
     args = p.parse_args(argv)
     if args.max_steps is not None and args.max_steps < 1:
         bad_input(f"--max-steps {args.max_steps}: must be ≥ 1 (or left out to train EPOCHS epochs)")
@@ -110,6 +112,13 @@ def check_decisions(config_file_values: dict, overrides: dict, exploratory: bool
     return prov
 
 
+def parse_tags(items: list) -> dict:
+    tags = dict(item.partition("=")[::2] for item in items)
+    if any(not key for key in tags) or any("=" not in item for item in items):
+        bad_input(f"--tag {items}: expected KEY=VALUE, e.g. --tag sweep=lr")
+    return tags
+
+
 def configure(args) -> tuple:
     """(config, provenance, run folder, resume) where resume is None or (checkpoint path, checkpoint, changes).
 
@@ -124,7 +133,8 @@ def configure(args) -> tuple:
             if os.path.exists(os.path.join(run_dir, "checkpoints")):
                 raise ValueError(f"run {run_dir} exists already: pick another --run name, or continue it with --resume")
             cfg = validated({**config_file_values, **overrides}, overrides)
-            return cfg, check_decisions(config_file_values, overrides, args.exploratory), run_dir, None
+            prov = check_decisions(config_file_values, overrides, args.exploratory)
+            return cfg, {**prov, "tags": parse_tags(args.tag)} if args.tag else prov, run_dir, None
         run_dir, ckpt_path, ckpt = find_resume(args.runs_dir, args.resume)
     except (ValueError, RunFolderError) as err:
         bad_input(str(err))
@@ -264,7 +274,8 @@ def main(argv=None):
     n_grid = cfg["SAMPLE_GRID_SIZE"]
     prompts = grid_prompts(n_grid) if cfg["DATASET"] == "shapes" else data.grid_captions(n_grid)
     probe = training_probe(data, cache_dir=os.path.join(args.runs_dir, ".probe"), image_size=cfg["IMAGE_SIZE"],
-                           log=print) if cfg["EVAL_EVERY"] and world.main else None  # None: free-text captions
+                           log=print) if (cfg["EVAL_EVERY"] or cfg["EVAL_EVERY_STEPS"]) and world.main \
+        else None  # None: free-text captions
     curve = record.get("quality_curve", [])  # (minutes of training, step, joint accuracy)
     train_seconds = curve[-1]["minutes"] * 60 if curve else 0.0
 
@@ -360,7 +371,7 @@ def main(argv=None):
             path = save_grid(grid, prompts, writer, run_dir, epoch=state.epoch, step=state.step)
             bar.write(f"epoch {state.epoch} step {state.step}: loss {loss_value:.4f}, samples → {path}")
         train_seconds += time.perf_counter() - step_start  # training and grids; not the evaluation below
-        if world.main and probe is not None and ((end_of_epoch and state.epoch % cfg["EVAL_EVERY"] == 0) or last):
+        if world.main and probe is not None and (eval_due(cfg, state, end_of_epoch, stepped=bad_steps == 0) or last):
             accuracy = evaluate(preview, probe, cfg, writer, state.step)
             curve.append({"minutes": round(train_seconds / 60, 2), "step": state.step, "joint_accuracy": accuracy})
             update_record(run_dir, quality_curve=curve)
@@ -377,6 +388,13 @@ def main(argv=None):
 
 
 # ---- the pieces the loop calls ----------------------------------------------------------------------------
+def eval_due(cfg, state, end_of_epoch, *, stepped) -> bool:
+    """A probe evaluation every EVAL_EVERY_STEPS optimizer steps when set (ADR 0023), else every EVAL_EVERY epochs."""
+    if cfg["EVAL_EVERY_STEPS"]:
+        return stepped and state.step % cfg["EVAL_EVERY_STEPS"] == 0
+    return bool(cfg["EVAL_EVERY"]) and end_of_epoch and state.epoch % cfg["EVAL_EVERY"] == 0
+
+
 def evaluate(preview, probe, cfg, writer, step) -> float:
     """The cheap probe evaluation (ddpm/measure/evaluate.py): one point of the time-to-quality curve."""
     scores = quick_eval(preview, probe, guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"],

@@ -18,6 +18,7 @@ ALLOWED = {
     "decisions": {"files"},
     "measure": {"model", "data", "run", "decisions", "files"},
     "distributed": {"model", "data", "run", "files"},
+    "experiments": {"model", "data", "run", "decisions", "measure", "files"},
 }
 
 

@@ -44,8 +44,13 @@ def load_runs(runs_dir) -> list[dict]:
     if not runs_dir.is_dir():
         return []
     out = []
-    for d in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        entry = {"name": d.name, "path": d, "data": None, "note": None}
+    folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # A sweep's or ladder's folder (ddpm/experiments/) holds runs of its own: list those, as "<sweep>/<run>".
+    folders = [c for p in folders for c in (sorted(q for q in p.iterdir() if q.is_dir() and not q.name.startswith("."))
+                                            if (p / "sweep.json").is_file() else [p])]
+    for d in folders:
+        name = d.name if d.parent == runs_dir else f"{d.parent.name}/{d.name}"
+        entry = {"name": name, "path": d, "data": None, "note": None}
         f = d / "run.json"
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
@@ -53,7 +58,9 @@ def load_runs(runs_dir) -> list[dict]:
                 raise ValueError("not a JSON object")
             entry["data"] = data
         except FileNotFoundError:
-            entry["note"] = "no run.json (still starting, or crashed before writing it)"
+            failed = (d / "failed.json").is_file()
+            entry["note"] = ("failed in its sweep (see its failed.json)" if failed else
+                             "no run.json (still starting, or crashed before writing it)")
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             entry["note"] = f"unreadable run.json: {exc}"
         out.append(entry)
@@ -115,7 +122,7 @@ def row(entry: dict) -> tuple[str, ...]:
     ev = data.get("eval")
     score = ev.get("joint_accuracy") if isinstance(ev, dict) else None
     return (
-        str(data.get("name") or entry["name"]),
+        entry["name"],  # the folder's name, which --resume takes
         date,
         adr_text,
         _data(prov, data.get("config")),

@@ -1,16 +1,23 @@
 """Scaffolding for the next ADR: ``new_adr`` numbers it, fills decisions/template.md (or a built-in one) with
 config.py's undecided changes as decision lines, and marks a superseded ADR as such.
 
-Used by ``python -m ddpm.decisions.check new`` (``make adr TITLE="..."``).
+From a sweep or ladder (``from_results``: runs/<name>/results.json, written by ddpm/experiments/), the decision
+lines are instead the best point's values, ``- NAME: config.py's value → best``, and the Context holds the
+results table and the command that produced it. Only results.json is read: this room imports no torch.
+
+Used by ``python -m ddpm.decisions.check new`` (``make adr TITLE="..." [FROM=runs/<sweep>]``).
 """
 
 from __future__ import annotations
 
+import ast
 import datetime as _dt
+import json
 import re
 from pathlib import Path
 
-from ddpm.decisions.adr import FILENAME_RE, SECTION_RE, decision_lines, md_files, rel_path
+from ddpm.decisions.adr import (FILENAME_RE, MISSING, NEW, SECTION_RE, decision_lines, fmt, md_files, read_config,
+                                rel_path, same)
 from ddpm.decisions.replay import DEFAULT_CONFIG, DEFAULT_DIR, diff
 
 DEFAULT_TEMPLATE = """# NNNN: Title
@@ -77,7 +84,46 @@ def _set_status(path: Path, status: str) -> None:
     path.write_text("".join(lines), encoding="utf-8")
 
 
-def _fill_template(template: str, number: int, title: str, date: str, lines: list[str], supersedes) -> str:
+def from_results(folder, config_path) -> tuple[list[str], list[str]]:
+    """(decision lines, Context lines) from ``folder``/results.json (or that file): the best point against config.py."""
+    path = Path(folder) / "results.json" if Path(folder).is_dir() else Path(folder)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"FROM={folder}: no results.json there; run make sweep SPEC=... (or make ladder) first") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{rel_path(path)}: not readable ({err}); run the sweep again to rewrite it") from None
+    best = data.get("best") if isinstance(data, dict) else None
+    if not isinstance(best, dict) or not isinstance(best.get("set"), dict):
+        raise ValueError(f"{rel_path(path)}: no best point (did every trial fail? see results.md)")
+    current = read_config(config_path) if Path(config_path).exists() else {}
+    lines, kept = [], []
+    for name, literal in best["set"].items():
+        try:
+            value, old = ast.literal_eval(literal), current.get(name, MISSING)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"{rel_path(path)}: best value {name} = {literal!r} is not a Python literal") from None
+        if same(old, value):
+            kept.append(f"{name} = {literal}")
+        else:
+            lines.append(f"- {name}: {NEW if old is MISSING else fmt(old)} → {fmt(value)}")
+    metric = best.get("metric") or {}
+    mean = f"{metric['mean']:.4g}" if isinstance(metric.get("mean"), (int, float)) else "—"
+    base = ", ".join(f"{k} = {fmt(v)}" for k, v in (data.get("base") or {}).items())
+    context = [f"Evidence: the {data.get('kind', 'sweep')} `{data.get('name')}` ({rel_path(path)}), produced by", "",
+               "```", str(data.get("command")), "```", "",
+               f"{len(data.get('points', []))} points × {len(data.get('seeds', []))} seeds, {data.get('budget')} optimizer "
+               f"steps each, ranked by {data.get('metric')} ({data.get('direction')}); mean (min / median / max) over "
+               f"seeds" + (f"; every trial also set {base}" if base else "") + f". Best: {best.get('trial')}, "
+               f"{data.get('metric')} mean {mean} over {metric.get('n')} seed(s)"
+               + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
+               *str(data.get("table", "")).splitlines(), ""]
+    context += [f"Verdict on {k}: {v}." for k, v in (data.get("verdicts") or {}).items()]
+    return lines, context
+
+
+def _fill_template(template: str, number: int, title: str, date: str, lines: list[str], supersedes,
+                   context: list[str] | None = None) -> str:
     out, section, status_done, decision_done, date_done = [], None, False, False, False
     src = template.splitlines()
     title_done = False
@@ -92,9 +138,13 @@ def _fill_template(template: str, number: int, title: str, date: str, lines: lis
             if section == "decision" and not decision_done:
                 out.extend((lines + [""]) if lines else [])
                 decision_done = True
+            if section == "context" and context is not None:
+                out.extend(["", *context])
             section = sm.group(1).lower()
             out.append(raw)
             continue
+        if section == "context" and context is not None:
+            continue  # the template's prompt gives way to the evidence
         if section is None and line.startswith("Date:") and not date_done:
             out.append(f"Date: {date}")
             date_done = True
@@ -134,8 +184,10 @@ def new_adr(
     decisions_dir=DEFAULT_DIR,
     supersedes: int | None = None,
     date: str | None = None,
+    results=None,
 ) -> Path:
-    """Write the next numbered ADR (status Proposed), pre-filled with config.py's differences from the decisions."""
+    """Write the next numbered ADR (status Proposed), pre-filled with config.py's differences from the decisions,
+    or with the best point of ``results`` (a sweep's folder: ``from_results``)."""
     decisions_dir = Path(decisions_dir)
     slug = slugify(title)
     if not slug:
@@ -155,8 +207,11 @@ def new_adr(
         old_path = matches[0]
     template_path = decisions_dir / "template.md"
     template = template_path.read_text(encoding="utf-8") if template_path.exists() else DEFAULT_TEMPLATE
-    changes = diff(config_path, decisions_dir) if Path(config_path).exists() else {}
-    text = _fill_template(template, number, title.strip(), date, decision_lines(changes), supersedes)
+    if results is not None:
+        lines, context = from_results(results, config_path)
+    else:
+        lines, context = decision_lines(diff(config_path, decisions_dir) if Path(config_path).exists() else {}), None
+    text = _fill_template(template, number, title.strip(), date, lines, supersedes, context)
     path = decisions_dir / f"{number:04d}-{slug}.md"
     if path.exists():
         raise ValueError(f"{rel_path(path)} already exists")

@@ -37,7 +37,7 @@ def sweep_table(rows: Sequence[dict]) -> str:
 
 
 # ---- pictures, drawn with PIL -------------------------------------------------------------------------
-def _font(size: int = 11):
+def load_font(size: int = 11):
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has only the bitmap font
@@ -56,7 +56,7 @@ def samples_sheet(images: torch.Tensor, prompts: Sequence[str], n: int, path: st
     rows = len(prompts)
     extra = bar if num_seen is not None and 0 < num_seen < rows else 0
     sheet = Image.new("RGB", (label_w + n * (cell + gap) + gap, rows * (cell + gap) + gap + extra), (255, 255, 255))
-    draw, font = ImageDraw.Draw(sheet), _font(11)
+    draw, font = ImageDraw.Draw(sheet), load_font(11)
     y = gap
     for r, prompt in enumerate(prompts):
         if extra and r == num_seen:
@@ -68,7 +68,7 @@ def samples_sheet(images: torch.Tensor, prompts: Sequence[str], n: int, path: st
             tile = Image.fromarray(_to_uint8(images[r * n + c])).resize((cell, cell), Image.NEAREST)
             sheet.paste(tile, (label_w + gap + c * (cell + gap), y))
         y += cell + gap
-    _save_png(sheet, path)
+    save_png(sheet, path)
 
 
 def _nice_ticks(lo: float, hi: float, k: int = 5) -> list:
@@ -85,8 +85,12 @@ def _nice_ticks(lo: float, hi: float, k: int = 5) -> list:
     return ticks
 
 
-def _panel(draw, box, xs, series, *, title, ylabel, y_range=None, font=None):
-    """Axes, ticks, grid, lines with points and a legend inside box = (x0, y0, x1, y1)."""
+def plot_panel(draw, box, xs, series, *, title, ylabel, y_range=None, font=None, xlabel="guidance scale", x_scale=None):
+    """Axes, ticks, grid, lines with points and a legend inside box = (x0, y0, x1, y1).
+
+    ``x_scale`` maps an x to its position on the axis (``math.log10`` for a log axis); ticks still read x.
+    """
+    x_scale = x_scale or (lambda x: x)
     x0, y0, x1, y1 = box
     left, right, top, bottom = x0 + 52, x1 - 12, y0 + 44, y1 - 40
     draw.text((x0 + (x1 - x0) // 2 - 4 * len(title), y0 + 6), title, fill=(0, 0, 0), font=font)
@@ -97,14 +101,14 @@ def _panel(draw, box, xs, series, *, title, ylabel, y_range=None, font=None):
         lo, hi = max(0.0, lo - pad), hi + pad
     yt = _nice_ticks(lo, hi)
     lo, hi = min(lo, yt[0]), max(hi, yt[-1])
-    xlo, xhi = min(xs), max(xs)
+    xlo, xhi = min(map(x_scale, xs)), max(map(x_scale, xs))
     if xhi == xlo:
         xlo, xhi = xlo - 1, xhi + 1
     xpad = (xhi - xlo) * 0.06
     xlo, xhi = xlo - xpad, xhi + xpad
 
     def px(x):
-        return left + (x - xlo) / (xhi - xlo) * (right - left)
+        return left + (x_scale(x) - xlo) / (xhi - xlo) * (right - left)
 
     def py(y):
         return bottom - (y - lo) / (hi - lo) * (bottom - top)
@@ -117,7 +121,7 @@ def _panel(draw, box, xs, series, *, title, ylabel, y_range=None, font=None):
         draw.text((px(x) - 6, bottom + 6), f"{x:g}", fill=(60, 60, 60), font=font)
     draw.line([left, top, left, bottom], fill=(0, 0, 0), width=1)
     draw.line([left, bottom, right, bottom], fill=(0, 0, 0), width=1)
-    draw.text(((left + right) // 2 - 40, bottom + 22), "guidance scale", fill=(0, 0, 0), font=font)
+    draw.text(((left + right) // 2 - 40, bottom + 22), xlabel, fill=(0, 0, 0), font=font)
     draw.text((x0 + 4, y0 + 6), ylabel, fill=(0, 0, 0), font=font)
     for i, (name, color, ys) in enumerate(series):
         pts = [(px(x), py(y)) for x, y in zip(xs, ys) if y is not None]
@@ -136,19 +140,19 @@ def sweep_plot(rows: Sequence[dict], path: str) -> None:
     rows = sorted(rows, key=lambda r: r["guidance_scale"])
     xs = [r["guidance_scale"] for r in rows]
     img = Image.new("RGB", (900, 340), (255, 255, 255))
-    draw, font = ImageDraw.Draw(img), _font(11)
+    draw, font = ImageDraw.Draw(img), load_font(11)
     if not rows:
         draw.text((20, 20), "no guidance sweep was run (--sweep)", fill=(0, 0, 0), font=font)
     else:
-        _panel(draw, (0, 0, 450, 340), xs, [("seen", (31, 119, 180), [r["seen"]["joint"] for r in rows]),
+        plot_panel(draw, (0, 0, 450, 340), xs, [("seen", (31, 119, 180), [r["seen"]["joint"] for r in rows]),
                                              ("held-out", (214, 39, 40), [r["heldout"]["joint"] for r in rows])],
                title="joint accuracy", ylabel="accuracy", y_range=(0.0, 1.0), font=font)
-        _panel(draw, (450, 0, 900, 340), xs, [("diversity", (44, 160, 44), [r["diversity"] for r in rows])],
+        plot_panel(draw, (450, 0, 900, 340), xs, [("diversity", (44, 160, 44), [r["diversity"] for r in rows])],
                title="diversity (probe features)", ylabel="mean pairwise L2", font=font)
-    _save_png(img, path)
+    save_png(img, path)
 
 
-def _save_png(img: Image.Image, path: str) -> None:
+def save_png(img: Image.Image, path: str) -> None:
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 

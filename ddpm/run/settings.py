@@ -120,6 +120,7 @@ SCHEMA = {
     "SAMPLE_GRID_SIZE": _int(1, 256),
     "KEEP_CHECKPOINTS": _int(1),
     "EVAL_EVERY": _int(0),
+    "EVAL_EVERY_STEPS": _int(0),
 }
 
 

@@ -1,0 +1,127 @@
+"""Scaling ladders: ``python -m ddpm.experiments.ladder SPEC`` (``make ladder SPEC=decisions/ladders/width.toml``).
+
+A ladder trains each rung (a set of constants: width, depth per level, both, dataset size, …) with several seeds
+at the same budget, through the sweep's runner (``sweep.run_points``: the same run folders, resume and failure
+handling), and reports final loss and the in-training probe's final joint accuracy against parameters and FLOPs:
+``runs/<ladder>/results.md``, ``results.json`` and ``results.png``.
+
+Parameters are counted on the UNet built from the rung's config; FLOPs are one fp32 forward per image
+(``torch.utils.flop_counter.FlopCounterMode``, as ``make bench`` counts them), and a run's training compute is
+3 × forward FLOPs × images (forward plus a backward of about twice its cost), the measure issue 10 uses.
+
+The verdict, per metric, on the rung means m_1 … m_k in ladder order and each rung's seed spread
+s_i = max − min of its seeds' values:
+
+    a step i → i+1 is *clear* when |m_{i+1} − m_i| > max(s_i, s_{i+1}): the gap between the rungs is larger than
+    the spread of either rung's seeds; it *improves* when m_{i+1} is better (lower loss, higher accuracy).
+
+    "monotonic"       every step is clear and improves
+    "not monotonic"   some step is clear and worsens (a reversal larger than the seeds' spread)
+    "inconclusive: seed spread larger than the gap between rungs"   otherwise: no clear reversal, but some step
+                      is not clear
+    "inconclusive: fewer than 2 seeds on a rung"   a rung with fewer than two values has no spread to compare
+"""
+
+import os
+import sys
+
+import torch
+from PIL import Image, ImageDraw
+
+from ddpm.experiments import results
+from ddpm.experiments.sweep import subprocess_runner, train_spec
+from ddpm.files import write_json, write_text
+from ddpm.measure.bench import count_params, forward_flops
+from ddpm.measure.report import load_font, plot_panel, save_png
+from ddpm.measure.workload import make_inputs, unet_args
+from ddpm.model.unet import UNet
+
+MONOTONIC, NOT_MONOTONIC = "monotonic", "not monotonic"
+INCONCLUSIVE = "inconclusive: seed spread larger than the gap between rungs"
+TOO_FEW_SEEDS = "inconclusive: fewer than 2 seeds on a rung"
+
+
+def verdict(values: list, direction: str) -> str:
+    """The verdict above for ``values`` = one list of seed values per rung, in ladder order (None = no value)."""
+    rungs = [[v for v in vs if v is not None] for vs in values]
+    if any(len(vs) < 2 for vs in rungs):
+        return TOO_FEW_SEEDS
+    means = [sum(vs) / len(vs) for vs in rungs]
+    spreads = [max(vs) - min(vs) for vs in rungs]
+    sign = -1 if direction == "min" else 1
+    clear = [abs(means[i + 1] - means[i]) > max(spreads[i], spreads[i + 1]) for i in range(len(rungs) - 1)]
+    improves = [sign * (means[i + 1] - means[i]) > 0 for i in range(len(rungs) - 1)]
+    if any(c and not up for c, up in zip(clear, improves)):
+        return NOT_MONOTONIC
+    return MONOTONIC if all(clear) else INCONCLUSIVE
+
+
+def size(cfg: dict) -> dict:
+    """{"params", "fwd_flops_per_image"} of the UNet train.py would build from ``cfg`` (scratch text encoder)."""
+    torch.manual_seed(0)
+    model = UNet(**unet_args(cfg)).eval()
+    inputs = make_inputs(2, image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"],
+                         context_dim=cfg["TEXT_WIDTH"], timesteps=cfg["TIMESTEPS"], device="cpu")
+    return {"params": count_params(model), "fwd_flops_per_image": forward_flops(model, inputs) // 2}
+
+
+def table(rows: list) -> str:
+    names = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
+    head = ["rung", *names, "params", "fwd GFLOP/img", "train TFLOP", "final loss", "final joint acc.", "seeds ok"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["trial"], *(r["set"].get(n, "") for n in names), f"{r['params']:,}",
+                                        f"{r['fwd_flops_per_image'] / 1e9:.3f}", f"{r['train_flops'] / 1e12:.2f}",
+                                        results.describe(r["final_loss"]), results.describe(r["final_accuracy"]),
+                                        f"{r['final_loss']['n']}/{len(r['runs'])}"]) + " |")
+    return "\n".join(lines)
+
+
+def summarise(plan: dict, runs: list, config: dict) -> dict:
+    """Rows in ladder order with sizes and spreads, and the verdict for final loss and final accuracy."""
+    ranked = results.aggregate(runs, plan["metric"], plan["direction"])
+    rows = sorted(ranked, key=lambda r: int(r["trial"][1:]))  # rung order: r0, r1, …
+    for row in rows:
+        cfg = {**config, **plan["base_values"], **row["overrides"]}
+        row.update(size(cfg))
+        row["train_flops"] = 3 * row["fwd_flops_per_image"] * cfg["BATCH_SIZE"] * plan["budget"]
+        row["final_accuracy"] = results.spread([r.get("final_accuracy") for r in row["runs"]])
+    verdicts = {"final_loss": verdict([[r.get("final_loss") for r in row["runs"]] for row in rows], "min"),
+                "final_accuracy": verdict([[r.get("final_accuracy") for r in row["runs"]] for row in rows], "max")}
+    return {"rows": rows, "verdicts": verdicts, "best": ranked[0], "table": table(rows)}
+
+
+def write(plan: dict, summary: dict, out_dir: str) -> dict:
+    paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
+    verdicts = "\n".join(f"- {k}: **{v}**" for k, v in summary["verdicts"].items())
+    write_text(f"# Ladder {plan['name']}\n\n`{plan['command']}`: {len(plan['points'])} rungs × "
+                       f"{len(plan['seeds'])} seeds, {plan['budget']} optimizer steps each; mean (min / median / max) "
+                       f"over seeds.\n\n{summary['table']}\n\nVerdict (ddpm/experiments/ladder.py defines it):\n"
+                       f"{verdicts}\n\n![final loss and accuracy against parameters](results.png)\n", paths["md"])
+    write_json(results.jsonable({**plan, **summary}), paths["json"])
+    rows = summary["rows"]
+    img = Image.new("RGB", (900, 340), (255, 255, 255))
+    draw, font = ImageDraw.Draw(img), load_font(11)
+    xs = [r["params"] for r in rows]
+    for i, key in enumerate(("final_loss", "final_accuracy")):
+        series = [(k, c, [r[key][k] for r in rows]) for k, c in zip(("mean", "min", "max"), results.COLORS)]
+        plot_panel(draw, (450 * i, 0, 450 * (i + 1), 340), xs, series, title=key,
+                   ylabel=key, xlabel="parameters (log axis)", x_scale=results.AXES["log"], font=font)
+    save_png(img, paths["png"])
+    return paths
+
+
+def main(argv=None, *, runner=subprocess_runner) -> int:
+    done = train_spec(argv, ladder=True, runner=runner)
+    if isinstance(done, int):
+        return done
+    spec, config, out_dir, plan, runs = done
+    summary = summarise({**plan, "base_values": spec.base}, runs, config)
+    paths = write(plan, summary, out_dir)
+    print(summary["table"] + "\n" + "\n".join(f"{k}: {v}" for k, v in summary["verdicts"].items()))
+    print(f"results → {paths['md']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""A sweep's results: per point the metric's mean and spread over seeds, ranked; written as results.json,
+results.md (the table an ADR quotes), results.png (metric against each varied constant) and TensorBoard hparams.
+
+Spread is reported as min / median / max over the seeds that finished (with 2-3 seeds a standard deviation says
+little). A seed that failed, or never reached the target for ``steps_to_target``, has no value: points rank first
+by how many seeds lack a value, then by the mean of the rest in the metric's direction.
+"""
+
+import math
+import os
+import statistics
+
+from PIL import Image, ImageDraw
+
+from ddpm.decisions.adr import fmt
+from ddpm.files import write_json, write_text
+from ddpm.measure.report import fmt_number, load_font, plot_panel, save_png
+
+COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44))
+AXES = {"linear": None, "log": math.log10, "log(1-x)": lambda x: math.log10(1 - x)}  # search.Dimension.axis
+
+
+def jsonable(value):
+    """A JSON copy: tuples become lists, non-finite floats None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def spread(values: list) -> dict:
+    """{"n", "missing", "mean", "min", "median", "max"} of ``values``; None entries count as missing."""
+    ok = [v for v in values if v is not None]
+    out = {"n": len(ok), "missing": len(values) - len(ok)}
+    out.update({k: f(ok) if ok else None for k, f in (("mean", statistics.fmean), ("min", min),
+                                                        ("median", statistics.median), ("max", max))})
+    return out
+
+
+def aggregate(runs: list, metric: str, direction: str, point_key: str = "trial") -> list:
+    """One row per point: {"trial", "overrides", "set" (literals), "metric": spread, "final_loss": spread, "runs"},
+    best first."""
+    rows = {}
+    for r in runs:
+        row = rows.setdefault(r[point_key], {point_key: r[point_key], "overrides": r["overrides"],
+                                              "set": {k: fmt(v) for k, v in r["overrides"].items()}, "runs": []})
+        row["runs"].append(r)
+    for row in rows.values():
+        row["metric"] = spread([r.get(metric) for r in row["runs"]])
+        row["final_loss"] = spread([r.get("final_loss") for r in row["runs"]])
+        row["failed"] = sum(r["status"] == "failed" for r in row["runs"])
+    sign = 1 if direction == "min" else -1
+    return sorted(rows.values(), key=lambda w: (w["metric"]["missing"], math.inf if w["metric"]["mean"] is None
+                                                 else sign * w["metric"]["mean"], w[point_key]))
+
+
+def describe(s: dict) -> str:
+    """"mean (min / median / max)", or "—" when no seed has a value."""
+    if s["mean"] is None:
+        return "—"
+    if s["n"] == 1:
+        return fmt_number(float(s["mean"]))
+    return f"{fmt_number(float(s['mean']))} ({' / '.join(fmt_number(float(s[k])) for k in ('min', 'median', 'max'))})"
+
+
+def table(plan: dict, rows: list, current: dict) -> str:
+    """The Markdown table of results.md: rank, point, varied values, metric, final loss, seeds, failures."""
+    names = list(rows[0]["overrides"]) if rows else []
+    head = ["#", "trial", *names, f"{plan['metric']} ({plan['direction']})", "final loss", "seeds ok", "per seed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for i, row in enumerate(rows, 1):
+        per_seed = ", ".join(f"s{r['seed']}: {fmt_number(r.get(plan['metric'])) if r['status'] == 'finished' else 'failed'}"
+                             for r in row["runs"])
+        lines.append("| " + " | ".join([str(i), row["trial"], *(row["set"][n] for n in names), describe(row["metric"]),
+                                        describe(row["final_loss"]), f"{row['metric']['n']}/{len(row['runs'])}",
+                                        per_seed]) + " |")
+    now = ", ".join(f"{n} = {fmt(current[n])}" for n in names if n in current)
+    return "\n".join(lines) + (f"\n\nconfig.py today: {now}" if now else "")
+
+
+def write(plan: dict, runs: list, out_dir: str, *, current: dict) -> dict:
+    """results.json, results.md, results.png and the hparams; returns their paths."""
+    rows = aggregate(runs, plan["metric"], plan["direction"])
+    text = table(plan, rows, current)
+    paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
+    failures = [f"- {r['run']}: {r.get('reason')}" for r in runs if r["status"] == "failed"]
+    write_text(f"# Sweep {plan['name']}\n\n`{plan['command']}`: {len(plan['points'])} points × {len(plan['seeds'])} "
+               f"seeds, {plan['budget']} optimizer steps each, ranked by {plan['metric']} ({plan['direction']}), "
+               f"target joint accuracy {plan['target_accuracy']}; mean (min / median / max) over seeds.\n\n{text}\n"
+               + ("\nFailed runs:\n" + "\n".join(failures) + "\n" if failures else "")
+               + "\n![metric against each varied constant](results.png)\n", paths["md"])
+    write_json(jsonable({**plan, "table": text, "rows": rows, "best": rows[0] if rows else None}), paths["json"])
+    plot(rows, plan, paths["png"])
+    write_hparams(runs, plan, out_dir)
+    return paths
+
+
+def plot(rows: list, plan: dict, path: str) -> None:
+    """One panel per varied constant with numbers: the metric's mean, min and max over seeds against its value."""
+    names = [n for n in (rows[0]["overrides"] if rows else {})
+             if all(isinstance(r["overrides"][n], (int, float)) and not isinstance(r["overrides"][n], bool) for r in rows)]
+    img = Image.new("RGB", (450 * max(1, len(names)), 340), (255, 255, 255))
+    draw, font = ImageDraw.Draw(img), load_font(11)
+    if not names:
+        draw.text((20, 20), "no numeric constant was varied", fill=(0, 0, 0), font=font)
+    for i, name in enumerate(names):
+        ordered = sorted(rows, key=lambda r: r["overrides"][name])
+        xs = [r["overrides"][name] for r in ordered]
+        series = [(k, c, [r["metric"][k] for r in ordered]) for k, c in zip(("mean", "min", "max"), COLORS)]
+        axis = plan.get("axes", {}).get(name, "linear")
+        plot_panel(draw, (450 * i, 0, 450 * (i + 1), 340), xs, series, title=name,
+                   ylabel=plan["metric"], xlabel=f"{name} ({axis} axis)", x_scale=AXES[axis], font=font)
+    save_png(img, path)
+
+
+def write_hparams(runs: list, plan: dict, out_dir: str) -> None:
+    """One ``add_hparams`` per finished run under <sweep>/.hparams/<run>, for TensorBoard's HPARAMS tab."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(os.path.join(out_dir, ".hparams")) as writer:
+        for r in runs:
+            if r["status"] != "finished":
+                continue
+            hparams = {k: v if isinstance(v, (int, float, str, bool)) else fmt(v) for k, v in r["overrides"].items()}
+            values = {f"hparam/{k}": float(r[k]) for k in ("final_loss", "smoothed_loss", "final_accuracy",
+                                                           "steps_to_target", "images_per_s", plan["metric"])
+                      if r.get(k) is not None}
+            writer.add_hparams({**hparams, "seed": r["seed"]}, values, run_name=r["run"])

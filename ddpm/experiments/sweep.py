@@ -1,0 +1,227 @@
+"""Random-search sweeps: ``python -m ddpm.experiments.sweep SPEC`` (``make sweep SPEC=decisions/sweeps/lr.toml``).
+
+Each trial is an ordinary training run, ``train.py`` in a subprocess::
+
+    train.py --runs-dir runs/<sweep> --run <trial>-s<seed> --max-steps <budget> --set KEY=VALUE ... --set SEED=<seed>
+             --exploratory --tag sweep=<sweep> --tag trial=<trial>
+
+so ``runs/<sweep>/<trial>-s<seed>/`` holds what any run holds (run.json with the overrides and tags in its
+provenance, TensorBoard events, checkpoints): ``make runs``, ``make eval CKPT=...`` and TensorBoard read it as
+they read any run. The sweep's own files sit beside the trials: ``sweep.json`` (the plan: spec, budget, the drawn
+points), ``results.json``, ``results.md``, ``results.png`` (results.py), ``.logs/<run>.log`` (each trial's output)
+and ``.hparams/`` (TensorBoard's HPARAMS tab).
+
+Interrupted and started again, a sweep skips the runs that are finished (run.json says step == budget), resumes
+those with a checkpoint, and starts again those without one. A trial that exits non-zero (a crash, a bad value,
+non-finite losses) or ends with a non-finite loss is recorded as failed in ``<run>/failed.json`` with the tail of
+its output, and the sweep goes on; a later start skips it too, unless ``--retry-failed`` (which keeps the failed
+folder aside as ``.failed-<run>-<n>`` and trains the run afresh).
+"""
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ddpm.decisions.adr import fmt, read_config
+from ddpm.experiments import results
+from ddpm.experiments.metrics import trial_metrics
+from ddpm.experiments.search import draw_trials
+from ddpm.experiments.spec import Spec, SpecError, load
+from ddpm.files import read_json, write_json
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STDERR_TAIL = 2000  # characters of a failed trial's output kept in failed.json
+
+
+def budget_steps(spec: Spec, config: dict) -> int:
+    """Optimizer steps per trial: the spec's, or its fraction of the default run (EPOCHS × steps per epoch)."""
+    if spec.budget_steps is not None:
+        return spec.budget_steps
+    cfg = {**config, **spec.base}
+    return max(1, round(spec.budget_fraction * cfg["EPOCHS"] * (cfg["DATASET_SIZE"] // cfg["BATCH_SIZE"])))
+
+
+def sweep_points(spec: Spec) -> list:
+    """[{"trial": "t00", "overrides": {NAME: value}}] drawn from the sweep's seed."""
+    width = len(str(spec.trials - 1))
+    return [{"trial": f"t{i:0{width}d}", "overrides": o} for i, o in enumerate(draw_trials(spec.vary, spec.trials, spec.seed))]
+
+
+def train_command(*, runs_dir: str, run: str, budget: int, overrides: dict, tags: dict, resume: bool) -> list:
+    """The train.py command line of one run (``--resume`` continues its newest checkpoint)."""
+    cmd = [sys.executable, str(REPO_ROOT / "train.py"), "--runs-dir", runs_dir, "--max-steps", str(budget), "--exploratory"]
+    cmd += ["--resume", run] if resume else ["--run", run]
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={fmt(value)}"]
+    for key, value in tags.items():
+        cmd += ["--tag", f"{key}={value}"]
+    return cmd
+
+
+def subprocess_runner(cmd: list, log_path: str) -> tuple:
+    """Run ``cmd`` with its output appended to ``log_path``; (exit code, the log's tail). Interrupting kills the child."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "a") as log:
+        code = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    with open(log_path, errors="replace") as log:
+        return code, log.read()[-STDERR_TAIL:]
+
+
+def run_status(run_dir: str, budget: int) -> str:
+    """"finished", "failed", "partial" (a folder without a finished run.json) or "new"."""
+    if os.path.isfile(os.path.join(run_dir, "failed.json")):
+        return "failed"
+    if not os.path.isdir(run_dir):
+        return "new"
+    try:
+        return "finished" if read_json(os.path.join(run_dir, "run.json")).get("step") == budget else "partial"
+    except (OSError, ValueError):
+        return "partial"
+
+
+def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=subprocess_runner,
+               retry_failed: bool = False, log=print) -> list:
+    """Train every (point, seed) not finished yet; [{"run", "trial", "seed", "overrides", "status", ...metrics}]."""
+    _share_probe_cache(out_dir)
+    done = []
+    for point in points:
+        for seed in spec.seeds:
+            run = f"{point['trial']}-s{seed}"
+            run_dir = os.path.join(out_dir, run)
+            status = run_status(run_dir, budget)
+            if status == "failed" and retry_failed:  # kept aside as .failed-<run>-<n>, and trained afresh
+                n = sum(name.startswith(f".failed-{run}-") for name in os.listdir(out_dir))
+                os.rename(run_dir, os.path.join(out_dir, f".failed-{run}-{n}"))
+                status = "new"
+            if status in ("new", "partial"):
+                status = _train(spec, point, seed, run, out_dir, budget=budget, runner=runner, log=log)
+            else:
+                log(f"{run}: {status} already, skipped")
+            done.append(_record(spec, point, seed, run, run_dir, status))
+    return done
+
+
+def _train(spec, point, seed, run, out_dir, *, budget, runner, log) -> str:
+    run_dir = os.path.join(out_dir, run)
+    has_checkpoint = os.path.isdir(os.path.join(run_dir, "checkpoints")) and any(
+        n.endswith(".pt") for n in os.listdir(os.path.join(run_dir, "checkpoints")))
+    if os.path.isdir(run_dir) and not has_checkpoint:
+        shutil.rmtree(run_dir)  # an interrupted start with nothing to resume from: begin it again
+    overrides = {**spec.base, **point["overrides"], "SEED": seed}
+    cmd = train_command(runs_dir=out_dir, run=run, budget=budget, overrides=overrides,
+                        tags={"sweep": spec.name, "trial": point["trial"]}, resume=has_checkpoint)
+    log(f"{run}: {'resuming' if has_checkpoint else 'training'} {budget} steps with "
+        + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items()))
+    code, tail = runner(cmd, os.path.join(out_dir, ".logs", f"{run}.log"))
+    last_line = tail.strip().splitlines()[-1] if tail.strip() else ""
+    reason = f"train.py exited with {code}: {last_line}" if code else None
+    if reason is None:
+        record = read_json(os.path.join(run_dir, "run.json"))
+        loss = record.get("final_loss")
+        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+            reason = f"final loss {loss!r} is not finite"
+        elif record.get("step") != budget:
+            reason = f"stopped at step {record.get('step')} of {budget}"
+    if reason is None:
+        return "finished"
+    os.makedirs(run_dir, exist_ok=True)
+    write_json({"reason": reason, "returncode": code, "command": cmd, "output_tail": tail}, os.path.join(run_dir, "failed.json"))
+    log(f"{run}: FAILED ({reason}); the sweep goes on")
+    return "failed"
+
+
+def _record(spec, point, seed, run, run_dir, status) -> dict:
+    entry = {"run": run, "trial": point["trial"], "seed": seed, "overrides": point["overrides"], "status": status}
+    if status == "finished":
+        entry.update(trial_metrics(run_dir, target=spec.target_accuracy))
+    elif status == "failed":
+        failed = read_json(os.path.join(run_dir, "failed.json"))
+        entry.update(reason=failed.get("reason"), output_tail=failed.get("output_tail"))
+    return entry
+
+
+def _share_probe_cache(out_dir: str) -> None:
+    """train.py caches the probe classifier in <runs-dir>/.probe; point the sweep's at its parent's, so that a
+    sweep does not train its own probe."""
+    link, target = os.path.join(out_dir, ".probe"), os.path.join(os.path.dirname(os.path.abspath(out_dir)), ".probe")
+    os.makedirs(target, exist_ok=True)
+    if not os.path.lexists(link):
+        os.makedirs(out_dir, exist_ok=True)
+        os.symlink(target, link)
+
+
+def check_plan(out_dir: str, plan: dict) -> None:
+    """Write sweep.json, or refuse (one line) when the folder holds a sweep with another plan."""
+    path = os.path.join(out_dir, "sweep.json")
+    if os.path.isfile(path):
+        old = read_json(path)
+        if {k: old.get(k) for k in ("budget", "points", "seeds")} != {k: plan[k] for k in ("budget", "points", "seeds")}:
+            raise SpecError(f"{out_dir} holds a sweep with other trials, seeds or budget (its sweep.json); "
+                            f"give the spec another name, or move that folder away")
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(plan, path)
+
+
+def parser(prog: str, example: str) -> argparse.ArgumentParser:
+    """The command line that ``make sweep`` and ``make ladder`` share."""
+    p = argparse.ArgumentParser(prog=prog, description="Train every trial of a spec not trained yet, then write results.md.")
+    p.add_argument("spec", help=f"a spec file, e.g. {example}")
+    p.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="the results go to RUNS_DIR/<name>/")
+    p.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config.py (budget_fraction, sizes, the table)")
+    p.add_argument("--retry-failed", action="store_true", help="train the failed runs again")
+    p.add_argument("--dry-run", action="store_true", help="print the trials and stop")
+    return p
+
+
+def prepare(args, *, ladder: bool = False) -> tuple:
+    """(spec, config, points, out_dir, plan) for a sweep or a ladder; SpecError for a bad spec or a changed plan."""
+    spec = load(args.spec, ladder=ladder)
+    config = read_config(args.config)
+    budget = budget_steps(spec, config)
+    points = ([{"trial": f"r{i}", "overrides": rung} for i, rung in enumerate(spec.rungs)] if ladder
+              else sweep_points(spec))
+    kind = "ladder" if ladder else "sweep"
+    plan = results.jsonable({"kind": kind, "name": spec.name, "spec": args.spec, "seed": spec.seed, "seeds": spec.seeds,
+                             "budget": budget, "metric": spec.metric, "direction": spec.direction,
+                             "target_accuracy": spec.target_accuracy, "base": spec.base, "points": points,
+                             "axes": {d.name: d.axis for d in spec.vary}, "command": f"make {kind} SPEC={args.spec}"})
+    for point in points:
+        print(f"{point['trial']}: " + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items()))
+    out_dir = os.path.join(args.runs_dir, spec.name)
+    if not args.dry_run:
+        check_plan(out_dir, plan)
+    return spec, config, points, out_dir, plan
+
+
+def train_spec(argv, *, ladder: bool, runner):
+    """Parse the command line, train what is not trained yet: an exit code (bad spec, dry run) or
+    (spec, config, out_dir, plan, runs)."""
+    kind = "ladder" if ladder else "sweep"
+    example = "decisions/ladders/width.toml" if ladder else "decisions/sweeps/lr.toml"
+    args = parser(f"python -m ddpm.experiments.{kind}", example).parse_args(argv)
+    try:
+        spec, config, points, out_dir, plan = prepare(args, ladder=ladder)
+    except SpecError as err:
+        print(f"{kind}: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        return 0
+    runs = run_points(spec, points, out_dir, budget=plan["budget"], runner=runner, retry_failed=args.retry_failed)
+    return spec, config, out_dir, plan, runs
+
+
+def main(argv=None, *, runner=subprocess_runner) -> int:
+    done = train_spec(argv, ladder=False, runner=runner)
+    if isinstance(done, int):
+        return done
+    _, config, out_dir, plan, runs = done
+    print(f"results → {results.write(plan, runs, out_dir, current=config)['md']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

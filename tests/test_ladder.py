@@ -1,0 +1,63 @@
+"""Ladders (ddpm/experiments/ladder.py): each verdict on synthetic numbers, and a two-rung ladder run end to end
+with a fake train.py (the sizes are real: the UNet is built and its FLOPs counted)."""
+
+import json
+import os
+
+import pytest
+
+from ddpm.experiments import ladder
+from ddpm.experiments.ladder import INCONCLUSIVE, MONOTONIC, NOT_MONOTONIC, TOO_FEW_SEEDS, verdict
+from tests.test_sweep import TINY, FakeRunner
+
+
+@pytest.mark.parametrize("values, direction, expected", [
+    ([[1.0, 1.1], [0.8, 0.85], [0.5, 0.6]], "min", MONOTONIC),  # gaps 0.225, 0.275 > spreads ≤ 0.1
+    ([[1.0, 1.1], [0.8, 0.85], [0.95, 1.0]], "min", NOT_MONOTONIC),  # the third rung is clearly worse
+    ([[1.0, 1.3], [0.9, 1.2], [0.5, 0.6]], "min", INCONCLUSIVE),  # gap 0.1 < spread 0.3
+    ([[0.2, 0.3], [0.6, 0.7]], "max", MONOTONIC),  # accuracy: higher is better
+    ([[0.6, 0.7], [0.2, 0.3]], "max", NOT_MONOTONIC),
+    ([[1.0], [0.5, 0.6]], "min", TOO_FEW_SEEDS),  # one seed: no spread to compare with
+    ([[1.0, None], [0.5, 0.6]], "min", TOO_FEW_SEEDS),  # a failed seed leaves one value
+])
+def test_verdicts(values, direction, expected):
+    assert verdict(values, direction) == expected
+
+
+def test_a_clear_reversal_beats_an_unclear_step():
+    """One step within the noise and another clearly worse: the reversal is evidence, so "not monotonic"."""
+    assert verdict([[1.0, 1.2], [0.95, 1.15], [1.5, 1.6]], "min") == NOT_MONOTONIC
+
+
+class LadderRunner(FakeRunner):
+    """Loss falls with BASE_CHANNELS (plus a little per seed); accuracy rises."""
+
+    def __call__(self, cmd, log_path):
+        sets = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--set")
+        width, seed = int(sets["BASE_CHANNELS"]), int(sets["SEED"])
+        code, tail = super().__call__(cmd + ["--set", "LEARNING_RATE=0"], log_path)
+        path = os.path.join(cmd[cmd.index("--runs-dir") + 1], self.calls[-1], "run.json")
+        record = json.load(open(path))
+        record.update(final_loss=1.0 / width + 0.001 * seed,
+                      quality_curve=[{"step": record["step"], "joint_accuracy": width / 16 + 0.01 * seed}])
+        json.dump(record, open(path, "w"))
+        return code, tail
+
+
+def test_a_two_rung_ladder(tmp_path):
+    base = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items())
+    spec = tmp_path / "w.toml"
+    spec.write_text(f"name = \"w\"\nseeds = 2\nbudget_steps = 3\n[base]\n{base}\n"
+                    "[[rung]]\nBASE_CHANNELS = 8\n[[rung]]\nBASE_CHANNELS = 16\n")
+    runner = LadderRunner()
+    assert ladder.main([str(spec), "--runs-dir", str(tmp_path / "runs")], runner=runner) == 0
+    assert runner.calls == ["r0-s0", "r0-s1", "r1-s0", "r1-s1"]
+    out = json.load(open(tmp_path / "runs" / "w" / "results.json"))
+    small, large = out["rows"]
+    assert small["params"] < large["params"] and small["fwd_flops_per_image"] < large["fwd_flops_per_image"]
+    assert large["train_flops"] == 3 * large["fwd_flops_per_image"] * TINY["BATCH_SIZE"] * 3
+    assert out["verdicts"] == {"final_loss": MONOTONIC, "final_accuracy": MONOTONIC}
+    assert out["best"]["trial"] == "r1"
+    text = open(tmp_path / "runs" / "w" / "results.md").read()
+    assert "final_loss: **monotonic**" in text and f"{large['params']:,}" in text
+    assert os.path.getsize(tmp_path / "runs" / "w" / "results.png") > 0

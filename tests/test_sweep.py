@@ -1,0 +1,272 @@
+"""Sweeps (ddpm/experiments/): the draws' statistics, reproducibility, spec errors, the runner's resume and failure
+handling (with a fake runner), the metrics, one real two-trial sweep of train.py at tiny sizes, and
+``make adr FROM=`` writing an ADR that the decisions check accepts once Accepted and config.py follows it."""
+
+import json
+import math
+import os
+import re
+import shutil
+import types
+
+import numpy as np
+import pytest
+
+from ddpm.decisions.check import check
+from ddpm.decisions.scaffold import new_adr
+from ddpm.experiments import sweep
+from ddpm.experiments.metrics import steps_to_target, trial_metrics, window_mean
+from ddpm.experiments.results import aggregate, spread
+from ddpm.experiments.search import Dimension, dimension, draw_trials
+from ddpm.experiments.spec import SpecError, load
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(DATASET_SIZE=64, IMAGE_SIZE=16, BATCH_SIZE=16, NORM_GROUPS=4, ATTENTION_HEADS=2, TEXT_WIDTH=16,
+            TEXT_HEADS=2, TEXT_LAYERS=1, TIME_EMB_DIM=16, TIMESTEPS=50, NUM_INFERENCE_STEPS=3, SAMPLE_GRID_SIZE=4,
+            EPOCHS=2, WARMUP_STEPS=2, EVAL_EVERY=0, COMPILE=False)  # as tests/test_train_sample.py's TINY
+
+
+def write_spec(path, *, vary, base=None, **keys):
+    """A spec file from Python values (TOML written by hand: tomllib only reads)."""
+    def lit(v):
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+    lines = [f"{k} = {lit(v)}" for k, v in keys.items()]
+    lines += ["[base]"] + [f"{k} = {lit(v)}" for k, v in (base or {}).items()]
+    for name, table in vary.items():
+        lines += [f"[vary.{name}]"] + [f"{k} = {lit(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+# ---- the draws -------------------------------------------------------------------------------------------
+def test_log_uniform_draws_spread_evenly_over_decades():
+    values = Dimension("LEARNING_RATE", "log_uniform", [1e-4, 1e-1]).draw(np.random.default_rng(0), 3000)
+    assert all(1e-4 <= v <= 1e-1 for v in values)
+    counts = np.histogram(np.log10(values), bins=[-4, -3, -2, -1])[0]
+    assert all(abs(c - 1000) < 100 for c in counts), counts  # binomial sd ≈ 26: 100 is ~4 sd
+
+
+def test_one_minus_10_pow_draws_spread_evenly_over_the_exponent():
+    values = Dimension("EMA_DECAY", "one_minus_10_pow", [-4, -1]).draw(np.random.default_rng(1), 3000)
+    assert all(0.9 <= v <= 0.9999 for v in values)
+    counts = np.histogram(np.log10(1 - np.array(values)), bins=[-4, -3, -2, -1])[0]
+    assert all(abs(c - 1000) < 100 for c in counts), counts
+
+
+def test_other_kinds_stay_in_range_and_choices_are_balanced():
+    rng = np.random.default_rng(2)
+    assert set(Dimension("NUM_RES_BLOCKS", "int_uniform", [1, 3]).draw(rng, 300)) == {1, 2, 3}
+    assert all(0 <= v <= 0.2 for v in Dimension("DROPOUT", "uniform", [0.0, 0.2]).draw(rng, 300))
+    picks = Dimension("BASE_CHANNELS", "choice", [16, 32, 48]).draw(rng, 7)
+    assert sorted(picks.count(c) for c in (16, 32, 48)) == [2, 2, 3]
+    assert Dimension("SEED", "value", 3).draw(rng, 2) == [3, 3]
+    assert dimension("CHANNEL_MULTS", {"choice": [[1, 2], [1, 2, 2]]}).arg == [(1, 2), (1, 2, 2)]  # tuples
+
+
+def test_the_sweep_seed_decides_the_trials():
+    dims = [dimension("LEARNING_RATE", {"log_uniform": [1e-4, 1e-2]}), dimension("EMA_DECAY", {"one_minus_10_pow": [-3, -1]})]
+    assert draw_trials(dims, 5, seed=7) == draw_trials(dims, 5, seed=7)
+    assert draw_trials(dims, 5, seed=7) != draw_trials(dims, 5, seed=8)
+
+
+@pytest.mark.parametrize("keys, vary, needle", [
+    (dict(trials=2, budget_steps=3, colour="red"), {"LEARNING_RATE": {"value": 0.001}}, "unknown key 'colour'"),
+    (dict(trials=2), {"LEARNING_RATE": {"value": 0.001}}, "budget_steps"),
+    (dict(trials=2, budget_steps=3), {"LERNING_RATE": {"value": 0.001}}, "vary.LERNING_RATE"),
+    (dict(trials=2, budget_steps=3), {"LEARNING_RATE": {"log_uniform": [0.01, 0.001]}}, "vary.LEARNING_RATE.log_uniform"),
+    (dict(trials=0, budget_steps=3), {"LEARNING_RATE": {"value": 0.001}}, "trials"),
+    (dict(trials=2, budget_steps=3, metric="fid"), {"LEARNING_RATE": {"value": 0.001}}, "metric = 'fid'"),
+])
+def test_a_bad_spec_is_one_line_naming_the_file_and_key(tmp_path, keys, vary, needle):
+    path = write_spec(tmp_path / "bad.toml", vary=vary, **keys)
+    with pytest.raises(SpecError) as err:
+        load(path)
+    assert needle in str(err.value) and path in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_shipped_specs_load():
+    for name in ("lr", "ema"):
+        spec = load(os.path.join(ROOT, "decisions", "sweeps", f"{name}.toml"))
+        assert spec.trials >= 2 and len(spec.seeds) >= 2
+    for name in ("width", "depth"):
+        assert len(load(os.path.join(ROOT, "decisions", "ladders", f"{name}.toml"), ladder=True).rungs) >= 2
+
+
+# ---- metrics and ranking ---------------------------------------------------------------------------------
+def test_steps_to_target_and_the_smoothing_window():
+    curve = [{"step": 100, "joint_accuracy": 0.5}, {"step": 200, "joint_accuracy": 0.93}, {"step": 300, "joint_accuracy": 0.8}]
+    assert steps_to_target(curve, 0.9) == 200
+    assert steps_to_target(curve, 0.95) is None
+    assert window_mean([(25, 4.0), (50, 3.0), (75, 2.0), (100, 1.0)], 100) == 1.0  # last quarter: step > 75
+    assert window_mean([(100, 2.0)], 1000) == 2.0  # at least the last point
+
+
+def test_points_rank_by_missing_seeds_then_mean():
+    runs = [dict(trial="a", overrides={}, status="finished", seed=0, steps_to_target=300),
+            dict(trial="a", overrides={}, status="finished", seed=1, steps_to_target=None),
+            dict(trial="b", overrides={}, status="finished", seed=0, steps_to_target=500),
+            dict(trial="b", overrides={}, status="finished", seed=1, steps_to_target=700),
+            dict(trial="c", overrides={}, status="failed", seed=0)]
+    assert [r["trial"] for r in aggregate(runs, "steps_to_target", "min")] == ["b", "a", "c"]
+    assert spread([1.0, 3.0, None, 2.0]) == {"n": 3, "missing": 1, "mean": 2.0, "min": 1.0, "median": 2.0, "max": 3.0}
+
+
+def test_eval_every_steps_schedules_the_probe():
+    import train
+    state = types.SimpleNamespace(step=200, epoch=0)
+    assert train.eval_due({"EVAL_EVERY_STEPS": 100, "EVAL_EVERY": 1}, state, False, stepped=True)
+    assert not train.eval_due({"EVAL_EVERY_STEPS": 100, "EVAL_EVERY": 1}, state, True, stepped=False)  # skipped step
+    assert not train.eval_due({"EVAL_EVERY_STEPS": 0, "EVAL_EVERY": 1}, state, False, stepped=True)
+    state.epoch = 2
+    assert train.eval_due({"EVAL_EVERY_STEPS": 0, "EVAL_EVERY": 1}, state, True, stepped=True)  # today's behaviour
+    assert [s for s in range(1, 601) if train.eval_due({"EVAL_EVERY_STEPS": 100, "EVAL_EVERY": 1},
+                                                         types.SimpleNamespace(step=s, epoch=0), False, stepped=True)] == \
+        [100, 200, 300, 400, 500, 600]
+
+
+# ---- the runner, with a fake train.py ---------------------------------------------------------------------
+class FakeRunner:
+    """Writes what train.py would write in run.json (no events); ``fail`` maps a run name to an outcome."""
+
+    def __init__(self, fail=None, interrupt_at=None):
+        self.calls, self.fail, self.interrupt_at = [], fail or {}, interrupt_at
+
+    def __call__(self, cmd, log_path):
+        run = cmd[cmd.index("--run") + 1] if "--run" in cmd else cmd[cmd.index("--resume") + 1]
+        self.calls.append(run)
+        if run == self.interrupt_at:
+            raise KeyboardInterrupt  # the sweep is killed while this run trains
+        sets = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--set")
+        budget = int(cmd[cmd.index("--max-steps") + 1])
+        run_dir = os.path.join(cmd[cmd.index("--runs-dir") + 1], run)
+        os.makedirs(run_dir, exist_ok=True)
+        outcome = self.fail.get(run)
+        if outcome == "crash":
+            return 1, "Traceback ...\nRuntimeError: boom"
+        loss = float("nan") if outcome == "nan" else float(sets["LEARNING_RATE"]) * 100 + int(sets["SEED"]) * 0.01
+        with open(os.path.join(run_dir, "run.json"), "w") as f:
+            json.dump({"name": run, "step": budget, "final_loss": loss,
+                       "quality_curve": [{"step": budget, "joint_accuracy": 0.95, "minutes": 0.1}]}, f)
+        return 0, "done"
+
+
+@pytest.fixture
+def lr_spec(tmp_path):
+    return write_spec(tmp_path / "lr2.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}},
+                      trials=2, seeds=2, budget_steps=4, metric="final_loss", seed=3)
+
+
+def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, lr_spec):
+    runs_dir = str(tmp_path / "runs")
+    first = FakeRunner(interrupt_at="t1-s0")
+    with pytest.raises(KeyboardInterrupt):
+        sweep.main([lr_spec, "--runs-dir", runs_dir], runner=first)
+    assert first.calls == ["t0-s0", "t0-s1", "t1-s0"]
+    os.makedirs(os.path.join(runs_dir, "lr2", "t1-s0"))  # the killed run left a folder without a checkpoint
+    second = FakeRunner()
+    assert sweep.main([lr_spec, "--runs-dir", runs_dir], runner=second) == 0
+    assert second.calls == ["t1-s0", "t1-s1"]
+    results = json.load(open(os.path.join(runs_dir, "lr2", "results.json")))
+    assert [r["metric"]["n"] for r in results["rows"]] == [2, 2]
+    means = [r["metric"]["mean"] for r in results["rows"]]
+    assert means == sorted(means)  # best (lowest final loss) first
+    for name in ("results.md", "results.png"):
+        assert os.path.getsize(os.path.join(runs_dir, "lr2", name)) > 0
+    assert os.listdir(os.path.join(runs_dir, "lr2", ".hparams"))  # one add_hparams per run
+
+
+def test_a_run_with_a_checkpoint_is_resumed_not_restarted(tmp_path, lr_spec):
+    ckpts = tmp_path / "runs" / "lr2" / "t0-s0" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "ckpt-epoch0000-step0000002.pt").write_bytes(b"")
+    commands = []
+    runner = FakeRunner()
+    sweep.main([lr_spec, "--runs-dir", str(tmp_path / "runs")], runner=lambda cmd, log: (commands.append(cmd), runner(cmd, log))[1])
+    assert commands[0][commands[0].index("--resume") + 1] == "t0-s0" and "--run" not in commands[0]
+    assert all("--run" in c for c in commands[1:])
+
+
+def test_crashed_and_non_finite_trials_are_recorded_and_the_sweep_goes_on(tmp_path, lr_spec):
+    runs_dir = str(tmp_path / "runs")
+    runner = FakeRunner(fail={"t0-s0": "crash", "t1-s1": "nan"})
+    assert sweep.main([lr_spec, "--runs-dir", runs_dir], runner=runner) == 0
+    assert runner.calls == ["t0-s0", "t0-s1", "t1-s0", "t1-s1"]
+    failed = json.load(open(os.path.join(runs_dir, "lr2", "t0-s0", "failed.json")))
+    assert "exited with 1" in failed["reason"] and "RuntimeError: boom" in failed["output_tail"]
+    assert "not finite" in json.load(open(os.path.join(runs_dir, "lr2", "t1-s1", "failed.json")))["reason"]
+    text = open(os.path.join(runs_dir, "lr2", "results.md")).read()
+    assert "s0: failed" in text and "t0-s0: train.py exited with 1" in text
+    again = FakeRunner()
+    sweep.main([lr_spec, "--runs-dir", runs_dir], runner=again)
+    assert again.calls == []  # failed runs are skipped too …
+    sweep.main([lr_spec, "--runs-dir", runs_dir, "--retry-failed"], runner=again)
+    assert again.calls == ["t0-s0", "t1-s1"]  # … unless asked
+
+
+def test_a_changed_spec_does_not_mix_into_an_old_sweep(tmp_path, lr_spec, capsys):
+    runs_dir = str(tmp_path / "runs")
+    sweep.main([lr_spec, "--runs-dir", runs_dir], runner=FakeRunner())
+    other = write_spec(tmp_path / "lr2.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}},
+                       trials=2, seeds=2, budget_steps=4, metric="final_loss", seed=4)
+    assert sweep.main([other, "--runs-dir", runs_dir], runner=FakeRunner()) == 2
+    assert "other trials" in capsys.readouterr().err
+
+
+# ---- one real sweep: train.py twice, one trial fails on a bad value -----------------------------------------
+def test_a_real_two_trial_sweep(tmp_path):
+    spec = write_spec(tmp_path / "tiny.toml", vary={"BASE_CHANNELS": {"choice": [8, 7]}}, base=TINY,
+                      trials=2, seeds=1, budget_steps=2, metric="final_loss")  # 7 channels: not divisible by 4 groups
+    runs_dir = tmp_path / "runs"
+    assert sweep.main([spec, "--runs-dir", str(runs_dir)]) == 0
+    run = json.load(open(runs_dir / "tiny" / "t0-s0" / "run.json"))
+    assert run["step"] == 2 and math.isfinite(run["final_loss"])
+    assert run["provenance"]["tags"] == {"sweep": "tiny", "trial": "t0"}
+    assert run["provenance"]["overrides"]["BASE_CHANNELS"] == 8 and run["provenance"]["exploratory"]
+    failed = json.load(open(runs_dir / "tiny" / "t1-s0" / "failed.json"))
+    assert failed["returncode"] == 2 and "BASE_CHANNELS" in failed["reason"]
+    results = json.load(open(runs_dir / "tiny" / "results.json"))
+    best = results["rows"][0]["runs"][0]
+    assert best["run"] == "t0-s0" and best["smoothed_loss"] is not None and best["images_per_s"] > 0
+    assert set(best["loss_by_t"]) == {"q1", "q2", "q3", "q4"}
+    rerun = FakeRunner()
+    sweep.main([spec, "--runs-dir", str(runs_dir)], runner=rerun)
+    assert rerun.calls == []  # finished and failed: nothing to do
+
+
+# ---- make adr FROM= --------------------------------------------------------------------------------------
+def test_make_adr_from_a_sweep_passes_the_check_once_accepted(tmp_path, lr_spec):
+    runs_dir = str(tmp_path / "runs")
+    sweep.main([lr_spec, "--runs-dir", runs_dir], runner=FakeRunner())
+    decisions, config = tmp_path / "decisions", tmp_path / "config.py"
+    shutil.copytree(os.path.join(ROOT, "decisions"), decisions)
+    shutil.copy(os.path.join(ROOT, "config.py"), config)
+    path = new_adr("Learning rate from the sweep", config_path=config, decisions_dir=decisions,
+                   results=os.path.join(runs_dir, "lr2"))
+    text = path.read_text()
+    best = json.load(open(os.path.join(runs_dir, "lr2", "results.json")))["best"]["set"]["LEARNING_RATE"]
+    assert f"- LEARNING_RATE: 0.001 → {best}" in text
+    assert "make sweep SPEC=" in text and "| 1 | t" in text  # the command and the table
+    path.write_text(re.sub(r"## Status\n\nProposed", "## Status\n\nAccepted", text))
+    assert any("LEARNING_RATE" in e for e in check(config, decisions, index=False))  # config.py not edited yet
+    config.write_text(config.read_text().replace("LEARNING_RATE = 0.001", f"LEARNING_RATE = {best}"))
+    errors = check(config, decisions, index=False)
+    # Other engineers' ADR numbers are written in parallel; only the gap they leave may be reported here.
+    assert [e for e in errors if "missing ADR number" not in e] == []
+
+
+def test_make_adr_from_a_folder_without_results_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match="no results.json there"):
+        new_adr("x", config_path=os.path.join(ROOT, "config.py"), decisions_dir=tmp_path, results=tmp_path)
+
+
+def test_trial_metrics_read_the_tensorboard_events(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(tmp_path)) as w:
+        for step, loss in ((25, 0.5), (50, 0.4), (75, 0.3), (100, 0.2)):
+            w.add_scalar("train/loss", loss, step)
+            w.add_scalar("train/images_per_s", 10.0 if step == 25 else 100.0, step)
+            w.add_scalar("loss_by_t/q4", loss / 2, step)
+    (tmp_path / "run.json").write_text(json.dumps({"step": 100, "final_loss": 0.2, "quality_curve": []}))
+    m = trial_metrics(str(tmp_path), target=0.9)
+    assert m["smoothed_loss"] == pytest.approx(0.2) and m["loss_by_t"]["q4"] == pytest.approx(0.1)
+    assert m["images_per_s"] == 100.0 and m["loss_by_t"]["q1"] is None and m["steps_to_target"] is None
