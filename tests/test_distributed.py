@@ -5,6 +5,7 @@ resumed two-process run matches a straight one; a non-finite loss on one rank ma
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -90,7 +91,8 @@ def test_a_nan_on_one_rank_makes_every_rank_skip(tmp_path):
     script = tmp_path / "poisoned_train.py"
     script.write_text(POISON)
     proc = launch(2, tmp_path, "nan", "--max-steps", "3", script=str(script))
-    assert sorted(line for line in proc.stdout.splitlines() if "optimizer steps" in line) == [
+    # two processes share one stdout, so their lines may run together: find the reports, not the lines
+    assert sorted(re.findall(r"rank \d: \d+ optimizer steps", proc.stdout)) == [
         "rank 0: 3 optimizer steps", "rank 1: 3 optimizer steps"]  # 4 batches drawn, the poisoned one skipped
     state = final_state(tmp_path, "nan")
     assert state["step"] == 3 and state["batch_in_epoch"] == 4

@@ -90,7 +90,7 @@ def test_init_from_starts_at_step_0_from_the_base_trains_only_the_chosen_parts_a
     b = info["provenance"]["base"]
     assert b["path"] == os.path.abspath(out) and b["sha256"] == sha256(out) and b["run"] == "base" and b["step"] == 4
     row = runs_table.row(next(e for e in runs_table.load_runs(runs) if e["name"] == "ft"))
-    assert row[runs_table.COLUMNS.index("OVERRIDES")].startswith("base base@4 ") and "TRAIN_UNET_PARTS" in row[3]
+    assert row[runs_table.COLUMNS.index("OVERRIDES")].startswith("base base@4 ") and "TRAIN_UNET_PARTS" in row[runs_table.COLUMNS.index("OVERRIDES")]
     # its checkpoints are ordinary ones: it resumes, and keeps its base
     train.main(["--runs-dir", str(runs), "--resume", "ft", "--exploratory", "--max-steps", "3"] +
                sum((["--set", t] for t in TINY + ["TRAIN_UNET_PARTS=up"]), []))
