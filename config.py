@@ -32,17 +32,20 @@ NUM_RES_BLOCKS = 1  # residual blocks per level on the way down (ADR 0006)
 ATTENTION_RESOLUTIONS = (16, 8)  # resolutions with self- and cross-attention (ADR 0006)
 ATTENTION_HEADS = 4  # heads in every attention layer (ADR 0006)
 TIME_EMB_DIM = 128  # sinusoidal timestep embedding width (ADR 0006)
-NORM_GROUPS = 8  # GroupNorm groups (ADR 0006)
+NORM_GROUPS = 8  # groups of the feature maps' normalisation (GroupNorm, or group-wise RMSNorm) (ADR 0006)
+NORM = "group"  # "group" (GroupNorm on feature maps, LayerNorm on tokens) or "rms" (RMSNorm on both) (ADR 0030)
+LINEAR_BIAS = True  # biases of the UNet's nn.Linear layers (time MLP, attention output, feed-forward) (ADR 0029)
 DROPOUT = 0.0  # dropout in residual blocks (ADR 0006)
 
 # Text encoder
-TEXT_ENCODER = "scratch"  # "scratch" (trained jointly) or "open_clip" (frozen, pretrained) (ADR 0004)
+TEXT_ENCODER = "scratch"  # "scratch" (trained jointly) or "open_clip" (pretrained; frozen unless TRAIN_TEXT_TOWER) (ADR 0004)
 TEXT_CONTEXT_LENGTH = 16  # tokens per prompt incl. SOT/EOT; 77 for pretrained open_clip towers (ADR 0004)
 TEXT_WIDTH = 128  # width of the scratch text transformer (ADR 0004)
 TEXT_HEADS = 4  # attention heads of the scratch text transformer (ADR 0004)
 TEXT_LAYERS = 2  # layers of the scratch text transformer (ADR 0004)
 OPEN_CLIP_MODEL = "ViT-B-32"  # open_clip model name, used when TEXT_ENCODER = "open_clip" (ADR 0004)
 OPEN_CLIP_PRETRAINED = ""  # pretrained tag or local weights file, used when TEXT_ENCODER = "open_clip" (ADR 0004)
+TRAIN_TEXT_TOWER = False  # fine-tune the open_clip tower (at TEXT_LEARNING_RATE); ignored by "scratch" (ADR 0031)
 TEXT_CACHE_MB = 1024  # frozen encoder: cache caption embeddings up to this size, else encode per batch (ADR 0020)
 
 # Classifier-free guidance and sampling

@@ -67,7 +67,9 @@ def diffusers_args(args: dict) -> dict:
     a 4·TIME_EMB_DIM time embedding. ``attention_head_dim`` is, for this class, the number of heads (a
     historical misnomer, diffusers issue #2011). Left different, because the class does not expose them:
     a linear proj_in/proj_out around each transformer, a GEGLU feed-forward (ours: GELU) and a
-    ``block_out_channels[0]``-wide sinusoidal timestep projection (ours: TIME_EMB_DIM).
+    ``block_out_channels[0]``-wide sinusoidal timestep projection (ours: TIME_EMB_DIM). Ours without linear
+    biases or with RMSNorm (``linear_bias``, ``norm``; ADRs 0029, 0030) is still compared with diffusers' biases
+    and GroupNorm/LayerNorm, which the class offers no switch for.
     """
     mults = args["channel_mults"]
     res = [args["image_size"] // 2**i for i in range(len(mults))]

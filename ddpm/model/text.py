@@ -4,14 +4,16 @@ Two encoders behind one call, ``build_text_encoder(kind=..., ...)``:
 
 - "scratch": a small open_clip ``TextTransformer`` (CLIP's text tower, Radford et al. 2021, §2.4), randomly
   initialised and trained jointly with the UNet. Works offline; its weights go into the checkpoint.
-- "open_clip": the frozen text tower of a pretrained open_clip model, named by model name and a pretrained
-  tag or a local weights file. Frozen, so its outputs can be cached per caption; its weights are not stored
-  in our checkpoints, only the reference to load them again.
+- "open_clip": the text tower of a pretrained open_clip model, named by model name and a pretrained tag or a
+  local weights file. Frozen by default, so its outputs can be cached per caption and its weights are not
+  stored in our checkpoints, only the reference to load them again. With ``train_tower=True`` (ADR 0031) it is
+  fine-tuned with the UNet instead: never cached, and its weights are stored like the scratch encoder's.
 
 Both read tokens from open_clip's BPE tokenizer (bundled with the package, no download). The empty prompt
 "" encodes to [SOT, EOT] and is the null condition of classifier-free guidance.
 """
 
+import contextlib
 import os
 import warnings
 
@@ -83,19 +85,25 @@ class ScratchTextEncoder(nn.Module):
 
 
 class OpenClipTextEncoder(nn.Module):
-    """The frozen text tower of a pretrained open_clip model: tokens (B, L) → (B, L, width), before pooling."""
+    """The text tower of a pretrained open_clip model: tokens (B, L) → (B, L, width), before pooling.
 
-    frozen = True
+    Frozen (``trainable=False``): no gradients, always in eval mode. Trained (``trainable=True``): every parameter
+    that reaches the token outputs is trained, the positional embedding included; the projection of the pooled
+    output, which the UNet never sees, stays frozen (under DDP a parameter without a gradient is an error).
+    ``load_pretrained=False`` builds the architecture alone, for a checkpoint whose own trained tower weights
+    replace the pretrained ones: sampling it then needs neither the weights file nor a download.
+    """
 
-    def __init__(self, *, model_name: str, pretrained: str):
+    def __init__(self, *, model_name: str, pretrained: str, trainable: bool, load_pretrained: bool):
         super().__init__()
-        if not pretrained:
-            raise ValueError("the open_clip text encoder needs OPEN_CLIP_PRETRAINED: a pretrained tag or a weights file")
-        looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
-        if looks_like_path and not os.path.isfile(pretrained):
-            raise FileNotFoundError(f"OPEN_CLIP_PRETRAINED={pretrained!r}: no such weights file")
+        if load_pretrained:
+            if not pretrained:
+                raise ValueError("the open_clip text encoder needs OPEN_CLIP_PRETRAINED: a pretrained tag or a weights file")
+            looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+            if looks_like_path and not os.path.isfile(pretrained):
+                raise FileNotFoundError(f"OPEN_CLIP_PRETRAINED={pretrained!r}: no such weights file")
         try:
-            clip = open_clip.create_model(model_name, pretrained=pretrained)
+            clip = open_clip.create_model(model_name, pretrained=pretrained if load_pretrained else None)
         except RuntimeError as err:  # open_clip raises RuntimeError for unknown tags and failed downloads
             raise RuntimeError(
                 f"could not load open_clip {model_name!r} with pretrained={pretrained!r}: {err}. "
@@ -104,37 +112,52 @@ class OpenClipTextEncoder(nn.Module):
         if hasattr(clip, "text"):  # CustomTextCLIP keeps its tower in .text
             self.tower = clip.text
             self.tower.output_tokens = True
+            if isinstance(getattr(self.tower, "text_projection", None), (nn.Module, nn.Parameter)):
+                self.tower.text_projection.requires_grad_(False)  # maps the pooled output only
         else:  # CLIP keeps the tower's parts on the model itself
             self.tower = nn.ModuleDict({k: getattr(clip, k) for k in ("token_embedding", "transformer", "ln_final")})
-            self.register_buffer("positional_embedding", clip.positional_embedding.detach().clone(), persistent=False)
+            position = clip.positional_embedding.detach().clone()  # (L, width)
+            if trainable:
+                self.positional_embedding = nn.Parameter(position)
+            else:
+                self.register_buffer("positional_embedding", position, persistent=False)
             self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
         self.context_length = clip.context_length
         self.dim = clip.transformer.width if not hasattr(clip, "text") else clip.text.width
-        self.requires_grad_(False)
-        self.eval()
+        self.frozen = not trainable
+        if self.frozen:
+            self.requires_grad_(False)
+        self.train(trainable)
 
     def train(self, mode: bool = True):
-        return super().train(False)  # frozen: dropout and friends stay off
+        return super().train(mode and not self.frozen)  # frozen: dropout and friends stay off
 
-    @torch.no_grad()
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.tower, nn.ModuleDict):  # as CLIP.encode_text, stopping before the pooling
-            x = self.tower["token_embedding"](tokens) + self.positional_embedding
-            x = self.tower["transformer"](x, attn_mask=self.attn_mask)
-            return self.tower["ln_final"](x)
-        return self.tower(tokens)[1]
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
+            if isinstance(self.tower, nn.ModuleDict):  # as CLIP.encode_text, stopping before the pooling
+                x = self.tower["token_embedding"](tokens) + self.positional_embedding
+                x = self.tower["transformer"](x, attn_mask=self.attn_mask)
+                return self.tower["ln_final"](x)
+            return self.tower(tokens)[1]
 
 
 def build_text_encoder(*, kind: str, context_length: int, width: int, heads: int, layers: int,
-                       open_clip_model: str, open_clip_pretrained: str, vocab: tuple = ()) -> nn.Module:
-    """The encoder named by ``kind``; these keyword arguments are what a checkpoint stores as ``text_args``.
+                       open_clip_model: str, open_clip_pretrained: str, vocab: tuple = (), train_tower: bool = False,
+                       load_pretrained: bool = True) -> nn.Module:
+    """The encoder named by ``kind``; its keyword arguments but the last are a checkpoint's ``text_args``.
 
-    ``vocab``: the BPE ids the scratch encoder has rows for (unused by "open_clip").
+    ``vocab``: the BPE ids the scratch encoder has rows for (unused by "open_clip"). ``train_tower``: fine-tune
+    the open_clip tower rather than freeze it (ADR 0031; the default is what checkpoints before it hold; the
+    scratch encoder is always trained and refuses it). ``load_pretrained``: not recorded; False when a
+    checkpoint's own weights for a trained tower are loaded next (see ``OpenClipTextEncoder``).
     """
     if kind == "scratch":
+        if train_tower:
+            raise ValueError("train_tower applies to the open_clip tower; the scratch encoder is always trained")
         return ScratchTextEncoder(context_length=context_length, width=width, heads=heads, layers=layers, vocab=vocab)
     if kind == "open_clip":
-        encoder = OpenClipTextEncoder(model_name=open_clip_model, pretrained=open_clip_pretrained)
+        encoder = OpenClipTextEncoder(model_name=open_clip_model, pretrained=open_clip_pretrained, trainable=train_tower,
+                                      load_pretrained=load_pretrained)
         if encoder.context_length != context_length:
             raise ValueError(
                 f"TEXT_CONTEXT_LENGTH={context_length} but open_clip {open_clip_model!r} was trained with "

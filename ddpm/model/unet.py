@@ -6,6 +6,10 @@ self-attention over the H·W positions, then cross-attention from those position
 embeddings, then a feed-forward layer. The timestep enters every residual block through a sinusoidal
 embedding (Vaswani et al. 2017, §3.5) and an MLP.
 
+Two options change the layers; their defaults build today's network exactly: ``linear_bias=False`` drops the bias
+of every ``nn.Linear`` (ADR 0029), and ``norm="rms"`` replaces GroupNorm and LayerNorm by RMSNorm (Zhang & Sennrich
+2019), group-wise on the convolutional feature maps (ADR 0030).
+
 Every hyperparameter is a keyword-only constructor argument; ``UNet(**checkpoint["unet_args"])`` rebuilds it.
 """
 
@@ -14,6 +18,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+NORMS = ("group", "rms")  # "group": GroupNorm on feature maps, LayerNorm on tokens; "rms": RMSNorm on both
+NORM_EPS = 1e-5  # ε of every normalisation layer (torch's default for GroupNorm and LayerNorm)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -24,15 +31,60 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
-class ResBlock(nn.Module):
-    """GroupNorm → SiLU → 3×3 conv, plus the time embedding as a per-channel bias, twice; 1×1 conv skip."""
+class GroupRMSNorm(nn.Module):
+    """RMSNorm over channel groups of a feature map (B, C, H, W): GroupNorm without the mean subtraction.
 
-    def __init__(self, c_in: int, c_out: int, *, temb_dim: int, groups: int, dropout: float):
+    RMSNorm (Zhang & Sennrich 2019, eq. 4) rescales a vector of summed inputs a by its root mean square,
+    ā_i = a_i / RMS(a) · g_i with RMS(a) = √(mean(a²)), keeping LayerNorm's re-scaling invariance and dropping
+    its re-centering. As GroupNorm (Wu & He 2018) does for LayerNorm on conv features, the vector here is one
+    group of C/G channels over all H·W positions; the gain g (C,) is per channel, initialised to 1, and there is
+    no shift. ε = NORM_EPS is added under the root. Statistics in float32; the memory format is kept.
+    """
+
+    def __init__(self, groups: int, channels: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, c_in)
+        if channels % groups:
+            raise ValueError(f"GroupRMSNorm: {channels} channels do not split into {groups} groups")
+        self.groups = groups
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.float().unflatten(1, (self.groups, -1))  # (B, G, C/G, H, W), a view in either memory format
+        a = a * torch.rsqrt(a.pow(2).mean(dim=(2, 3, 4), keepdim=True) + NORM_EPS)
+        return (a.flatten(1, 2) * self.weight[:, None, None]).to(x.dtype)
+
+
+class RMSNorm(nn.RMSNorm):
+    """``torch.nn.RMSNorm`` over the last dimension (C,) of tokens (B, N, C), computed in float32.
+
+    Under bf16 autocast the input is bf16 and the gain float32, a mix torch's fused kernel refuses with a
+    warning; in float32 it runs fused, and the output is cast back, as LayerNorm's is on CPU.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
+def feature_norm(kind: str, groups: int, channels: int) -> nn.Module:
+    """The normalisation of conv feature maps (B, C, H, W) for ``kind`` in NORMS."""
+    return nn.GroupNorm(groups, channels) if kind == "group" else GroupRMSNorm(groups, channels)
+
+
+def token_norm(kind: str, channels: int) -> nn.Module:
+    """The normalisation of tokens (B, N, C) in the transformer blocks for ``kind`` in NORMS."""
+    return nn.LayerNorm(channels) if kind == "group" else RMSNorm(channels, eps=NORM_EPS)
+
+
+class ResBlock(nn.Module):
+    """Norm → SiLU → 3×3 conv, plus the time embedding as a per-channel bias, twice; 1×1 conv skip."""
+
+    def __init__(self, c_in: int, c_out: int, *, temb_dim: int, groups: int, dropout: float, norm: str,
+                 linear_bias: bool):
+        super().__init__()
+        self.norm1 = feature_norm(norm, groups, c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.temb = nn.Linear(temb_dim, c_out)
-        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.temb = nn.Linear(temb_dim, c_out, bias=linear_bias)
+        self.norm2 = feature_norm(norm, groups, c_out)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (improved-diffusion's zero_module)
@@ -68,12 +120,12 @@ def attention(q, k, v, mask=None):
 class Attention(nn.Module):
     """Multi-head attention of queries x (B,N,C) over keys/values ctx (B,L,D); mask (B,L) True = attend."""
 
-    def __init__(self, dim: int, ctx_dim: int, *, heads: int):
+    def __init__(self, dim: int, ctx_dim: int, *, heads: int, out_bias: bool):
         super().__init__()
         self.heads = heads
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_kv = nn.Linear(ctx_dim, 2 * dim, bias=False)
-        self.out = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim, bias=out_bias)
 
     def forward(self, x, ctx, mask=None):
         b, n, c = x.shape
@@ -85,17 +137,19 @@ class Attention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Self-attention, cross-attention to the prompt, feed-forward; pre-LayerNorm, residual, on (B, C, H, W)."""
+    """Self-attention, cross-attention to the prompt, feed-forward; pre-norm, residual, on (B, C, H, W)."""
 
-    def __init__(self, channels: int, *, context_dim: int, heads: int, groups: int):
+    def __init__(self, channels: int, *, context_dim: int, heads: int, groups: int, norm: str, linear_bias: bool):
         super().__init__()
-        self.norm_in = nn.GroupNorm(groups, channels)
-        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(channels) for _ in range(3))
-        self.self_attn = Attention(channels, channels, heads=heads)
-        self.cross_attn = Attention(channels, context_dim, heads=heads)
-        self.ff = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
+        self.norm_in = feature_norm(norm, groups, channels)
+        self.norm1, self.norm2, self.norm3 = (token_norm(norm, channels) for _ in range(3))
+        self.self_attn = Attention(channels, channels, heads=heads, out_bias=linear_bias)
+        self.cross_attn = Attention(channels, context_dim, heads=heads, out_bias=linear_bias)
+        self.ff = nn.Sequential(nn.Linear(channels, 4 * channels, bias=linear_bias), nn.GELU(),
+                                nn.Linear(4 * channels, channels, bias=linear_bias))
         nn.init.zeros_(self.ff[-1].weight)
-        nn.init.zeros_(self.ff[-1].bias)
+        if linear_bias:
+            nn.init.zeros_(self.ff[-1].bias)
 
     def forward(self, x, context, context_mask):
         b, c, hgt, wid = x.shape
@@ -112,6 +166,7 @@ class UNet(nn.Module):
 
     Level i works at resolution image_size / 2^i with base_channels·channel_mults[i] channels and
     ``num_res_blocks`` residual blocks (one more on the way up, for the skip connections).
+    ``linear_bias`` and ``norm`` default to the network checkpoints written before they existed hold (ADRs 0029, 0030).
     """
 
     def __init__(
@@ -128,13 +183,19 @@ class UNet(nn.Module):
         attention_heads: int,
         norm_groups: int,
         dropout: float,
+        linear_bias: bool = True,
+        norm: str = "group",
     ):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm={norm!r}: allowed: {', '.join(map(repr, NORMS))}")
         self.time_emb_dim = time_emb_dim
         temb = 4 * time_emb_dim
-        self.time_mlp = nn.Sequential(nn.Linear(time_emb_dim, temb), nn.SiLU(), nn.Linear(temb, temb))
-        block = dict(temb_dim=temb, groups=norm_groups, dropout=dropout)
-        attn = dict(context_dim=context_dim, heads=attention_heads, groups=norm_groups)
+        self.time_mlp = nn.Sequential(nn.Linear(time_emb_dim, temb, bias=linear_bias), nn.SiLU(),
+                                      nn.Linear(temb, temb, bias=linear_bias))
+        block = dict(temb_dim=temb, groups=norm_groups, dropout=dropout, norm=norm, linear_bias=linear_bias)
+        attn = dict(context_dim=context_dim, heads=attention_heads, groups=norm_groups, norm=norm,
+                    linear_bias=linear_bias)
 
         def stage(c_in, c_out, res):
             layers = nn.ModuleList([ResBlock(c_in, c_out, **block)])
@@ -166,7 +227,7 @@ class UNet(nn.Module):
                 self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]))
                 res *= 2
 
-        self.norm_out = nn.GroupNorm(norm_groups, ch)
+        self.norm_out = feature_norm(norm, norm_groups, ch)
         self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)

@@ -80,7 +80,17 @@ def save_atomic(obj: dict, path: str) -> None:
 
 
 # Constructor arguments added after checkpoints were first written, with the behaviour those checkpoints had.
-ADDED_ARGS = {"diffusion_args": {"prediction": "epsilon"}}
+ADDED_ARGS = {"diffusion_args": {"prediction": "epsilon"},  # ADR 0028
+              "unet_args": {"linear_bias": True, "norm": "group"},  # ADRs 0029, 0030
+              "text_args": {"train_tower": False}}  # ADR 0031
+
+
+def with_added_args(ckpt: dict) -> dict:
+    """``ckpt`` with each ``ADDED_ARGS`` entry its constructor arguments lack filled in: a checkpoint or export
+    written before an argument existed had its old behaviour, and compares equal to a run that asks for it."""
+    for key, added in ADDED_ARGS.items():
+        ckpt[key] = {**added, **ckpt[key]}
+    return ckpt
 
 
 def load_checkpoint(path: str) -> dict:
@@ -103,9 +113,7 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(f"{path}: not a checkpoint of this repo (missing {', '.join(missing)}); use another one")
     if ckpt["format"] > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {ckpt['format']} is newer than this code ({FORMAT_VERSION}); update the repo")
-    for key, added in ADDED_ARGS.items():  # checkpoints from before an argument existed had its old behaviour
-        ckpt[key] = {**added, **ckpt[key]}
-    return ckpt
+    return with_added_args(ckpt)
 
 
 def checkpoint_name(epoch: int, step: int) -> str:

@@ -1,12 +1,13 @@
 """A trained model to hand on: EMA weights as ``.safetensors``, and beside it a JSON file that rebuilds it.
 
 ``model.safetensors`` holds only tensors (no pickle, no optimizer state, no RNG): the EMA UNet as
-``unet.<name>`` and, where the text encoder was trained (the scratch encoder), the EMA text encoder as
-``text_encoder.<name>``. A frozen pretrained open_clip tower is not stored, as in checkpoints: it is rebuilt from
-its open_clip name and pretrained tag. ``model.json`` (same stem) holds the constructor arguments (``unet_args``,
-``text_args`` with the tokenizer settings and caption vocabulary, ``diffusion_args``), the sampling settings, the
-config snapshot and the provenance (config hash, ADR, commit, dataset, source run and step). The same JSON is
-also in the safetensors header (``__metadata__["ddpm"]``), so the weights file alone still says what it is.
+``unet.<name>`` and, where the text encoder was trained (the scratch encoder, or an open_clip tower under
+TRAIN_TEXT_TOWER, ADR 0031), the EMA text encoder as ``text_encoder.<name>``. A frozen pretrained open_clip tower
+is not stored, as in checkpoints: it is rebuilt from its open_clip name and pretrained tag. ``model.json`` (same
+stem) holds the constructor arguments (``unet_args``, ``text_args`` with the tokenizer settings and caption
+vocabulary, ``diffusion_args``), the sampling settings, the config snapshot and the provenance (config hash, ADR,
+commit, dataset, source run and step). The same JSON is also in the safetensors header (``__metadata__["ddpm"]``),
+so the weights file alone still says what it is.
 
 Both files load with ``safetensors`` and ``json`` alone. ``load_model(path)`` reads either a training checkpoint
 or an export and returns the checkpoint-shaped dict that ``Pipeline.from_checkpoint``, ``sample.py``,
@@ -23,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from ddpm.files import atomic_write, write_json
-from ddpm.run.checkpoint import CheckpointError, load_checkpoint
+from ddpm.run.checkpoint import CheckpointError, load_checkpoint, with_added_args
 
 EXPORT_FORMAT = "ddpm-export"
 EXPORT_VERSION = 1
@@ -114,10 +115,11 @@ def load_export(path: str) -> dict:
         raise CheckpointError(f"{path}: holds no unet.* tensors; export the model again")
     text = parts["text_encoder"] or None
     prov = meta.get("provenance") or {}
-    return {"format": 1, **{k: {n: _tuples(v) for n, v in meta[k].items()} for k in ARGS_KEYS},
-            "sampling": meta["sampling"], "config": {k: _tuples(v) for k, v in meta["config"].items()},
-            "provenance": prov, "step": prov.get("step"), "run": prov.get("run"),
-            "ema_unet": parts["unet"], "unet": parts["unet"], "ema_text_encoder": text, "text_encoder": text}
+    return with_added_args({
+        "format": 1, **{k: {n: _tuples(v) for n, v in meta[k].items()} for k in ARGS_KEYS},
+        "sampling": meta["sampling"], "config": {k: _tuples(v) for k, v in meta["config"].items()},
+        "provenance": prov, "step": prov.get("step"), "run": prov.get("run"),
+        "ema_unet": parts["unet"], "unet": parts["unet"], "ema_text_encoder": text, "text_encoder": text})
 
 
 def load_model(path: str) -> dict:

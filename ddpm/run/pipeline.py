@@ -100,9 +100,11 @@ class Pipeline:
         prefix = "ema_" if use_ema else ""
         unet = _build(path, "unet_args", UNet, ckpt["unet_args"])
         _load_weights(path, "unet_args", unet, ckpt.get(prefix + "unet"))
-        text_encoder = _build(path, "text_args", build_text_encoder, ckpt["text_args"])
-        if ckpt.get(prefix + "text_encoder") is not None:  # frozen pretrained towers are not stored
-            _load_weights(path, "text_args", text_encoder, ckpt[prefix + "text_encoder"])
+        text_state = ckpt.get(prefix + "text_encoder")  # None: a frozen pretrained tower, not stored
+        text_encoder = _build(path, "text_args", build_text_encoder,  # stored weights need no pretrained ones first
+                              {**ckpt["text_args"], "load_pretrained": text_state is None})
+        if text_state is not None:
+            _load_weights(path, "text_args", text_encoder, text_state)
         sampling = ckpt["sampling"]
         device = torch.device(device)
         unet.to(device, memory_format=memory_format(sampling["channels_last"])).eval()

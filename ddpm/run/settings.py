@@ -14,6 +14,7 @@ from ddpm.data.load import BAD_FILE_POLICIES, DATASETS, FLIP_POLICIES
 from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES
 from ddpm.data.shapes import SPLITS
 from ddpm.model.text import ENCODER_KINDS
+from ddpm.model.unet import NORMS
 from ddpm.run.finetune import UNET_PARTS, parse_parts
 from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
 
@@ -79,6 +80,8 @@ SCHEMA = {
     "ATTENTION_HEADS": _int(1),
     "TIME_EMB_DIM": _int(2),
     "NORM_GROUPS": _int(1),
+    "NORM": _choice(NORMS),
+    "LINEAR_BIAS": _BOOL,
     "DROPOUT": _float(0, 1, hi_open=True),
     "TEXT_ENCODER": _choice(ENCODER_KINDS),
     "TEXT_CONTEXT_LENGTH": _int(2),
@@ -87,6 +90,7 @@ SCHEMA = {
     "TEXT_LAYERS": _int(1),
     "OPEN_CLIP_MODEL": _STR,
     "OPEN_CLIP_PRETRAINED": _STR,
+    "TRAIN_TEXT_TOWER": _BOOL,
     "TEXT_CACHE_MB": _int(0),
     "CAPTION_DROPOUT": _float(0, 1, hi_open=True),
     "MIN_SNR_GAMMA": _float(0, 1e6),
@@ -211,10 +215,15 @@ def config_from_module(module) -> dict:
 
 # ---- config values → constructor arguments (the only place that maps one to the other) ------------------
 def text_args(cfg: dict) -> dict:
-    """``build_text_encoder`` arguments; train.py adds ``vocab`` once it has tokenised the captions."""
+    """``build_text_encoder`` arguments; train.py adds ``vocab`` once it has tokenised the captions.
+
+    TRAIN_TEXT_TOWER concerns the pretrained open_clip tower only; the scratch encoder is always trained, so
+    there it is ignored and recorded as ``train_tower=False`` (ADR 0031).
+    """
     return dict(kind=cfg["TEXT_ENCODER"], context_length=cfg["TEXT_CONTEXT_LENGTH"], width=cfg["TEXT_WIDTH"],
                 heads=cfg["TEXT_HEADS"], layers=cfg["TEXT_LAYERS"], open_clip_model=cfg["OPEN_CLIP_MODEL"],
-                open_clip_pretrained=cfg["OPEN_CLIP_PRETRAINED"])
+                open_clip_pretrained=cfg["OPEN_CLIP_PRETRAINED"],
+                train_tower=cfg["TRAIN_TEXT_TOWER"] and cfg["TEXT_ENCODER"] == "open_clip")
 
 
 def unet_args(cfg: dict, *, context_dim: int) -> dict:
@@ -223,7 +232,7 @@ def unet_args(cfg: dict, *, context_dim: int) -> dict:
                 channel_mults=tuple(cfg["CHANNEL_MULTS"]), num_res_blocks=cfg["NUM_RES_BLOCKS"],
                 attention_resolutions=tuple(cfg["ATTENTION_RESOLUTIONS"]), time_emb_dim=cfg["TIME_EMB_DIM"],
                 context_dim=context_dim, attention_heads=cfg["ATTENTION_HEADS"], norm_groups=cfg["NORM_GROUPS"],
-                dropout=cfg["DROPOUT"])
+                dropout=cfg["DROPOUT"], linear_bias=cfg["LINEAR_BIAS"], norm=cfg["NORM"])
 
 
 def data_args(cfg: dict) -> dict:
