@@ -63,7 +63,9 @@ def test_table_newest_first_with_overrides_and_eval(tmp_path, capsys):
 def test_missing_and_corrupt_run_json_tolerated(tmp_path, capsys):
     root = tmp_path / "runs"
     write_run(root, "good", "2026-11-22T09:30:00")
-    (root / "empty").mkdir()
+    (root / "empty" / "checkpoints").mkdir(parents=True)  # a run that stopped before writing run.json
+    (root / "data" / "digits").mkdir(parents=True)  # not a run: what `make digits` writes, skipped
+    (root / "data" / "digits" / "0001.png").write_bytes(b"")
     (root / "broken").mkdir()
     (root / "broken" / "run.json").write_text("{not json")
     (root / "list").mkdir()
@@ -78,7 +80,7 @@ def test_missing_and_corrupt_run_json_tolerated(tmp_path, capsys):
     assert "note: empty: no run.json" in out
     assert "note: broken: unreadable run.json" in out
     assert "note: list: unreadable run.json" in out
-    assert "stray-file" not in out
+    assert "stray-file" not in out and "data" not in [r.split()[0] for r in rows]
 
 
 def test_data_column_names_the_dataset_folder_size_and_skips(tmp_path, capsys):

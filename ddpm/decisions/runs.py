@@ -38,6 +38,14 @@ def _timestamp(started) -> float | None:
         return None
 
 
+RUN_FILES = ("run.json", "failed.json", "checkpoints", "samples")  # what train.py or a sweep writes into a run folder
+
+
+def looks_like_a_run(folder: Path) -> bool:
+    """True if ``folder`` holds something a run writes (even one that crashed early): listed, else skipped."""
+    return any((folder / f).exists() for f in RUN_FILES) or any(folder.glob("events.out.tfevents.*"))
+
+
 def load_runs(runs_dir) -> list[dict]:
     """One entry per run directory: {"name", "path", "data" (run.json or None), "note" (str or None)}, newest first."""
     runs_dir = Path(runs_dir)
@@ -49,6 +57,8 @@ def load_runs(runs_dir) -> list[dict]:
     folders = [c for p in folders for c in (sorted(q for q in p.iterdir() if q.is_dir() and not q.name.startswith("."))
                                             if (p / "sweep.json").is_file() else [p])]
     for d in folders:
+        if not looks_like_a_run(d):
+            continue  # a folder a run never wrote, such as the datasets `make digits` puts in runs/data
         name = d.name if d.parent == runs_dir else f"{d.parent.name}/{d.name}"
         entry = {"name": name, "path": d, "data": None, "note": None}
         f = d / "run.json"
