@@ -76,7 +76,7 @@ runs: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) -m ddpm.measure.evaluate $(if $(CKPT),--ckpt "$(CKPT)") $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
-		$(if $(STEPS),--steps $(STEPS)) $(ARGS)
+		$(if $(STEPS),--steps $(STEPS)) $(if $(SAMPLER),--sampler $(SAMPLER)) $(ARGS)
 
 export: $(STAMP)
 	@test -n "$(CKPT)" || { echo 'make export needs a checkpoint: make export CKPT=runs/<run>/checkpoints/<file>.pt [OUT=model.safetensors]'; exit 2; }

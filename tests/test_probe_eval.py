@@ -25,7 +25,8 @@ class RealStandIn:
         self.calls = []
 
     def generate(self, prompts, *, guidance_scale, num_steps, sampler="ddim", eta=0.0, seed=0, batch_size=64):
-        self.calls.append(dict(n=len(prompts), guidance_scale=guidance_scale, num_steps=num_steps, seed=seed))
+        self.calls.append(dict(n=len(prompts), guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
+                               sampler=sampler))
         return ev.render_real([ev.parse_caption(p) for p in prompts], 1, seed=seed + 99, image_size=32)
 
 
@@ -105,7 +106,10 @@ def test_diversity():
 
 def test_perfect_stand_in_scores_near_ceiling_and_noise_near_chance(small_probe, tmp_path):
     probe, _ = small_probe
-    real = ev.evaluate(RealStandIn(), probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[1.0, 3.0], log=lambda m: None)
+    stand_in = RealStandIn()
+    real = ev.evaluate(stand_in, probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[1.0, 3.0], log=lambda m: None,
+                       sampler="dpmpp2m")
+    assert {c["sampler"] for c in stand_in.calls} == {"dpmpp2m"} and real["settings"]["sampler"] == "dpmpp2m"
     noise = ev.evaluate(NoiseStandIn(), probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[], log=lambda m: None)
     ceiling = real["ceiling"]
     assert real["seen"]["joint"] == pytest.approx(ceiling["seen"]["joint"], abs=0.15)
@@ -132,8 +136,8 @@ def test_quick_eval(small_probe):
     probe, _ = small_probe
     pipe = RealStandIn()
     out = ev.quick_eval(pipe, probe, prompts=["a large red circle on a blue background", ("star", "blue", "red", "small")],
-                        n=2, guidance_scale=2.0, num_steps=3, seed=5)
-    assert pipe.calls == [dict(n=4, guidance_scale=2.0, num_steps=3, seed=5)]
+                        n=2, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m")
+    assert pipe.calls == [dict(n=4, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m")]  # train.py's SAMPLER
     for key in ("joint_accuracy", "shape_accuracy", "color_accuracy", "background_accuracy", "size_accuracy", "diversity", "fd"):
         assert isinstance(out[key], float), key
     assert ev.quick_eval(pipe, probe, n=1, num_steps=1)["diversity"] is None  # default prompts, one sample each
@@ -191,6 +195,14 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
     assert run_json["step"] == 10 and np.isnan(run_json["final_loss"])  # the rest of run.json is kept as it was
     assert run_json["eval"]["joint_accuracy"] == data["headline"]["joint_accuracy"]
     assert not [p for p in os.listdir(run) if p.startswith(".tmp")]
+    assert data["settings"]["sampler"] == "ddim"  # the checkpoint names none: DDIM, as before SAMPLER existed
+
+    other = tmp_path / "dpm"
+    assert ev.main(["--ckpt", str(ckpt), "--n", "2", "--sweep", "none", "--probe", probe_file, "--sampler", "dpmpp2m",
+                    "--out", str(other)], log=lambda m: None) == 0
+    data = json.loads((other / "eval.json").read_text())
+    assert data["settings"]["sampler"] == "dpmpp2m"
+    assert json.loads((run / "run.json").read_text())["eval"]["sampler"] == "dpmpp2m"
 
 
 def test_fid_for_folder_names_what_is_missing(tmp_path, monkeypatch):

@@ -39,6 +39,7 @@ from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoin
 from ddpm.run.sampling_args import sampling_problems
 from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption, render
 from ddpm.measure.probe import accuracy, load_or_train_probe, load_probe
+from ddpm.model.diffusion import SAMPLERS
 from ddpm.measure.report import fmt_number, json_safe, sweep_table, update_run_json, write_outputs
 
 NUM_SEEN = 24  # prompts drawn from all_combinations("train")
@@ -137,10 +138,10 @@ def score(probe, images: torch.Tensor, combos: Sequence[tuple], n: int, features
 
 # ---- generation ---------------------------------------------------------------------------------------
 def generate(pipe, combos: Sequence[tuple], n: int, *, guidance_scale: float, num_steps: int, seed: int,
-             batch_size: int = 64) -> torch.Tensor:
-    """n images per combo, in order, from ``pipe.generate`` (DDIM, η = 0), float32 on CPU."""
+             batch_size: int = 64, sampler: str = "ddim") -> torch.Tensor:
+    """n images per combo, in order, from ``pipe.generate`` (``sampler``, deterministic: η = 0), float32 on CPU."""
     prompts = [caption(*c) for c in combos for _ in range(n)]
-    images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler="ddim", eta=0.0,
+    images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=0.0,
                            seed=seed, batch_size=batch_size)
     images = images.float().cpu()
     if images.shape[0] != len(prompts):
@@ -149,7 +150,7 @@ def generate(pipe, combos: Sequence[tuple], n: int, *, guidance_scale: float, nu
 
 
 def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int = 2, guidance_scale: float = 3.0,
-               num_steps: int = 20, seed: int = 0, batch_size: int = 64) -> dict:
+               num_steps: int = 20, seed: int = 0, batch_size: int = 64, sampler: str = "ddim") -> dict:
     """The cheap in-training check: n samples for each prompt (captions or attribute tuples; default: 4 seen
     and 4 held-out evaluation prompts), scored by the probe. Returns flat floats for logging:
     ``joint_accuracy``, ``<attribute>_accuracy``, ``diversity`` (None when n < 2), ``fd`` against real renders
@@ -157,7 +158,7 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
     """
     if hasattr(probe, "quick_eval"):  # a real dataset's caption probe (ddpm.measure.caption_probe)
         return probe.quick_eval(pipe_like, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
-                                batch_size=batch_size)
+                                batch_size=batch_size, sampler=sampler)
     start = time.perf_counter()
     if prompts is None:
         seen, held = eval_prompts()
@@ -167,7 +168,7 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
     if not combos:
         raise ValueError("quick_eval needs at least one prompt")
     images = generate(pipe_like, combos, n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
-                      batch_size=batch_size)
+                      batch_size=batch_size, sampler=sampler)
     feats = probe.features(images)
     s = score(probe, images, combos, n, features=feats)
     out = {"joint_accuracy": s["joint"], **{f"{name}_accuracy": s[name] for name in ATTRIBUTES}, "diversity": s["diversity"]}
@@ -179,7 +180,8 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
 
 def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps: int = 50, seed: int = 0,
              sweep: Sequence[float] = (), batch_size: int = 64, image_size: int = 32,
-             num_seen: int = NUM_SEEN, num_heldout: int = NUM_HELDOUT, log: Callable = print) -> dict:
+             num_seen: int = NUM_SEEN, num_heldout: int = NUM_HELDOUT, log: Callable = print,
+             sampler: str = "ddim") -> dict:
     """The full evaluation of one generator; returns the results dict (images under ``"_images"``)."""
     seen, held = eval_prompts(num_seen, num_heldout)
     combos = seen + held
@@ -200,7 +202,8 @@ def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps:
 
     def run_at(scale: float) -> dict:
         t0 = time.perf_counter()
-        images = generate(pipe, combos, n, guidance_scale=scale, num_steps=num_steps, seed=seed, batch_size=batch_size)
+        images = generate(pipe, combos, n, guidance_scale=scale, num_steps=num_steps, seed=seed, batch_size=batch_size,
+                          sampler=sampler)
         feats = probe.features(images)
         r = {
             "guidance_scale": scale,
@@ -222,7 +225,7 @@ def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps:
         sweep_runs.append({k: v for k, v in r.items() if k != "_images"})
 
     results = {
-        "settings": {"n": n, "guidance_scale": guidance_scale, "num_steps": num_steps, "seed": seed, "sampler": "ddim",
+        "settings": {"n": n, "guidance_scale": guidance_scale, "num_steps": num_steps, "seed": seed, "sampler": sampler,
                      "eta": 0.0, "sweep": list(sweep), "batch_size": batch_size, "image_size": image_size,
                      "prompt_seed": PROMPT_SEED, "real_seed": REAL_SEED, "real_per_prompt": per,
                      "seen_prompts": [caption(*c) for c in seen], "heldout_prompts": [caption(*c) for c in held]},
@@ -315,7 +318,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--runs", default="runs", help="runs folder searched without --ckpt (default: %(default)s)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: %(default)s)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default: the checkpoint's GUIDANCE_SCALE)")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's NUM_INFERENCE_STEPS)")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's NUM_INFERENCE_STEPS)")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="ddim, ddpm or dpmpp2m (default: the checkpoint's SAMPLER)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     parser.add_argument("--sweep", type=_parse_sweep, default=list(DEFAULT_SWEEP),
                         help="guidance scales of the sweep, comma-separated, or 'none' (default: 1,2,3,5)")
@@ -343,6 +347,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     trained = state.get("config") or {}  # what the run sampled its grids with
     args.guidance = args.guidance if args.guidance is not None else trained.get("GUIDANCE_SCALE", 3.0)
     args.steps = args.steps if args.steps is not None else trained.get("NUM_INFERENCE_STEPS", 50)
+    args.sampler = args.sampler or trained.get("SAMPLER", "ddim")
     problems = sampling_problems(n=args.n, n_max=MAX_PER_PROMPT, guidance=args.guidance, steps=args.steps,
                                  timesteps=state["diffusion_args"]["timesteps"], seed=args.seed, sweep=args.sweep)
     problems += [f"--batch-size {args.batch_size}: must be ≥ 1"] if args.batch_size < 1 else []
@@ -358,7 +363,7 @@ def main(argv=None, *, log: Callable = None) -> int:
         pipe = Pipeline.from_checkpoint(ckpt, use_ema=True, device=device, checkpoint=state)
     except CheckpointError as err:
         fail(str(err))
-    log(f"guidance {args.guidance:g}, {args.steps} DDIM steps, {args.n} samples per prompt")
+    log(f"guidance {args.guidance:g}, {args.steps} {args.sampler} steps, {args.n} samples per prompt")
     if trained.get("DATASET", "shapes") != "shapes":
         return _main_real(pipe, trained, args, runs_root=runs_root, out_dir=out_dir, run_dir=run_dir, ckpt=ckpt, log=log)
     if args.probe and os.path.isfile(args.probe):
@@ -371,7 +376,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     image_size = int(getattr(pipe, "image_size", 32))
 
     results = evaluate(pipe, probe, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
-                       sweep=args.sweep, batch_size=args.batch_size, image_size=image_size, log=log)
+                       sweep=args.sweep, batch_size=args.batch_size, image_size=image_size, log=log, sampler=args.sampler)
     numbers = results["headline"]
     extra = {"checkpoint": ckpt, "use_ema": True, "precision": getattr(pipe, "precision", None),
              "probe": {"file": probe_file, "settings": probe_info["settings"], "test_accuracy": probe_info["test_accuracy"]},
@@ -379,7 +384,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     paths = write_outputs(results, out_dir, extra=extra)
     if run_dir:
         summary = json_safe({**numbers, "checkpoint": os.path.basename(ckpt), "n": args.n, "guidance_scale": args.guidance,
-                          "num_steps": args.steps, "seed": args.seed, "eval_json": paths["eval.json"]})
+                          "num_steps": args.steps, "sampler": args.sampler, "seed": args.seed, "eval_json": paths["eval.json"]})
         try:
             if update_run_json(os.path.join(run_dir, "run.json"), "eval", summary):
                 log(f"updated {os.path.join(run_dir, 'run.json')} (key 'eval')")
@@ -399,7 +404,8 @@ def _main_real(pipe, trained, args, *, runs_root, out_dir, run_dir, ckpt, log) -
 
     try:
         r = caption_probe.evaluate_real(pipe, trained, runs_root=runs_root, n=args.n, guidance_scale=args.guidance,
-                                        num_steps=args.steps, seed=args.seed, batch_size=args.batch_size, log=log)
+                                        num_steps=args.steps, seed=args.seed, batch_size=args.batch_size, log=log,
+                                        sampler=args.sampler)
     except DataError as err:
         log(f"evaluate: {err}")
         return 2
