@@ -38,8 +38,8 @@ from ddpm.files import unwritable_reason
 from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
 from ddpm.run.sampling_args import sampling_problems
 from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption, render
-from ddpm.measure.probe import accuracy, load_or_train_probe, load_probe
 from ddpm.model.diffusion import SAMPLERS
+from ddpm.measure.probe import accuracy, load_or_train_probe, load_probe
 from ddpm.measure.report import fmt_number, json_safe, sweep_table, update_run_json, write_outputs
 
 NUM_SEEN = 24  # prompts drawn from all_combinations("train")
