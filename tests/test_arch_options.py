@@ -1,4 +1,5 @@
-"""The architecture options of issue 10: LINEAR_BIAS (ADR 0029), NORM (ADR 0030) and TRAIN_TEXT_TOWER (ADR 0031).
+"""The architecture options of issue 10: LINEAR_BIAS (ADR 0029), NORM (ADR 0030), TRAIN_TEXT_TOWER (ADR 0031) and
+POOLED_TEXT (ADR 0032).
 
 Each option changes the model or its update, is recorded in the checkpoint, and comes back the same at sample
 time; the defaults are today's model, and checkpoints written before the options existed still load. train.py
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 import sample
 import train
 from ddpm.model.text import PromptTokenizer, build_text_encoder
-from ddpm.model.unet import GroupRMSNorm, UNet
+from ddpm.model.unet import GroupRMSNorm, ResBlock, UNet, pooled
 from ddpm.run import optim, settings
 from ddpm.run.checkpoint import load_checkpoint
 from ddpm.run.export import export, json_path, load_model
@@ -93,7 +94,7 @@ def test_the_defaults_build_todays_unet(tiny_unet_args):
     torch.manual_seed(0)
     today = UNet(**tiny_unet_args).state_dict()
     torch.manual_seed(0)
-    spelled = UNet(**tiny_unet_args, linear_bias=True, norm="group").state_dict()
+    spelled = UNet(**tiny_unet_args, linear_bias=True, norm="group", pooled_text=False).state_dict()
     assert list(today) == list(spelled) and all(torch.equal(today[k], spelled[k]) for k in today)
     net = UNet(**tiny_unet_args)
     assert any(isinstance(m, nn.GroupNorm) for m in net.modules()) and any(isinstance(m, nn.LayerNorm) for m in net.modules())
@@ -150,6 +151,52 @@ def test_rms_unet_runs_in_bf16_autocast_without_warnings(tiny_unet_args):
     assert torch.allclose(out.float(), ref, atol=0.1, rtol=0.05)
 
 
+# ---- POOLED_TEXT (ADR 0032) -----------------------------------------------------------------------------------
+def test_pooled_is_the_mean_over_the_unmasked_tokens():
+    torch.manual_seed(0)
+    ctx = torch.randn(2, 5, 4)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    out = pooled(ctx, mask)
+    assert torch.allclose(out[0], ctx[0].mean(0)) and torch.allclose(out[1], ctx[1, :3].mean(0))
+    assert torch.equal(pooled(ctx.masked_fill(~mask[..., None], 1e6), mask), out)  # padding does not enter it
+    assert torch.allclose(pooled(ctx), ctx.mean(1))
+
+
+def time_inputs_of_the_blocks(net, x):
+    """What every residual block's time projection receives, (blocks, B, 4·TIME_EMB_DIM), for inputs ``x``."""
+    seen = []
+    hooks = [m.temb.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+             for m in net.modules() if isinstance(m, ResBlock)]
+    with torch.no_grad():
+        net(*x)
+    for h in hooks:
+        h.remove()
+    return torch.stack(seen)
+
+
+def test_pooled_text_brings_the_prompt_to_every_residual_block(tiny_unet_args):
+    torch.manual_seed(0)
+    plain = randomised(UNet(**tiny_unet_args))
+    with_path = UNet(**tiny_unet_args, pooled_text=True).eval()
+    assert set(with_path.state_dict()) - set(plain.state_dict()) == {"text_to_time.weight", "text_to_time.bias"}
+    with_path.load_state_dict({**plain.state_dict(), **{k: v for k, v in with_path.state_dict().items()
+                                                          if k.startswith("text_to_time")}})
+    x, t, ctx, mask = inputs(tiny_unet_args)
+    other = (x, t, ctx.flip(0), mask.flip(0))  # the same images and timesteps, the prompts swapped
+    # Without the path the residual blocks see only the timestep; with it, the prompt too.
+    assert torch.equal(time_inputs_of_the_blocks(plain, (x, t, ctx, mask)), time_inputs_of_the_blocks(plain, other))
+    assert not torch.allclose(time_inputs_of_the_blocks(with_path, (x, t, ctx, mask)),
+                              time_inputs_of_the_blocks(with_path, other), atol=1e-4)
+    with torch.no_grad():
+        assert not torch.allclose(with_path(x, t, ctx, mask), plain(x, t, ctx, mask), atol=1e-4)
+        with_path.text_to_time.weight.zero_()
+        with_path.text_to_time.bias.zero_()
+        assert torch.allclose(with_path(x, t, ctx, mask), plain(x, t, ctx, mask), atol=1e-6)  # the only change
+    with_path.text_to_time.weight.data.normal_(std=0.1)
+    with_path.train()(x, t, ctx, mask).square().mean().backward()
+    assert with_path.text_to_time.weight.grad.abs().sum() > 0  # it is trained
+
+
 # ---- settings: validation and constructor arguments ----------------------------------------------------------
 def config():
     import config as module
@@ -158,6 +205,7 @@ def config():
 
 @pytest.mark.parametrize("key, value, allowed", [("NORM", "layer", "one of 'group', 'rms'"),
                                                  ("LINEAR_BIAS", 0, "True or False"),
+                                                 ("POOLED_TEXT", 1, "True or False"),
                                                  ("TRAIN_TEXT_TOWER", "yes", "True or False")])
 def test_bad_values_are_one_line_naming_the_allowed_ones(key, value, allowed):
     with pytest.raises(ValueError) as err:
@@ -167,9 +215,10 @@ def test_bad_values_are_one_line_naming_the_allowed_ones(key, value, allowed):
 
 
 def test_settings_pass_the_options_on_and_scratch_ignores_the_tower_flag():
-    cfg = settings.validate({**config(), "NORM": "rms", "LINEAR_BIAS": False, "TRAIN_TEXT_TOWER": True})
+    cfg = settings.validate({**config(), "NORM": "rms", "LINEAR_BIAS": False, "TRAIN_TEXT_TOWER": True,
+                             "POOLED_TEXT": True})
     args = settings.unet_args(cfg, context_dim=16)
-    assert args["norm"] == "rms" and args["linear_bias"] is False
+    assert args["norm"] == "rms" and args["linear_bias"] is False and args["pooled_text"] is True
     assert cfg["TEXT_ENCODER"] == "scratch" and settings.text_args(cfg)["train_tower"] is False
     opened = {**cfg, "TEXT_ENCODER": "open_clip", "OPEN_CLIP_PRETRAINED": "x.pt"}
     assert settings.text_args(opened)["train_tower"] is True
@@ -182,7 +231,8 @@ def test_settings_pass_the_options_on_and_scratch_ignores_the_tower_flag():
 @pytest.fixture(scope="module")
 def unet_options_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    tiny_train(runs, "rms", "--max-steps", "2", "--set", "NORM=rms", "--set", "LINEAR_BIAS=False")
+    tiny_train(runs, "rms", "--max-steps", "2", "--set", "NORM=rms", "--set", "LINEAR_BIAS=False",
+               "--set", "POOLED_TEXT=True")
     return runs, newest(runs / "rms")
 
 
@@ -191,7 +241,9 @@ def test_unet_options_are_recorded_and_rebuilt_from_the_checkpoint(unet_options_
     ckpt = load_checkpoint(str(path))
     assert ckpt["unet_args"]["norm"] == "rms" and ckpt["unet_args"]["linear_bias"] is False
     assert ckpt["config"]["NORM"] == "rms" and ckpt["config"]["LINEAR_BIAS"] is False
+    assert ckpt["unet_args"]["pooled_text"] is True and "text_to_time.weight" in ckpt["ema_unet"]
     pipe = Pipeline.from_checkpoint(str(path))
+    assert pipe.unet.text_to_time is not None
     assert not linear_biases(pipe.unet) and not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in pipe.unet.modules())
     trained = UNet(**ckpt["unet_args"])
     trained.load_state_dict(ckpt["ema_unet"])
@@ -210,18 +262,19 @@ def test_unet_options_are_recorded_and_rebuilt_from_the_checkpoint(unet_options_
 def test_checkpoints_and_exports_from_before_the_options_load_as_today(unet_options_run, tmp_path):
     old = load_checkpoint(os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt"))
     assert old["unet_args"]["linear_bias"] is True and old["unet_args"]["norm"] == "group"
-    assert old["text_args"]["train_tower"] is False
+    assert old["unet_args"]["pooled_text"] is False and old["text_args"]["train_tower"] is False
     _, path = unet_options_run
     out = tmp_path / "old.safetensors"
     export(load_checkpoint(str(path)), str(out), source=str(path))
     described = tmp_path / os.path.basename(json_path(str(out)))
     meta = json.loads(described.read_text())
-    for group, key in (("unet_args", "linear_bias"), ("unet_args", "norm"), ("text_args", "train_tower")):
+    for group, key in (("unet_args", "linear_bias"), ("unet_args", "norm"), ("unet_args", "pooled_text"),
+                       ("text_args", "train_tower")):
         del meta[group][key]  # as an export written before these arguments existed
     described.write_text(json.dumps(meta))
     loaded = load_model(str(out))  # as --init-from compares it with a run's arguments
     assert loaded["unet_args"]["linear_bias"] is True and loaded["unet_args"]["norm"] == "group"
-    assert loaded["text_args"]["train_tower"] is False
+    assert loaded["unet_args"]["pooled_text"] is False and loaded["text_args"]["train_tower"] is False
 
 
 # ---- TRAIN_TEXT_TOWER (ADR 0031) -------------------------------------------------------------------------------

@@ -128,8 +128,8 @@ def test_eval_every_steps_schedules_the_probe():
 class FakeRunner:
     """Writes what train.py would write in run.json (no events); ``fail`` maps a run name to an outcome."""
 
-    def __init__(self, fail=None, interrupt_at=None):
-        self.calls, self.fail, self.interrupt_at = [], fail or {}, interrupt_at
+    def __init__(self, fail=None, interrupt_at=None, accuracy=lambda sets: 0.95):
+        self.calls, self.fail, self.interrupt_at, self.accuracy = [], fail or {}, interrupt_at, accuracy
 
     def __call__(self, cmd, log_path):
         run = cmd[cmd.index("--run") + 1] if "--run" in cmd else cmd[cmd.index("--resume") + 1]
@@ -146,7 +146,7 @@ class FakeRunner:
         loss = float("nan") if outcome == "nan" else float(sets["LEARNING_RATE"]) * 100 + int(sets["SEED"]) * 0.01
         with open(os.path.join(run_dir, "run.json"), "w") as f:
             json.dump({"name": run, "step": budget, "final_loss": loss,
-                       "quality_curve": [{"step": budget, "joint_accuracy": 0.95, "minutes": 0.1}]}, f)
+                       "quality_curve": [{"step": budget, "joint_accuracy": self.accuracy(sets), "minutes": 0.1}]}, f)
         return 0, "done"
 
 
@@ -173,6 +173,22 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, lr_spec)
     for name in ("results.md", "results.png"):
         assert os.path.getsize(os.path.join(runs_dir, "lr2", name)) > 0
     assert os.listdir(os.path.join(runs_dir, "lr2", ".hparams"))  # one add_hparams per run
+
+
+def test_points_that_never_reach_the_target_rank_by_how_close_they_ended(tmp_path):
+    spec = write_spec(tmp_path / "far.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}}, trials=3,
+                      seeds=2, budget_steps=4, metric="steps_to_target", seed=3)
+    runs_dir = str(tmp_path / "runs")
+    # Every run ends below the 0.9 target; the larger the learning rate, the closer.
+    runner = FakeRunner(accuracy=lambda sets: min(0.8, float(sets["LEARNING_RATE"]) * 50))
+    assert sweep.main([spec, "--runs-dir", runs_dir], runner=runner) == 0
+    results = json.load(open(os.path.join(runs_dir, "far", "results.json")))
+    assert all(row["metric"]["n"] == 0 for row in results["rows"])  # no seed has a step to the target
+    ended = [row["final_accuracy"]["mean"] for row in results["rows"]]
+    assert ended == sorted(ended, reverse=True) and ended[0] > ended[-1]
+    text = open(os.path.join(runs_dir, "far", "results.md")).read()
+    assert "| final joint accuracy |" in text and "s0: not reached, s1: not reached" in text
+    assert "nan" not in text
 
 
 def test_a_run_with_a_checkpoint_is_resumed_not_restarted(tmp_path, lr_spec):

@@ -41,8 +41,12 @@ def spread(values: list) -> dict:
 
 
 def aggregate(runs: list, metric: str, direction: str, point_key: str = "trial") -> list:
-    """One row per point: {"trial", "overrides", "set" (literals), "metric": spread, "final_loss": spread, "runs"},
-    best first."""
+    """One row per point: {"trial", "overrides", "set" (literals), "metric": spread, "final_loss": spread,
+    "final_accuracy": spread, "runs"}, best first.
+
+    Points tie on the metric when no seed of either has a value (say, no seed reached the target accuracy within the
+    budget); the one whose seeds ended with the higher probe accuracy then ranks first, as the closer one.
+    """
     rows = {}
     for r in runs:
         row = rows.setdefault(r[point_key], {point_key: r[point_key], "overrides": r["overrides"],
@@ -51,10 +55,12 @@ def aggregate(runs: list, metric: str, direction: str, point_key: str = "trial")
     for row in rows.values():
         row["metric"] = spread([r.get(metric) for r in row["runs"]])
         row["final_loss"] = spread([r.get("final_loss") for r in row["runs"]])
+        row["final_accuracy"] = spread([r.get("final_accuracy") for r in row["runs"]])
         row["failed"] = sum(r["status"] == "failed" for r in row["runs"])
     sign = 1 if direction == "min" else -1
     return sorted(rows.values(), key=lambda w: (w["metric"]["missing"], math.inf if w["metric"]["mean"] is None
-                                                 else sign * w["metric"]["mean"], w[point_key]))
+                                                 else sign * w["metric"]["mean"],
+                                                 -(w["final_accuracy"]["mean"] or 0.0), w[point_key]))
 
 
 def describe(s: dict) -> str:
@@ -66,17 +72,33 @@ def describe(s: dict) -> str:
     return f"{fmt_number(float(s['mean']))} ({' / '.join(fmt_number(float(s[k])) for k in ('min', 'median', 'max'))})"
 
 
+def per_seed(run: dict, metric: str) -> str:
+    """One seed's value of ``metric`` for the table: a number, "failed", or why there is none."""
+    if run["status"] != "finished":
+        return "failed"
+    if run.get(metric) is None:
+        return "not reached" if metric == "steps_to_target" else "—"
+    return fmt_number(run[metric])
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def table(plan: dict, rows: list, current: dict) -> str:
-    """The Markdown table of results.md: rank, point, varied values, metric, final loss, seeds, failures."""
+    """The Markdown table of results.md: rank, point, varied values, metric, final loss, final probe accuracy
+    (when the probe ran and the metric is not that accuracy), seeds, each seed's value."""
     names = list(rows[0]["overrides"]) if rows else []
-    head = ["#", "trial", *names, f"{plan['metric']} ({plan['direction']})", "final loss", "seeds ok", "per seed"]
+    accuracy = plan["metric"] != "final_accuracy" and any(row["final_accuracy"]["n"] for row in rows)
+    head = ["#", "trial", *names, f"{plan['metric']} ({plan['direction']})", "final loss",
+            *(["final joint accuracy"] if accuracy else []), "seeds ok", "per seed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for i, row in enumerate(rows, 1):
-        per_seed = ", ".join(f"s{r['seed']}: {fmt_number(r.get(plan['metric'])) if r['status'] == 'finished' else 'failed'}"
-                             for r in row["runs"])
+        seeds = ", ".join(f"s{r['seed']}: {per_seed(r, plan['metric'])}" for r in row["runs"])
         lines.append("| " + " | ".join([str(i), row["trial"], *(row["set"][n] for n in names), describe(row["metric"]),
-                                        describe(row["final_loss"]), f"{row['metric']['n']}/{len(row['runs'])}",
-                                        per_seed]) + " |")
+                                        describe(row["final_loss"]),
+                                        *([describe(row["final_accuracy"])] if accuracy else []),
+                                        f"{row['metric']['n']}/{len(row['runs'])}", seeds]) + " |")
     now = ", ".join(f"{n} = {fmt(current[n])}" for n in names if n in current)
     return "\n".join(lines) + (f"\n\nconfig.py today: {now}" if now else "")
 
@@ -87,8 +109,8 @@ def write(plan: dict, runs: list, out_dir: str, *, current: dict) -> dict:
     text = table(plan, rows, current)
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
     failures = [f"- {r['run']}: {r.get('reason')}" for r in runs if r["status"] == "failed"]
-    write_text(f"# Sweep {plan['name']}\n\n`{plan['command']}`: {len(plan['points'])} points × {len(plan['seeds'])} "
-               f"seeds, {plan['budget']} optimizer steps each, ranked by {plan['metric']} ({plan['direction']}), "
+    write_text(f"# Sweep {plan['name']}\n\n`{plan['command']}`: {plural(len(plan['points']), 'point')} × "
+               f"{plural(len(plan['seeds']), 'seed')}, {plan['budget']} optimizer steps each, ranked by {plan['metric']} ({plan['direction']}), "
                f"target joint accuracy {plan['target_accuracy']}; mean (min / median / max) over seeds.\n\n{text}\n"
                + ("\nFailed runs:\n" + "\n".join(failures) + "\n" if failures else "")
                + "\n![metric against each varied constant](results.png)\n", paths["md"])

@@ -69,7 +69,8 @@ def diffusers_args(args: dict) -> dict:
     a linear proj_in/proj_out around each transformer, a GEGLU feed-forward (ours: GELU) and a
     ``block_out_channels[0]``-wide sinusoidal timestep projection (ours: TIME_EMB_DIM). Ours without linear
     biases or with RMSNorm (``linear_bias``, ``norm``; ADRs 0029, 0030) is still compared with diffusers' biases
-    and GroupNorm/LayerNorm, which the class offers no switch for.
+    and GroupNorm/LayerNorm, which the class offers no switch for; our pooled-text path (``pooled_text``, ADR
+    0032: a masked mean and one linear layer per image, well under 0.1 % of the FLOPs) has no counterpart there.
     """
     mults = args["channel_mults"]
     res = [args["image_size"] // 2**i for i in range(len(mults))]

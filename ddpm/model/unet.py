@@ -6,9 +6,11 @@ self-attention over the H·W positions, then cross-attention from those position
 embeddings, then a feed-forward layer. The timestep enters every residual block through a sinusoidal
 embedding (Vaswani et al. 2017, §3.5) and an MLP.
 
-Two options change the layers; their defaults build today's network exactly: ``linear_bias=False`` drops the bias
-of every ``nn.Linear`` (ADR 0029), and ``norm="rms"`` replaces GroupNorm and LayerNorm by RMSNorm (Zhang & Sennrich
-2019), group-wise on the convolutional feature maps (ADR 0030).
+Three options change the layers; their defaults build today's network exactly: ``linear_bias=False`` drops the
+bias of every ``nn.Linear`` (ADR 0029), ``norm="rms"`` replaces GroupNorm and LayerNorm by RMSNorm (Zhang & Sennrich
+2019), group-wise on the convolutional feature maps (ADR 0030), and ``pooled_text=True`` adds a projection of the
+prompt's mean token embedding to the timestep embedding, so that every residual block sees the prompt, not only
+the attention resolutions (GLIDE, Nichol et al. 2021, §2.3; Imagen, Saharia et al. 2022, §2.2) (ADR 0032).
 
 Every hyperparameter is a keyword-only constructor argument; ``UNet(**checkpoint["unet_args"])`` rebuilds it.
 """
@@ -161,12 +163,25 @@ class TransformerBlock(nn.Module):
         return x + h.transpose(1, 2).reshape(b, c, hgt, wid)
 
 
+def pooled(context: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
+    """Mean of the token embeddings context (B, L, D) over the positions where mask (B, L) is True → (B, D).
+
+    The mean, not the end-of-text token's embedding as in GLIDE: it needs no token positions, so it works the
+    same for the scratch encoder and the open_clip tower, and padding (mask False) does not enter it.
+    """
+    if mask is None:
+        return context.mean(dim=1)
+    weights = mask.to(context.dtype)[..., None]  # (B, L, 1)
+    return (context * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
 class UNet(nn.Module):
     """ε_θ(x (B,3,H,W) in [-1,1], t (B,), context (B,L,D), context_mask (B,L) bool) → ε̂ (B,3,H,W).
 
     Level i works at resolution image_size / 2^i with base_channels·channel_mults[i] channels and
     ``num_res_blocks`` residual blocks (one more on the way up, for the skip connections).
-    ``linear_bias`` and ``norm`` default to the network checkpoints written before they existed hold (ADRs 0029, 0030).
+    ``linear_bias``, ``norm`` and ``pooled_text`` default to the network checkpoints written before they existed
+    hold (ADRs 0029, 0030, 0032).
     """
 
     def __init__(
@@ -185,6 +200,7 @@ class UNet(nn.Module):
         dropout: float,
         linear_bias: bool = True,
         norm: str = "group",
+        pooled_text: bool = False,
     ):
         super().__init__()
         if norm not in NORMS:
@@ -193,6 +209,9 @@ class UNet(nn.Module):
         temb = 4 * time_emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_emb_dim, temb, bias=linear_bias), nn.SiLU(),
                                       nn.Linear(temb, temb, bias=linear_bias))
+        # Built after the time MLP and before everything else only when asked for, so that pooled_text=False
+        # draws the same initial weights from the same seed as a UNet from before the option.
+        self.text_to_time = nn.Linear(context_dim, temb, bias=linear_bias) if pooled_text else None
         block = dict(temb_dim=temb, groups=norm_groups, dropout=dropout, norm=norm, linear_bias=linear_bias)
         attn = dict(context_dim=context_dim, heads=attention_heads, groups=norm_groups, norm=norm,
                     linear_bias=linear_bias)
@@ -245,6 +264,8 @@ class UNet(nn.Module):
 
     def forward(self, x, t, context, context_mask=None):
         temb = self.time_mlp(timestep_embedding(t, self.time_emb_dim))
+        if self.text_to_time is not None:
+            temb = temb + self.text_to_time(pooled(context, context_mask))
         h = self.conv_in(x)
         hs = [h]
         for layers in self.down:

@@ -82,6 +82,7 @@ SCHEMA = {
     "NORM_GROUPS": _int(1),
     "NORM": _choice(NORMS),
     "LINEAR_BIAS": _BOOL,
+    "POOLED_TEXT": _BOOL,
     "DROPOUT": _float(0, 1, hi_open=True),
     "TEXT_ENCODER": _choice(ENCODER_KINDS),
     "TEXT_CONTEXT_LENGTH": _int(2),
@@ -232,7 +233,8 @@ def unet_args(cfg: dict, *, context_dim: int) -> dict:
                 channel_mults=tuple(cfg["CHANNEL_MULTS"]), num_res_blocks=cfg["NUM_RES_BLOCKS"],
                 attention_resolutions=tuple(cfg["ATTENTION_RESOLUTIONS"]), time_emb_dim=cfg["TIME_EMB_DIM"],
                 context_dim=context_dim, attention_heads=cfg["ATTENTION_HEADS"], norm_groups=cfg["NORM_GROUPS"],
-                dropout=cfg["DROPOUT"], linear_bias=cfg["LINEAR_BIAS"], norm=cfg["NORM"])
+                dropout=cfg["DROPOUT"], linear_bias=cfg["LINEAR_BIAS"], norm=cfg["NORM"],
+                pooled_text=cfg["POOLED_TEXT"])
 
 
 def data_args(cfg: dict) -> dict:
