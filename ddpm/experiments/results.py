@@ -110,7 +110,8 @@ def write(plan: dict, runs: list, out_dir: str, *, current: dict) -> dict:
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
     failures = [f"- {r['run']}: {r.get('reason')}" for r in runs if r["status"] == "failed"]
     write_text(f"# Sweep {plan['name']}\n\n`{plan['command']}`: {plural(len(plan['points']), 'point')} × "
-               f"{plural(len(plan['seeds']), 'seed')}, {plan['budget']} optimizer steps each, ranked by {plan['metric']} ({plan['direction']}), "
+               f"{plural(len(plan['seeds']), 'seed')}, {plan['budget']} optimizer steps each, "
+               f"ranked by {plan['metric']} ({plan['direction']}), "
                f"target joint accuracy {plan['target_accuracy']}; mean (min / median / max) over seeds.\n\n{text}\n"
                + ("\nFailed runs:\n" + "\n".join(failures) + "\n" if failures else "")
                + "\n![metric against each varied constant](results.png)\n", paths["md"])
