@@ -36,6 +36,7 @@ NORM_GROUPS = 8  # groups of the feature maps' normalisation (GroupNorm, or grou
 NORM = "group"  # "group" (GroupNorm on feature maps, LayerNorm on tokens) or "rms" (RMSNorm on both) (ADR 0030)
 LINEAR_BIAS = True  # biases of the UNet's nn.Linear layers (time MLP, attention output, feed-forward) (ADR 0029)
 POOLED_TEXT = False  # add the prompt's mean token embedding, projected, to the timestep embedding (ADR 0032)
+SCALE_SHIFT = False  # residual blocks take the embedding as norm(h)·(1 + scale) + shift, not a bias (AdaGN) (ADR 0034)
 DROPOUT = 0.0  # dropout in residual blocks (ADR 0006)
 
 # Text encoder

@@ -27,7 +27,7 @@ from ddpm.run.sampling_args import image_path_problems, sampling_problems
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARCHITECTURE_KEYS = ("IMAGE_SIZE", "BASE_CHANNELS", "CHANNEL_MULTS", "NUM_RES_BLOCKS", "ATTENTION_RESOLUTIONS",
                      "ATTENTION_HEADS", "TIME_EMB_DIM", "NORM_GROUPS", "NORM", "LINEAR_BIAS", "POOLED_TEXT",
-                     "TEXT_ENCODER", "TRAIN_TEXT_TOWER", "TEXT_WIDTH", "TEXT_LAYERS", "TEXT_HEADS",
+                     "SCALE_SHIFT", "TEXT_ENCODER", "TRAIN_TEXT_TOWER", "TEXT_WIDTH", "TEXT_LAYERS", "TEXT_HEADS",
                      "TEXT_CONTEXT_LENGTH", "TIMESTEPS", "BETA_SCHEDULE")
 MAX_IMAGES = 1024  # N: a bound against typos, not a memory estimate
 

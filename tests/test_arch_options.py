@@ -94,7 +94,7 @@ def test_the_defaults_build_todays_unet(tiny_unet_args):
     torch.manual_seed(0)
     today = UNet(**tiny_unet_args).state_dict()
     torch.manual_seed(0)
-    spelled = UNet(**tiny_unet_args, linear_bias=True, norm="group", pooled_text=False).state_dict()
+    spelled = UNet(**tiny_unet_args, linear_bias=True, norm="group", pooled_text=False, scale_shift=False).state_dict()
     assert list(today) == list(spelled) and all(torch.equal(today[k], spelled[k]) for k in today)
     net = UNet(**tiny_unet_args)
     assert any(isinstance(m, nn.GroupNorm) for m in net.modules()) and any(isinstance(m, nn.LayerNorm) for m in net.modules())
@@ -197,6 +197,50 @@ def test_pooled_text_brings_the_prompt_to_every_residual_block(tiny_unet_args):
     assert with_path.text_to_time.weight.grad.abs().sum() > 0  # it is trained
 
 
+# ---- SCALE_SHIFT (ADR 0034) -----------------------------------------------------------------------------------
+def residual_branch(block, x, temb):
+    """ResBlock(x) − skip(x): what the block adds to its input."""
+    with torch.no_grad():
+        return block(x, temb) - block.skip(x)
+
+
+def test_scale_shift_can_switch_a_blocks_channels_off_where_a_bias_cannot():
+    torch.manual_seed(0)
+    args = dict(temb_dim=8, groups=2, dropout=0.0, norm="group", linear_bias=True)
+    plain, adagn = ResBlock(4, 6, **args).eval(), ResBlock(4, 6, **args, scale_shift=True).eval()
+    assert adagn.temb.out_features == 2 * plain.temb.out_features  # a scale and a shift per channel
+    for block in (plain, adagn):
+        nn.init.normal_(block.conv2.weight, std=0.3)  # at initialisation the branch is zero in both
+    x, other, temb = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.randn(2, 8)
+    with torch.no_grad():
+        adagn.temb.weight.zero_()
+        adagn.temb.bias.zero_()
+        adagn.temb.bias[:6] = -1.0  # scale = −1: norm(h)·(1 + s) + b = b, whatever the input
+        adagn.temb.bias[6:] = torch.linspace(-1, 1, 6)
+    assert torch.allclose(residual_branch(adagn, x, temb), residual_branch(adagn, other, temb), atol=1e-6)
+    assert residual_branch(adagn, x, temb).abs().max() > 1e-2  # what remains is the shift's, through SiLU and conv
+    # The bias path adds the embedding before the norm, so it cannot silence the input.
+    assert not torch.allclose(residual_branch(plain, x, temb), residual_branch(plain, other, temb), atol=1e-3)
+    with torch.no_grad():
+        adagn.temb.bias.zero_()  # scale 0, shift 0: the block's own norm → SiLU → conv
+        plain.load_state_dict({**adagn.state_dict(), "temb.weight": torch.zeros(6, 8), "temb.bias": torch.zeros(6)})
+    assert torch.allclose(residual_branch(adagn, x, temb), residual_branch(plain, x, temb), atol=1e-6)
+
+
+def test_scale_shift_brings_the_timestep_and_the_pooled_prompt_in_as_scales(tiny_unet_args):
+    torch.manual_seed(0)
+    net = randomised(UNet(**tiny_unet_args, scale_shift=True, pooled_text=True))
+    x, t, ctx, mask = inputs(tiny_unet_args)
+    with torch.no_grad():
+        out = net(x, t, ctx, mask)
+        assert not torch.allclose(out, net(x, t + 100, ctx, mask), atol=1e-4)
+        assert not torch.allclose(out, net(x, t, ctx.flip(0), mask.flip(0)), atol=1e-4)
+    net.train()(x, t, ctx, mask).square().mean().backward()
+    for block in (m for m in net.modules() if isinstance(m, ResBlock)):
+        c = block.temb.out_features // 2
+        assert block.temb.weight.grad[:c].abs().sum() > 0 and block.temb.weight.grad[c:].abs().sum() > 0
+
+
 # ---- settings: validation and constructor arguments ----------------------------------------------------------
 def config():
     import config as module
@@ -206,6 +250,7 @@ def config():
 @pytest.mark.parametrize("key, value, allowed", [("NORM", "layer", "one of 'group', 'rms'"),
                                                  ("LINEAR_BIAS", 0, "True or False"),
                                                  ("POOLED_TEXT", 1, "True or False"),
+                                                 ("SCALE_SHIFT", "on", "True or False"),
                                                  ("TRAIN_TEXT_TOWER", "yes", "True or False")])
 def test_bad_values_are_one_line_naming_the_allowed_ones(key, value, allowed):
     with pytest.raises(ValueError) as err:
@@ -216,9 +261,10 @@ def test_bad_values_are_one_line_naming_the_allowed_ones(key, value, allowed):
 
 def test_settings_pass_the_options_on_and_scratch_ignores_the_tower_flag():
     cfg = settings.validate({**config(), "NORM": "rms", "LINEAR_BIAS": False, "TRAIN_TEXT_TOWER": True,
-                             "POOLED_TEXT": True})
+                             "POOLED_TEXT": True, "SCALE_SHIFT": True})
     args = settings.unet_args(cfg, context_dim=16)
     assert args["norm"] == "rms" and args["linear_bias"] is False and args["pooled_text"] is True
+    assert args["scale_shift"] is True
     assert cfg["TEXT_ENCODER"] == "scratch" and settings.text_args(cfg)["train_tower"] is False
     opened = {**cfg, "TEXT_ENCODER": "open_clip", "OPEN_CLIP_PRETRAINED": "x.pt"}
     assert settings.text_args(opened)["train_tower"] is True
@@ -232,7 +278,7 @@ def test_settings_pass_the_options_on_and_scratch_ignores_the_tower_flag():
 def unet_options_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     tiny_train(runs, "rms", "--max-steps", "2", "--set", "NORM=rms", "--set", "LINEAR_BIAS=False",
-               "--set", "POOLED_TEXT=True")
+               "--set", "POOLED_TEXT=True", "--set", "SCALE_SHIFT=True")
     return runs, newest(runs / "rms")
 
 
@@ -242,8 +288,10 @@ def test_unet_options_are_recorded_and_rebuilt_from_the_checkpoint(unet_options_
     assert ckpt["unet_args"]["norm"] == "rms" and ckpt["unet_args"]["linear_bias"] is False
     assert ckpt["config"]["NORM"] == "rms" and ckpt["config"]["LINEAR_BIAS"] is False
     assert ckpt["unet_args"]["pooled_text"] is True and "text_to_time.weight" in ckpt["ema_unet"]
+    assert ckpt["unet_args"]["scale_shift"] is True and ckpt["config"]["SCALE_SHIFT"] is True
     pipe = Pipeline.from_checkpoint(str(path))
     assert pipe.unet.text_to_time is not None
+    assert all(m.scale_shift for m in pipe.unet.modules() if isinstance(m, ResBlock))
     assert not linear_biases(pipe.unet) and not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in pipe.unet.modules())
     trained = UNet(**ckpt["unet_args"])
     trained.load_state_dict(ckpt["ema_unet"])
@@ -263,18 +311,20 @@ def test_checkpoints_and_exports_from_before_the_options_load_as_today(unet_opti
     old = load_checkpoint(os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt"))
     assert old["unet_args"]["linear_bias"] is True and old["unet_args"]["norm"] == "group"
     assert old["unet_args"]["pooled_text"] is False and old["text_args"]["train_tower"] is False
+    assert old["unet_args"]["scale_shift"] is False
     _, path = unet_options_run
     out = tmp_path / "old.safetensors"
     export(load_checkpoint(str(path)), str(out), source=str(path))
     described = tmp_path / os.path.basename(json_path(str(out)))
     meta = json.loads(described.read_text())
     for group, key in (("unet_args", "linear_bias"), ("unet_args", "norm"), ("unet_args", "pooled_text"),
-                       ("text_args", "train_tower")):
+                       ("unet_args", "scale_shift"), ("text_args", "train_tower")):
         del meta[group][key]  # as an export written before these arguments existed
     described.write_text(json.dumps(meta))
     loaded = load_model(str(out))  # as --init-from compares it with a run's arguments
     assert loaded["unet_args"]["linear_bias"] is True and loaded["unet_args"]["norm"] == "group"
     assert loaded["unet_args"]["pooled_text"] is False and loaded["text_args"]["train_tower"] is False
+    assert loaded["unet_args"]["scale_shift"] is False
 
 
 # ---- TRAIN_TEXT_TOWER (ADR 0031) -------------------------------------------------------------------------------

@@ -226,6 +226,21 @@ def test_a_changed_spec_does_not_mix_into_an_old_sweep(tmp_path, lr_spec, capsys
                        trials=2, seeds=2, budget_steps=4, metric="final_loss", seed=4)
     assert sweep.main([other, "--runs-dir", runs_dir], runner=FakeRunner()) == 2
     assert "other trials" in capsys.readouterr().err
+    rebased = write_spec(tmp_path / "lr2.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}},
+                         trials=2, seeds=2, budget_steps=4, metric="final_loss", seed=3, base={"EMA_DECAY": 0.99})
+    assert sweep.main([rebased, "--runs-dir", runs_dir], runner=FakeRunner()) == 2  # the fixed values differ
+
+
+def test_more_seeds_train_only_the_new_seeds(tmp_path, lr_spec):
+    runs_dir = str(tmp_path / "runs")
+    sweep.main([lr_spec, "--runs-dir", runs_dir], runner=FakeRunner())
+    more = write_spec(tmp_path / "lr2.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}},
+                      trials=2, seeds=3, budget_steps=4, metric="final_loss", seed=3)
+    runner = FakeRunner()
+    assert sweep.main([more, "--runs-dir", runs_dir], runner=runner) == 0
+    assert runner.calls == ["t0-s2", "t1-s2"]
+    results = json.load(open(os.path.join(runs_dir, "lr2", "results.json")))
+    assert [r["metric"]["n"] for r in results["rows"]] == [3, 3]
 
 
 # ---- one real sweep: train.py twice, one trial fails on a bad value -----------------------------------------

@@ -154,13 +154,20 @@ def _share_probe_cache(out_dir: str) -> None:
         os.symlink(target, link)
 
 
+SAME_RUNS = ("budget", "points", "base")  # what makes run <trial>-s<seed> the same run in two plans
+
+
 def check_plan(out_dir: str, plan: dict) -> None:
-    """Write sweep.json, or refuse (one line) when the folder holds a sweep with another plan."""
+    """Write sweep.json, or refuse (one line) when the folder holds a sweep whose runs would differ.
+
+    The number of seeds may change: run <trial>-s<k> is the same whatever the count, so raising ``seeds`` trains
+    only the new seeds, and the table then covers the spec's seeds.
+    """
     path = os.path.join(out_dir, "sweep.json")
     if os.path.isfile(path):
         old = read_json(path)
-        if {k: old.get(k) for k in ("budget", "points", "seeds")} != {k: plan[k] for k in ("budget", "points", "seeds")}:
-            raise SpecError(f"{out_dir} holds a sweep with other trials, seeds or budget (its sweep.json); "
+        if {k: old.get(k) for k in SAME_RUNS} != {k: plan[k] for k in SAME_RUNS}:
+            raise SpecError(f"{out_dir} holds a sweep with other trials, fixed values or budget (its sweep.json); "
                             f"give the spec another name, or move that folder away")
     os.makedirs(out_dir, exist_ok=True)
     write_json(plan, path)

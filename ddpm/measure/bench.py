@@ -71,6 +71,7 @@ def diffusers_args(args: dict) -> dict:
     biases or with RMSNorm (``linear_bias``, ``norm``; ADRs 0029, 0030) is still compared with diffusers' biases
     and GroupNorm/LayerNorm, which the class offers no switch for; our pooled-text path (``pooled_text``, ADR
     0032: a masked mean and one linear layer per image, well under 0.1 % of the FLOPs) has no counterpart there.
+    Our AdaGN (``scale_shift``, ADR 0034) is the class's ``resnet_time_scale_shift="scale_shift"``.
     """
     mults = args["channel_mults"]
     res = [args["image_size"] // 2**i for i in range(len(mults))]
@@ -84,6 +85,7 @@ def diffusers_args(args: dict) -> dict:
         cross_attention_dim=args["context_dim"], attention_head_dim=args["attention_heads"],
         norm_num_groups=args["norm_groups"], dropout=args["dropout"], time_embedding_dim=4 * args["time_emb_dim"],
         use_linear_projection=True, downsample_padding=1, act_fn="silu",
+        resnet_time_scale_shift="scale_shift" if args.get("scale_shift") else "default",
     )
 
 

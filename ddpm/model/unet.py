@@ -6,11 +6,13 @@ self-attention over the H·W positions, then cross-attention from those position
 embeddings, then a feed-forward layer. The timestep enters every residual block through a sinusoidal
 embedding (Vaswani et al. 2017, §3.5) and an MLP.
 
-Three options change the layers; their defaults build today's network exactly: ``linear_bias=False`` drops the
+Four options change the layers; their defaults build today's network exactly: ``linear_bias=False`` drops the
 bias of every ``nn.Linear`` (ADR 0029), ``norm="rms"`` replaces GroupNorm and LayerNorm by RMSNorm (Zhang & Sennrich
 2019), group-wise on the convolutional feature maps (ADR 0030), and ``pooled_text=True`` adds a projection of the
 prompt's mean token embedding to the timestep embedding, so that every residual block sees the prompt, not only
-the attention resolutions (GLIDE, Nichol et al. 2021, §2.3; Imagen, Saharia et al. 2022, §2.2) (ADR 0032).
+the attention resolutions (GLIDE, Nichol et al. 2021, §2.3; Imagen, Saharia et al. 2022, §2.2) (ADR 0032), and
+``scale_shift=True`` makes that embedding a scale and shift of each residual block's second norm (ADM's AdaGN,
+Dhariwal & Nichol 2021, §3) instead of a bias (ADR 0034).
 
 Every hyperparameter is a keyword-only constructor argument; ``UNet(**checkpoint["unet_args"])`` rebuilds it.
 """
@@ -78,14 +80,20 @@ def token_norm(kind: str, channels: int) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """Norm → SiLU → 3×3 conv, plus the time embedding as a per-channel bias, twice; 1×1 conv skip."""
+    """Norm → SiLU → 3×3 conv, twice, with the embedding between; 1×1 conv skip.
+
+    The embedding enters as a per-channel bias after the first conv (DDPM), or with ``scale_shift`` as a scale and
+    shift of the second norm, norm(h)·(1 + s) + b (AdaGN, Dhariwal & Nichol 2021 §3), which can switch channels on
+    and off per timestep (and per prompt, with the pooled text in the embedding) where a bias can only offset them.
+    """
 
     def __init__(self, c_in: int, c_out: int, *, temb_dim: int, groups: int, dropout: float, norm: str,
-                 linear_bias: bool):
+                 linear_bias: bool, scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = feature_norm(norm, groups, c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.temb = nn.Linear(temb_dim, c_out, bias=linear_bias)
+        self.temb = nn.Linear(temb_dim, 2 * c_out if scale_shift else c_out, bias=linear_bias)
         self.norm2 = feature_norm(norm, groups, c_out)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
@@ -95,8 +103,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:  # x (B,C,H,W), temb (B,T)
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb(temb)[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        emb = self.temb(temb)[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = emb.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + emb)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
@@ -180,8 +193,8 @@ class UNet(nn.Module):
 
     Level i works at resolution image_size / 2^i with base_channels·channel_mults[i] channels and
     ``num_res_blocks`` residual blocks (one more on the way up, for the skip connections).
-    ``linear_bias``, ``norm`` and ``pooled_text`` default to the network checkpoints written before they existed
-    hold (ADRs 0029, 0030, 0032).
+    ``linear_bias``, ``norm``, ``pooled_text`` and ``scale_shift`` default to the network checkpoints written before
+    they existed hold (ADRs 0029, 0030, 0032, 0034).
     """
 
     def __init__(
@@ -201,6 +214,7 @@ class UNet(nn.Module):
         linear_bias: bool = True,
         norm: str = "group",
         pooled_text: bool = False,
+        scale_shift: bool = False,
     ):
         super().__init__()
         if norm not in NORMS:
@@ -212,7 +226,8 @@ class UNet(nn.Module):
         # Built after the time MLP and before everything else only when asked for, so that pooled_text=False
         # draws the same initial weights from the same seed as a UNet from before the option.
         self.text_to_time = nn.Linear(context_dim, temb, bias=linear_bias) if pooled_text else None
-        block = dict(temb_dim=temb, groups=norm_groups, dropout=dropout, norm=norm, linear_bias=linear_bias)
+        block = dict(temb_dim=temb, groups=norm_groups, dropout=dropout, norm=norm, linear_bias=linear_bias,
+                     scale_shift=scale_shift)
         attn = dict(context_dim=context_dim, heads=attention_heads, groups=norm_groups, norm=norm,
                     linear_bias=linear_bias)
 

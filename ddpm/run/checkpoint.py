@@ -81,7 +81,8 @@ def save_atomic(obj: dict, path: str) -> None:
 
 # Constructor arguments added after checkpoints were first written, with the behaviour those checkpoints had.
 ADDED_ARGS = {"diffusion_args": {"prediction": "epsilon"},  # ADR 0028
-              "unet_args": {"linear_bias": True, "norm": "group", "pooled_text": False},  # ADRs 0029, 0030, 0032
+              "unet_args": {"linear_bias": True, "norm": "group", "pooled_text": False,  # ADRs 0029, 0030, 0032
+                            "scale_shift": False},  # ADR 0034
               "text_args": {"train_tower": False}}  # ADR 0031
 
 

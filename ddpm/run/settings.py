@@ -83,6 +83,7 @@ SCHEMA = {
     "NORM": _choice(NORMS),
     "LINEAR_BIAS": _BOOL,
     "POOLED_TEXT": _BOOL,
+    "SCALE_SHIFT": _BOOL,
     "DROPOUT": _float(0, 1, hi_open=True),
     "TEXT_ENCODER": _choice(ENCODER_KINDS),
     "TEXT_CONTEXT_LENGTH": _int(2),
@@ -234,7 +235,7 @@ def unet_args(cfg: dict, *, context_dim: int) -> dict:
                 attention_resolutions=tuple(cfg["ATTENTION_RESOLUTIONS"]), time_emb_dim=cfg["TIME_EMB_DIM"],
                 context_dim=context_dim, attention_heads=cfg["ATTENTION_HEADS"], norm_groups=cfg["NORM_GROUPS"],
                 dropout=cfg["DROPOUT"], linear_bias=cfg["LINEAR_BIAS"], norm=cfg["NORM"],
-                pooled_text=cfg["POOLED_TEXT"])
+                pooled_text=cfg["POOLED_TEXT"], scale_shift=cfg["SCALE_SHIFT"])
 
 
 def data_args(cfg: dict) -> dict:
