@@ -1,5 +1,5 @@
-"""The architecture options of issue 10: LINEAR_BIAS (ADR 0029), NORM (ADR 0030), TRAIN_TEXT_TOWER (ADR 0031) and
-POOLED_TEXT (ADR 0032).
+"""The architecture options of issue 10: LINEAR_BIAS (ADR 0029), NORM (ADR 0030), TRAIN_TEXT_TOWER (ADR 0031),
+POOLED_TEXT (ADR 0032) and SCALE_SHIFT (ADR 0034).
 
 Each option changes the model or its update, is recorded in the checkpoint, and comes back the same at sample
 time; the defaults are today's model, and checkpoints written before the options existed still load. train.py

@@ -150,10 +150,15 @@ class FakeRunner:
         return 0, "done"
 
 
+def lr2(tmp_path, **changes):
+    """The two-point learning-rate spec "lr2" (2 seeds, 4 steps, sweep seed 3), with ``changes`` to its keys."""
+    keys = {**dict(trials=2, seeds=2, budget_steps=4, metric="final_loss", seed=3), **changes}
+    return write_spec(tmp_path / "lr2.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}}, **keys)
+
+
 @pytest.fixture
 def lr_spec(tmp_path):
-    return write_spec(tmp_path / "lr2.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}},
-                      trials=2, seeds=2, budget_steps=4, metric="final_loss", seed=3)
+    return lr2(tmp_path)
 
 
 def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, lr_spec):
@@ -222,20 +227,17 @@ def test_crashed_and_non_finite_trials_are_recorded_and_the_sweep_goes_on(tmp_pa
 def test_a_changed_spec_does_not_mix_into_an_old_sweep(tmp_path, lr_spec, capsys):
     runs_dir = str(tmp_path / "runs")
     sweep.main([lr_spec, "--runs-dir", runs_dir], runner=FakeRunner())
-    other = write_spec(tmp_path / "lr2.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}},
-                       trials=2, seeds=2, budget_steps=4, metric="final_loss", seed=4)
+    other = lr2(tmp_path, seed=4)
     assert sweep.main([other, "--runs-dir", runs_dir], runner=FakeRunner()) == 2
     assert "other trials" in capsys.readouterr().err
-    rebased = write_spec(tmp_path / "lr2.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}},
-                         trials=2, seeds=2, budget_steps=4, metric="final_loss", seed=3, base={"EMA_DECAY": 0.99})
+    rebased = lr2(tmp_path, base={"EMA_DECAY": 0.99})
     assert sweep.main([rebased, "--runs-dir", runs_dir], runner=FakeRunner()) == 2  # the fixed values differ
 
 
 def test_more_seeds_train_only_the_new_seeds(tmp_path, lr_spec):
     runs_dir = str(tmp_path / "runs")
     sweep.main([lr_spec, "--runs-dir", runs_dir], runner=FakeRunner())
-    more = write_spec(tmp_path / "lr2.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}},
-                      trials=2, seeds=3, budget_steps=4, metric="final_loss", seed=3)
+    more = lr2(tmp_path, seeds=3)
     runner = FakeRunner()
     assert sweep.main([more, "--runs-dir", runs_dir], runner=runner) == 0
     assert runner.calls == ["t0-s2", "t1-s2"]
