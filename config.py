@@ -78,7 +78,7 @@ TRAIN_UNET_PARTS = "all"  # UNet parts trained: "all", or a comma list of down, 
 SEED = 0  # seed of model init, batching, noise and sample grids (ADR 0007)
 
 # Speed
-PRECISION = "bf16"  # "fp32" or "bf16" (autocast; weights and optimizer stay fp32) (ADR 0006)
+PRECISION = "auto"  # "auto" (bf16 where the device has it natively, else fp32), "fp32", "bf16" (autocast) (ADR 0035)
 CHANNELS_LAST = True  # NHWC memory layout for the convolutions (ADR 0006)
 COMPILE = True  # torch.compile the UNet for training; falls back to eager with a warning where it cannot (ADR 0013)
 

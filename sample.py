@@ -22,7 +22,7 @@ from ddpm.model.diffusion import SAMPLERS
 from ddpm.run.checkpoint import CheckpointError, all_checkpoints, newest_valid
 from ddpm.run.export import load_model
 from ddpm.run.pipeline import Pipeline
-from ddpm.run.sampling_args import image_path_problems, sampling_problems
+from ddpm.run.sampling_args import PRECISIONS, image_path_problems, sampling_problems
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARCHITECTURE_KEYS = ("IMAGE_SIZE", "BASE_CHANNELS", "CHANNEL_MULTS", "NUM_RES_BLOCKS", "ATTENTION_RESOLUTIONS",
@@ -40,6 +40,8 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the checkpoint's")
     p.add_argument("--eta", type=float, default=None, help="DDIM η (default: the checkpoint's)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="auto (bf16 where native, else fp32), fp32 or bf16 (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt", default=None, help="checkpoint file (default: the newest under runs/)")
     p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
@@ -84,7 +86,7 @@ def main(argv=None):
 
     describe(path, ckpt)
     try:
-        pipe = Pipeline.from_checkpoint(path, use_ema=not args.no_ema, checkpoint=ckpt)
+        pipe = Pipeline.from_checkpoint(path, use_ema=not args.no_ema, checkpoint=ckpt, precision=args.precision)
     except CheckpointError as err:
         fail(str(err))
     if not prompt.strip():

@@ -36,7 +36,7 @@ from ddpm.run import optim
 from ddpm.run import settings
 from ddpm.run.folder import (RunFolderError, find_resume, last_good, log_provenance, open_run_folder, record_resume,
                              save_grid, update_record)
-from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, memory_format
+from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, memory_format, resolve_precision
 from ddpm.run.state import RESUMABLE, TrainState, resumed_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -166,6 +166,10 @@ def main(argv=None):
     torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank
     gen = torch.Generator().manual_seed(cfg["SEED"])  # the epoch permutation (on CPU), the same on every rank
     draws = torch.Generator(device).manual_seed(cfg["SEED"])  # the global batch's timesteps, noise, caption dropout
+    precision = prov["precision"] = resolve_precision(cfg["PRECISION"], device)  # "auto": bf16 where native (ADR 0035)
+    if world.main and cfg["PRECISION"] == "auto":
+        print(f"precision: {precision} (PRECISION = \"auto\": bf16 is {'' if precision == 'bf16' else 'not '}"
+              f"native on this {device.type})")
 
     # ---- data: images in [-1, 1], captions tokenised once --------------------------------------------
     try:
@@ -306,7 +310,7 @@ def main(argv=None):
         cap = torch.where(drop, null_index, caption_index[idx])
 
         def loss_of(part):  # one micro-batch: (weighted mean loss, unweighted per-sample losses for the logs)
-            with autocast(cfg["PRECISION"], device):
+            with autocast(precision, device):
                 with torch.set_grad_enabled(not text_encoder.frozen):  # frozen and uncached: per batch, no graph
                     context = cached[cap[part]] if cached is not None else encode(tokens[cap[part]])
                 part_losses = diffusion.loss_per_sample(unet_step, x0[part], t[part], noise[part], context,

@@ -3,12 +3,14 @@
 import ast
 import glob
 import os
+import warnings
 
 import pytest
 import torch
 
 from ddpm.run import checkpoint as ckpts
-from ddpm.run.pipeline import Pipeline
+from ddpm.run import pipeline
+from ddpm.run.pipeline import Pipeline, resolve_precision
 from ddpm.model.text import PromptTokenizer
 from ddpm.model.unet import UNet
 
@@ -44,6 +46,39 @@ def test_round_trip_gives_identical_samples(tmp_path, tiny_unet_args):
     c = Pipeline.from_checkpoint(path).generate(["a red circle on a blue background"] * 2, guidance_scale=2.0,
                                                 num_steps=4, seed=6)
     assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-native", "bf16-emulated"])
+def test_auto_precision_samples_as_the_device_allows(tmp_path, tiny_unet_args, monkeypatch, native):
+    """ADR 0035: a checkpoint that says "auto" samples in bf16 autocast where the device has bf16, else in fp32."""
+    monkeypatch.setattr(pipeline, "bf16_is_native", lambda device: native)
+    state = make_checkpoint(tiny_unet_args)
+    state["sampling"]["precision"] = "auto"
+    path = str(tmp_path / "ckpt.pt")
+    ckpts.save_atomic(state, path)
+
+    def images(precision=None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # explicit bf16 on an "emulated" device warns; tested below
+            pipe = Pipeline.from_checkpoint(path, precision=precision)
+        out = pipe.generate(["a red circle on a blue background"] * 2, guidance_scale=2.0, num_steps=4, seed=5)
+        return pipe.precision, out
+
+    (resolved, auto), (_, fp32), (_, bf16) = images(), images("fp32"), images("bf16")
+    assert not torch.equal(fp32, bf16)  # the autocast really changes the computation
+    assert resolved == ("bf16" if native else "fp32")
+    assert torch.equal(auto, bf16 if native else fp32)
+
+
+def test_bf16_where_it_is_emulated_warns_and_names_the_way_out(monkeypatch):
+    monkeypatch.setattr(pipeline, "bf16_is_native", lambda device: False)
+    with pytest.warns(UserWarning, match=r"10x slower than fp32.*--set PRECISION=auto"):
+        assert resolve_precision("bf16", "cpu") == "bf16"  # what the user asked for, but not silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("auto", "cpu") == resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="'fp16'.*'auto'"):
+        resolve_precision("fp16", "cpu")
 
 
 def test_failed_rename_leaves_previous_checkpoint_and_no_temp_file(tmp_path, tiny_unet_args, monkeypatch):

@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ddpm.run.pipeline import bf16_is_native
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["DATASET_SIZE=64", "IMAGE_SIZE=16", "BATCH_SIZE=16", "BASE_CHANNELS=8", "NORM_GROUPS=4", "ATTENTION_HEADS=2",
         "TEXT_WIDTH=16", "TEXT_HEADS=2", "TEXT_LAYERS=1", "TIME_EMB_DIM=16", "TIMESTEPS=50",
@@ -58,6 +60,8 @@ def test_train_writes_grids_checkpoints_events_and_provenance(trained):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["step"] == 6 and info["provenance"]["overrides"]["BATCH_SIZE"] == 16
     assert info["provenance"]["exploratory"] is True and info["provenance"]["adr"]["number"] >= 7
+    assert state["config"]["PRECISION"] == "auto"  # config.py's; what this machine ran (ADR 0035) is recorded:
+    assert info["provenance"]["precision"] == ("bf16" if bf16_is_native(torch.device("cpu")) else "fp32")
     assert not torch.equal(state["unet"]["conv_out.weight"], state["ema_unet"]["conv_out.weight"])
     curve = info["quality_curve"]  # one probe evaluation per epoch and one at the end
     assert [point["step"] for point in curve] == [4, 6] and 0 <= curve[-1]["joint_accuracy"] <= 1

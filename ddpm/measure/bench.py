@@ -49,6 +49,7 @@ from ddpm.decisions.adr import read_config  # an ast reader: config.py is never 
 from ddpm.files import write_text
 from ddpm.decisions.runs import load_runs
 from ddpm.model.unet import UNet
+from ddpm.run.pipeline import resolve_precision
 from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args  # noqa: F401
 
 DIFFUSERS_MISSING = (
@@ -206,13 +207,13 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     tf32 = tf32_in_use(device)
     sample_images = 8 if quick else 64
     steps = cfg["NUM_INFERENCE_STEPS"]
-    precision_cfg, channels_last = cfg["PRECISION"], cfg["CHANNELS_LAST"]
+    precision_cfg, channels_last = resolve_precision(cfg["PRECISION"], device), cfg["CHANNELS_LAST"]  # "auto" → fp32 or bf16
     args = unet_args(cfg)
     shape = dict(image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"], context_dim=cfg["TEXT_WIDTH"],
                  timesteps=cfg["TIMESTEPS"])
     res = {"device": str(device), "threads": torch.get_num_threads(), "quick": quick, "batch": batch,
            "warmup": warmup, "iters": iters, "matmul_n": mm_n, "sample_images": sample_images, "steps": steps,
-           "precision": precision_cfg, "channels_last": channels_last, "unet_args": args,
+           "precision": precision_cfg, "precision_config": cfg["PRECISION"], "channels_last": channels_last, "unet_args": args,
            "context_length": cfg["TEXT_CONTEXT_LENGTH"],
            "torch": torch.__version__, "cpu": _device_name(device), "tf32": tf32}
 
@@ -311,7 +312,8 @@ def markdown(res: dict) -> str:
          f"- training batch {res['batch']}, {res['warmup']} warm-up + {res['iters']} timed iterations per variant, "
          "interleaved round-robin, median; forward + backward + AdamW step of the ε-loss, random t, "
          f"contexts ({res['batch']}, {res['context_length']}, {res['unet_args']['context_dim']}) with a bool mask",
-         f"- configured precision {res['precision']} (autocast), channels_last {res['channels_last']} (ours only)",
+         f"- precision {res['precision']} (PRECISION = {res.get('precision_config', res['precision'])!r}; autocast), "
+         f"channels_last {res['channels_last']} (ours only)",
          f"- overrides of config.py (--set): {res.get('overrides') or 'none'}",
          f"- our UNet: `{res['unet_args']}`",
          f"- diffusers: `{res['diffusers_args']}`", "",

@@ -36,7 +36,7 @@ import torch
 
 from ddpm.files import unwritable_reason
 from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
-from ddpm.run.sampling_args import sampling_problems
+from ddpm.run.sampling_args import PRECISIONS, sampling_problems
 from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption, render
 from ddpm.model.diffusion import SAMPLERS
 from ddpm.measure.probe import accuracy, load_or_train_probe, load_probe
@@ -321,6 +321,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's NUM_INFERENCE_STEPS)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="ddim, ddpm or dpmpp2m (default: the checkpoint's SAMPLER)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="auto (bf16 where native, else fp32), fp32 or bf16 (default: the checkpoint's)")
     parser.add_argument("--sweep", type=_parse_sweep, default=list(DEFAULT_SWEEP),
                         help="guidance scales of the sweep, comma-separated, or 'none' (default: 1,2,3,5)")
     parser.add_argument("--out", help="output folder (default: runs/<run>/eval/)")
@@ -360,7 +362,7 @@ def main(argv=None, *, log: Callable = None) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        pipe = Pipeline.from_checkpoint(ckpt, use_ema=True, device=device, checkpoint=state)
+        pipe = Pipeline.from_checkpoint(ckpt, use_ema=True, device=device, checkpoint=state, precision=args.precision)
     except CheckpointError as err:
         fail(str(err))
     log(f"guidance {args.guidance:g}, {args.steps} {args.sampler} steps, {args.n} samples per prompt")

@@ -26,6 +26,7 @@ from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_st
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.files import write_text
 from ddpm.model.unet import UNet
+from ddpm.run.pipeline import resolve_precision
 
 # Kind of work of an operator, by the first pattern its name contains (checked in this order).
 KINDS = (
@@ -88,14 +89,15 @@ def run_profile(cfg: dict, *, quick: bool = False) -> tuple:
     diffusion = GaussianDiffusion(**settings.diffusion_args(cfg))
     model = UNet(**args)
     x0, _, ctx, mask = make_inputs(batch, **shape)
-    step = TrainStep(model, diffusion, x0, ctx, mask, precision=cfg["PRECISION"], channels_last=cfg["CHANNELS_LAST"])
+    precision = resolve_precision(cfg["PRECISION"], "cpu")  # "auto" → fp32 or bf16, as train.py resolves it
+    step = TrainStep(model, diffusion, x0, ctx, mask, precision=precision, channels_last=cfg["CHANNELS_LAST"])
     train_rows = profile_call(step, warmup=warmup, iters=iters)
 
-    sample_step = sampling_step(model, images, precision=cfg["PRECISION"], channels_last=cfg["CHANNELS_LAST"], **shape)
+    sample_step = sampling_step(model, images, precision=precision, channels_last=cfg["CHANNELS_LAST"], **shape)
     sample_rows = profile_call(sample_step, warmup=warmup, iters=iters)
     q = " **(quick run: tiny sizes)**" if quick else ""
     md = [f"# Profile of our UNet{q}", "",
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cfg['PRECISION']}, channels_last "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {precision}, channels_last "
           f"{cfg['CHANNELS_LAST']}, eager; {iters} profiled calls after {warmup} warm-up calls. UNet: `{args}`", ""]
     md += section(f"Training step (batch {batch}: forward, backward, AdamW)", train_rows)
     md += section(f"Sampling step ({images} images, guided: one no-grad forward of batch {2 * images})", sample_rows)

@@ -8,18 +8,50 @@ arguments contradict its weights is refused with one ``CheckpointError`` naming 
 
 import contextlib
 import logging
+import warnings
 
 import torch
 
 from ddpm.run.checkpoint import CheckpointError
 from ddpm.run.export import load_model
+from ddpm.run.sampling_args import PRECISIONS
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.model.text import build_text_encoder, tokenizer_for
 from ddpm.model.unet import UNet
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: a CUDA card that supports it, or a CPU that oneDNN has bf16
+    kernels for (AVX-512 or AMX). Elsewhere (a CPU with AVX2 alone) torch emulates bf16, and the default UNet's
+    training step ran 11× slower in bf16 autocast than in fp32 (ADR 0035)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision to compute in: "auto" becomes "bf16" where the device has it natively, else "fp32".
+
+    An explicit "bf16" is kept where it is emulated, with a warning that names the cost and the way out.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: allowed: {', '.join(map(repr, PRECISIONS))}")
+    native = bf16_is_native(device)
+    if precision == "auto":
+        return "bf16" if native else "fp32"
+    if precision == "bf16" and not native:
+        warnings.warn(f"bf16 is emulated on this {torch.device(device).type} (CPU capability "
+                      f"{torch.backends.cpu.get_cpu_capability()}): expect it to run about 10x slower than fp32. "
+                      "Use precision \"auto\" or \"fp32\" (PRECISION in config.py, --set PRECISION=auto, "
+                      "or sample.py --precision auto).", stacklevel=2)
+    return precision
+
+
 def autocast(precision: str, device: torch.device):
-    """bf16 autocast (weights stay fp32) or nothing."""
+    """bf16 autocast (weights stay fp32) or nothing; ``precision`` is resolved (not "auto")."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -91,11 +123,14 @@ class Pipeline:
     def __init__(self, *, unet, text_encoder, tokenizer, diffusion, image_size: int, precision: str,
                  channels_last: bool, config: dict, device="cpu"):
         self.unet, self.text_encoder, self.tokenizer, self.diffusion = unet, text_encoder, tokenizer, diffusion
-        self.image_size, self.precision, self.channels_last, self.config = image_size, precision, channels_last, config
+        self.image_size, self.channels_last, self.config = image_size, channels_last, config
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)  # "auto" → what this device runs fast (ADR 0035)
 
     @classmethod
-    def from_checkpoint(cls, path: str, *, use_ema: bool = True, device="cpu", checkpoint: dict = None) -> "Pipeline":
+    def from_checkpoint(cls, path: str, *, use_ema: bool = True, device="cpu", checkpoint: dict = None,
+                        precision: str = None) -> "Pipeline":
+        """``precision`` overrides the checkpoint's ("auto", "fp32" or "bf16")."""
         ckpt = checkpoint if checkpoint is not None else load_model(path)  # a .pt checkpoint or a .safetensors export
         prefix = "ema_" if use_ema else ""
         unet = _build(path, "unet_args", UNet, ckpt["unet_args"])
@@ -111,7 +146,7 @@ class Pipeline:
         text_encoder.to(device).eval()
         return cls(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer_for(ckpt["text_args"]),
                    diffusion=GaussianDiffusion(**ckpt["diffusion_args"]).to(device),
-                   image_size=ckpt["unet_args"]["image_size"], precision=sampling["precision"],
+                   image_size=ckpt["unet_args"]["image_size"], precision=precision or sampling["precision"],
                    channels_last=sampling["channels_last"], config=ckpt["config"], device=device)
 
     def _eps(self, x, t, context, mask):

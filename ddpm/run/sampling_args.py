@@ -10,6 +10,7 @@ import os
 
 from ddpm.files import unwritable_reason
 
+PRECISIONS = ("auto", "fp32", "bf16")  # "auto": bf16 where the device computes it natively, else fp32 (ADR 0035)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most this (and wraps negatives, so we refuse them)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what torchvision's save_image writes through PIL, by suffix
 

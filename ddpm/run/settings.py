@@ -15,6 +15,7 @@ from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES
 from ddpm.data.shapes import SPLITS
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.model.unet import NORMS
+from ddpm.run.sampling_args import PRECISIONS
 from ddpm.run.finetune import UNET_PARTS, parse_parts
 from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
 
@@ -118,7 +119,7 @@ SCHEMA = {
     "EMA_DECAY": _float(0, 1, hi_open=True),
     "SEED": _int(0),
     "TRAIN_UNET_PARTS": (str, _parts_ok, "'all' or a comma-separated list of " + ", ".join(UNET_PARTS[1:])),
-    "PRECISION": _choice(("fp32", "bf16")),
+    "PRECISION": _choice(PRECISIONS),
     "CHANNELS_LAST": _BOOL,
     "COMPILE": _BOOL,
     "GENERATE_SAMPLES_EVERY": _int(1),
