@@ -312,7 +312,7 @@ def markdown(res: dict) -> str:
          f"- training batch {res['batch']}, {res['warmup']} warm-up + {res['iters']} timed iterations per variant, "
          "interleaved round-robin, median; forward + backward + AdamW step of the ε-loss, random t, "
          f"contexts ({res['batch']}, {res['context_length']}, {res['unet_args']['context_dim']}) with a bool mask",
-         f"- precision {res['precision']} (PRECISION = {res.get('precision_config', res['precision'])!r}; autocast), "
+         f"- precision {res['precision']} (PRECISION = {res['precision_config']!r}; autocast), "
          f"channels_last {res['channels_last']} (ours only)",
          f"- overrides of config.py (--set): {res.get('overrides') or 'none'}",
          f"- our UNet: `{res['unet_args']}`",
