@@ -36,7 +36,7 @@ from ddpm.run import optim
 from ddpm.run import settings
 from ddpm.run.folder import (RunFolderError, find_resume, last_good, log_provenance, open_run_folder, record_resume,
                              save_grid, update_record)
-from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, memory_format, resolve_precision
+from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, describe_hardware, memory_format, resolve_precision
 from ddpm.run.state import RESUMABLE, TrainState, resumed_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -167,6 +167,7 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(cfg["SEED"])  # the epoch permutation (on CPU), the same on every rank
     draws = torch.Generator(device).manual_seed(cfg["SEED"])  # the global batch's timesteps, noise, caption dropout
     precision = prov["precision"] = resolve_precision(cfg["PRECISION"], device)  # "auto": bf16 where native (ADR 0035)
+    prov["hardware"] = describe_hardware(device)  # img/s means little without it (`make runs` shows both)
     if world.main and cfg["PRECISION"] == "auto":
         print(f"precision: {precision} (PRECISION = \"auto\": bf16 is {'' if precision == 'bf16' else 'not '}"
               f"native on this {device.type})")

@@ -72,13 +72,26 @@ def test_auto_precision_samples_as_the_device_allows(tmp_path, tiny_unet_args, m
 
 def test_bf16_where_it_is_emulated_warns_and_names_the_way_out(monkeypatch):
     monkeypatch.setattr(pipeline, "bf16_is_native", lambda device: False)
-    with pytest.warns(UserWarning, match=r"10x slower than fp32.*--set PRECISION=auto"):
+    with pytest.warns(UserWarning, match=r"capability .*10x slower in bf16 than in fp32.*--set PRECISION=auto"):
         assert resolve_precision("bf16", "cpu") == "bf16"  # what the user asked for, but not silently
+    with pytest.warns(UserWarning, match=r"cuda device reports no native bf16") as record:
+        resolve_precision("bf16", "cuda")  # a CPU's measured 10x is not claimed for a card
+    assert "10x" not in str(record[0].message) and "capability" not in str(record[0].message)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_precision("auto", "cpu") == resolve_precision("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="'fp16'.*'auto'"):
         resolve_precision("fp16", "cpu")
+
+
+def test_the_emulated_bf16_warning_shows_once_per_process(monkeypatch):
+    """train.py and its preview pipeline both resolve an explicit bf16: the user reads the warning once."""
+    monkeypatch.setattr(pipeline, "bf16_is_native", lambda device: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own filter for UserWarning: once per place and text
+        resolve_precision("bf16", "cpu")  # as train.py calls it
+        resolve_precision("bf16", "cpu")  # as the preview Pipeline does, from another line
+    assert len(caught) == 1
 
 
 def test_failed_rename_leaves_previous_checkpoint_and_no_temp_file(tmp_path, tiny_unet_args, monkeypatch):

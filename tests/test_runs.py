@@ -57,7 +57,7 @@ def test_table_newest_first_with_overrides_and_eval(tmp_path, capsys):
     assert new[1:4] == ["2026-11-22", "09:30", "0003"]
     assert "LEARNING_RATE=0.002" in new and "100" in new and "0.1235" in new and new[-1] == "0.812"
     assert mid[3] == "-" and "exploratory" in mid and "(decisions" in " ".join(mid) and mid[-1] == "-"
-    assert old[3:7] == ["0002", "shapes", "-", "500"] and "0.5000" in old
+    assert old[3:8] == ["0002", "shapes", "-", "-", "500"] and "0.5000" in old
 
 
 def test_missing_and_corrupt_run_json_tolerated(tmp_path, capsys):
@@ -76,7 +76,7 @@ def test_missing_and_corrupt_run_json_tolerated(tmp_path, capsys):
     rows = table_rows(out)
     assert rows[0].split()[0] == "good"
     assert sorted(r.split()[0] for r in rows[1:]) == ["broken", "empty", "list"]
-    assert all(r.split()[1:] == ["?"] * 7 for r in rows[1:])
+    assert all(r.split()[1:] == ["?"] * (len(runs.COLUMNS) - 1) for r in rows[1:])
     assert "note: empty: no run.json" in out
     assert "note: broken: unreadable run.json" in out
     assert "note: list: unreadable run.json" in out
@@ -91,3 +91,18 @@ def test_data_column_names_the_dataset_folder_size_and_skips(tmp_path, capsys):
     (d / "run.json").write_text(json.dumps(data))
     assert runs.main(["--dir", str(root)]) == 0
     assert "folder:digits n=1797 (2 skipped)" in capsys.readouterr().out
+
+
+def test_compute_column_names_the_precision_and_hardware(tmp_path, capsys):
+    """ADR 0035: the same config ran 11x apart in bf16 and fp32, so a row says what it computed in and on what."""
+    root = tmp_path / "runs"
+    d = write_run(root, "avx2", "2026-11-22T09:30:00")
+    data = json.loads((d / "run.json").read_text())
+    data["provenance"].update(precision="fp32", hardware="AMD EPYC (AVX2), 2 threads")
+    (d / "run.json").write_text(json.dumps(data))
+    write_run(root, "older", "2026-11-21T09:30:00")  # before ADR 0035 recorded either
+    assert runs.main(["--dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "fp32 on AMD EPYC (AVX2), 2 threads" in out
+    older = next(r for r in table_rows(out) if r.startswith("older")).split()
+    assert older[-4] == "-"  # COMPUTE, then STEPS, LOSS, EVAL

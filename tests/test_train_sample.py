@@ -62,6 +62,7 @@ def test_train_writes_grids_checkpoints_events_and_provenance(trained):
     assert info["provenance"]["exploratory"] is True and info["provenance"]["adr"]["number"] >= 7
     assert state["config"]["PRECISION"] == "auto"  # config.py's; what this machine ran (ADR 0035) is recorded:
     assert info["provenance"]["precision"] == ("bf16" if bf16_is_native(torch.device("cpu")) else "fp32")
+    assert f"({torch.backends.cpu.get_cpu_capability()}), " in info["provenance"]["hardware"]  # `make runs` COMPUTE
     assert not torch.equal(state["unet"]["conv_out.weight"], state["ema_unet"]["conv_out.weight"])
     curve = info["quality_curve"]  # one probe evaluation per epoch and one at the end
     assert [point["step"] for point in curve] == [4, 6] and 0 <= curve[-1]["joint_accuracy"] <= 1

@@ -9,6 +9,9 @@ A fine-tuning run (``train.py --init-from``) has ``provenance.base`` = {"path", 
 the OVERRIDES column then starts with ``base <run>@<step>``, so a row reads like the seed's model log:
 the base, then what changed.
 
+COMPUTE is the precision the run resolved and the hardware it ran on (``provenance.precision``, ``.hardware``):
+the same config trains 11x slower in emulated bf16 than in fp32 (ADR 0035), so a run's speed is read beside them.
+
 A run without a readable run.json is still listed, with "?" and a note. Standard library only.
 """
 
@@ -22,7 +25,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "runs"
-COLUMNS = ("RUN", "STARTED", "ADR", "DATA", "OVERRIDES", "STEPS", "LOSS", "EVAL")
+COLUMNS = ("RUN", "STARTED", "ADR", "DATA", "OVERRIDES", "COMPUTE", "STEPS", "LOSS", "EVAL")
 
 
 def _timestamp(started) -> float | None:
@@ -119,6 +122,12 @@ def _data(prov: dict, config) -> str:
     return name
 
 
+def _compute(prov: dict) -> str:
+    """The precision the run computed in and on what (ADR 0035): "fp32 on AMD EPYC (AVX2), 2 threads"; older runs "-"."""
+    precision, hardware = prov.get("precision"), prov.get("hardware")
+    return " on ".join(str(p) for p in (precision, hardware) if p) or "-"
+
+
 def row(entry: dict) -> tuple[str, ...]:
     data = entry["data"]
     if data is None:
@@ -137,6 +146,7 @@ def row(entry: dict) -> tuple[str, ...]:
         adr_text,
         _data(prov, data.get("config")),
         _base(prov.get("base")) + _overrides(prov),
+        _compute(prov),
         "?" if data.get("step") is None else str(data.get("step")),
         _num(data.get("final_loss"), ".4f"),
         _num(score, ".3f"),
