@@ -9,7 +9,7 @@ BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cks
 export SAMPLE_PROMPT := $(value PROMPT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean digits sweep ladder
+.PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean digits sweep ladder compare
 
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
@@ -22,6 +22,7 @@ help: ## list the targets
 	@echo "make adr TITLE=\"...\" FROM=runs/<sweep>   the ADR from a sweep's best point, its table and command"
 	@echo "make sweep SPEC=decisions/sweeps/lr.toml    random search, seeds per point → runs/<name>/results.md"
 	@echo "make ladder SPEC=decisions/ladders/width.toml  sizes × seeds: loss and accuracy vs params/FLOPs, verdict"
+	@echo "make compare SWEEPS=\"runs/a runs/b\"  finished sweeps side by side: each probe attribute, images to 0.9"
 	@echo "make runs                  table of training runs, newest first"
 	@echo "make eval                  probe-classifier accuracy, Fréchet distance, diversity, guidance sweep; CKPT= N="
 	@echo "make export CKPT=...       EMA weights as .safetensors + .json beside it (sample, eval, --init-from read it); OUT="
@@ -70,6 +71,10 @@ sweep: $(STAMP)
 ladder: $(STAMP)
 	@test -n "$(SPEC)" || { echo 'make ladder needs a spec: make ladder SPEC=decisions/ladders/width.toml'; exit 2; }
 	$(PY) -m ddpm.experiments.ladder "$(SPEC)" $(ARGS)
+
+compare: $(STAMP)
+	@test -n "$(SWEEPS)" || { echo 'make compare needs sweep folders: make compare SWEEPS="runs/default-1500 runs/pooled-text"'; exit 2; }
+	$(PY) -m ddpm.experiments.compare $(SWEEPS) $(ARGS)
 
 runs: $(STAMP)
 	$(PY) -m ddpm.decisions.runs
