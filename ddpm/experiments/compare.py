@@ -37,20 +37,18 @@ class CompareError(ValueError):
 
 def seed_record(run_dir: str, threshold: float) -> dict:
     """One finished run: {"batch", "step", "final": {attr: acc, "fd": x}, "images_to": {attr: images or None}}."""
-    config = read_json(os.path.join(run_dir, "run.json")).get("config") or {}
-    batch = int(config.get("BATCH_SIZE") or 0)
+    record = read_json(os.path.join(run_dir, "run.json"))
+    batch = int((record.get("config") or {}).get("BATCH_SIZE") or 0)
     scalars = read_scalars(run_dir)
     final, images_to = {}, {}
     for attr in ATTRIBUTES:
         points = scalars.get(f"eval/{attr}_accuracy", [])
         final[attr] = points[-1][1] if points else None
         # TensorBoard keeps float32: 0.9 comes back as 0.8999999762, which must still count as 0.9
-        # TensorBoard keeps float32: 0.9 comes back as 0.8999999762, which must still count as 0.9
         images_to[attr] = next((step * batch for step, value in points if value >= threshold - 1e-6), None)
     fd = scalars.get("eval/fd", [])
     final["fd"] = fd[-1][1] if fd else None
-    last = max((s for pts in scalars.values() for s, _ in pts), default=None)
-    return {"batch": batch, "step": last, "final": final, "images_to": images_to}
+    return {"batch": batch, "step": record.get("step"), "final": final, "images_to": images_to}
 
 
 def sweep_points(sweep_dir: str, threshold: float) -> list:
@@ -82,7 +80,7 @@ def table(points: list, threshold: float = THRESHOLD) -> str:
     """Two Markdown tables: the final readings, and the thousands of images to each attribute's threshold."""
     keys = sorted({k for p in points for k in p["overrides"]})
     differing = [k for k in keys if len({repr(p["overrides"].get(k)) for p in points}) > 1]
-    final_head = ["point", "set", "batch", "steps", "seeds", *(f"{a}" for a in ATTRIBUTES), "Fréchet distance"]
+    final_head = ["point", "set", "batch", "steps", "seeds", *ATTRIBUTES, "Fréchet distance"]
     to_head = ["point", *(f"{a} ≥ {threshold:g}" for a in ATTRIBUTES)]
     lines = ["Final probe reading, mean (min / median / max) over seeds:", "",
              "| " + " | ".join(final_head) + " |", "|---|" + "---:|" * (len(final_head) - 1)]
