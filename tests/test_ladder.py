@@ -61,3 +61,26 @@ def test_a_two_rung_ladder(tmp_path):
     text = open(tmp_path / "runs" / "w" / "results.md").read()
     assert "final_loss: **monotonic**" in text and f"{large['params']:,}" in text
     assert os.path.getsize(tmp_path / "runs" / "w" / "results.png") > 0
+
+
+def test_a_compute_matched_ladder_trains_the_wider_rung_fewer_steps(tmp_path):
+    """budget_tflop: each rung's --max-steps is its own, the table says so, each rung's compute is within one step of
+    the budget, and a second start skips the finished runs (their status is read against the rung's steps)."""
+    base = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items())
+    spec = tmp_path / "iso.toml"
+    spec.write_text(f"name = \"iso\"\nseeds = 2\nbudget_tflop = 0.002\n[base]\n{base}\n"
+                    "[[rung]]\nBASE_CHANNELS = 8\n[[rung]]\nBASE_CHANNELS = 16\n")
+    commands = []
+    runner = LadderRunner()
+    argv = [str(spec), "--runs-dir", str(tmp_path / "runs")]
+    assert ladder.main(argv, runner=lambda cmd, log: (commands.append(cmd), runner(cmd, log))[1]) == 0
+    steps = [int(c[c.index("--max-steps") + 1]) for c in commands]
+    assert steps[0] == steps[1] > steps[2] == steps[3] >= 1
+    out = json.load(open(tmp_path / "runs" / "iso" / "results.json"))
+    for row in out["rows"]:
+        per_step = 3 * row["fwd_flops_per_image"] * TINY["BATCH_SIZE"]
+        assert abs(row["train_flops"] - 0.002e12) <= per_step / 2 and row["steps"] == row["train_flops"] // per_step
+    text = open(tmp_path / "runs" / "iso" / "results.md").read()
+    assert "0.002 TFLOP of training compute each" in text and f"| {steps[2]:,} |" in text
+    again = LadderRunner()
+    assert ladder.main(argv, runner=again) == 0 and again.calls == []

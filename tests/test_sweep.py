@@ -76,6 +76,9 @@ def test_the_sweep_seed_decides_the_trials():
     (dict(trials=2, budget_steps=3), {"LEARNING_RATE": {"log_uniform": [0.01, 0.001]}}, "vary.LEARNING_RATE.log_uniform"),
     (dict(trials=0, budget_steps=3), {"LEARNING_RATE": {"value": 0.001}}, "trials"),
     (dict(trials=2, budget_steps=3, metric="fid"), {"LEARNING_RATE": {"value": 0.001}}, "metric = 'fid'"),
+    (dict(trials=2, budget_steps=3, budget_tflop=88), {"LEARNING_RATE": {"value": 0.001}}, "exactly one of"),
+    (dict(trials=2, budget_tflop=0), {"LEARNING_RATE": {"value": 0.001}}, "budget_tflop = 0"),
+    (dict(trials=2, budget_tflop=True), {"LEARNING_RATE": {"value": 0.001}}, "budget_tflop = True"),
 ])
 def test_a_bad_spec_is_one_line_naming_the_file_and_key(tmp_path, keys, vary, needle):
     path = write_spec(tmp_path / "bad.toml", vary=vary, **keys)
@@ -91,8 +94,34 @@ def test_the_shipped_specs_load():
     for name in ("lr", "ema"):
         spec = load(os.path.join(sweeps, f"{name}.toml"))
         assert spec.trials >= 2 and len(spec.seeds) >= 2
-    for name in ("width", "depth"):
-        assert len(load(os.path.join(ROOT, "decisions", "ladders", f"{name}.toml"), ladder=True).rungs) >= 2
+    ladders = os.path.join(ROOT, "decisions", "ladders")
+    for name in sorted(os.listdir(ladders)):
+        assert len(load(os.path.join(ladders, name), ladder=True).rungs) >= 2
+    assert {"width.toml", "depth.toml"} <= set(os.listdir(ladders))
+
+
+def test_a_budget_longer_than_the_epochs_is_refused_before_training(tmp_path, capsys):
+    spec = write_spec(tmp_path / "long.toml", vary={"LEARNING_RATE": {"value": 0.001}}, base=TINY, trials=1,
+                      budget_steps=9)  # TINY: 2 epochs of 64 // 16 = 4 batches end at step 8
+    runner = FakeRunner()
+    assert sweep.main([spec, "--runs-dir", str(tmp_path / "runs")], runner=runner) == 2
+    assert runner.calls == [] and "EPOCHS = 2 ends it at 8" in capsys.readouterr().err
+
+
+def test_a_compute_budget_gives_each_point_the_steps_its_flops_allow():
+    """budget_tflop: steps = TFLOP / (3 × forward FLOPs per image × batch), each point with its own model and batch,
+    so that twice the batch trains half the steps and a wider model fewer."""
+    from ddpm.decisions.adr import read_config
+    from ddpm.measure.bench import model_size
+
+    config = {**read_config(os.path.join(ROOT, "config.py")), **TINY}
+    spec = types.SimpleNamespace(budget_steps=None, budget_fraction=None, budget_tflop=0.01, base={"BASE_CHANNELS": 8})
+    flops = model_size({**config, "BASE_CHANNELS": 8})["fwd_flops_per_image"]
+    steps = sweep.budget_steps(spec, config)
+    assert steps == round(0.01e12 / (3 * flops * TINY["BATCH_SIZE"])) and steps > 1
+    assert sweep.budget_steps(spec, config, {"BATCH_SIZE": 2 * TINY["BATCH_SIZE"]}) in (steps // 2, (steps + 1) // 2)
+    assert sweep.budget_steps(spec, config, {"BASE_CHANNELS": 16}) < steps
+    assert sweep.budget_steps(types.SimpleNamespace(**{**vars(spec), "budget_tflop": 1e-12}), config) == 1  # never 0
 
 
 # ---- metrics and ranking ---------------------------------------------------------------------------------

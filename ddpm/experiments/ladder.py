@@ -1,7 +1,8 @@
 """Scaling ladders: ``python -m ddpm.experiments.ladder SPEC`` (``make ladder SPEC=decisions/ladders/width.toml``).
 
 A ladder trains each rung (a set of constants: width, depth per level, both, dataset size, …) with several seeds
-at the same budget, through the sweep's runner (``sweep.run_points``: the same run folders, resume and failure
+at the same budget (the same steps; or, with ``budget_tflop``, the same training compute, so that a wider rung
+trains fewer steps: which size is best for a given compute, as a default must fit one), through the sweep's runner (``sweep.run_points``: the same run folders, resume and failure
 handling), and reports final loss and the in-training probe's final joint accuracy against parameters and FLOPs:
 ``runs/<ladder>/results.md``, ``results.json`` and ``results.png``.
 
@@ -25,16 +26,13 @@ s_i = max − min of its seeds' values:
 import os
 import sys
 
-import torch
 from PIL import Image, ImageDraw
 
 from ddpm.experiments import results
 from ddpm.experiments.sweep import subprocess_runner, train_spec
 from ddpm.files import write_json, write_text
-from ddpm.measure.bench import count_params, forward_flops
+from ddpm.measure.bench import model_size
 from ddpm.measure.report import load_font, plot_panel, save_png
-from ddpm.measure.workload import make_inputs, unet_args
-from ddpm.model.unet import UNet
 
 MONOTONIC, NOT_MONOTONIC = "monotonic", "not monotonic"
 INCONCLUSIVE = "inconclusive: seed spread larger than the gap between rungs"
@@ -56,22 +54,14 @@ def verdict(values: list, direction: str) -> str:
     return MONOTONIC if all(clear) else INCONCLUSIVE
 
 
-def size(cfg: dict) -> dict:
-    """{"params", "fwd_flops_per_image"} of the UNet train.py would build from ``cfg`` (scratch text encoder)."""
-    torch.manual_seed(0)
-    model = UNet(**unet_args(cfg)).eval()
-    inputs = make_inputs(2, image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"],
-                         context_dim=cfg["TEXT_WIDTH"], timesteps=cfg["TIMESTEPS"], device="cpu")
-    return {"params": count_params(model), "fwd_flops_per_image": forward_flops(model, inputs) // 2}
-
-
 def table(rows: list) -> str:
     names = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
-    head = ["rung", *names, "params", "fwd GFLOP/img", "train TFLOP", "final loss", "final joint acc.", "seeds ok"]
+    head = ["rung", *names, "params", "fwd GFLOP/img", "steps", "train TFLOP", "final loss", "final joint acc.", "seeds ok"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([r["trial"], *(r["set"].get(n, "") for n in names), f"{r['params']:,}",
-                                        f"{r['fwd_flops_per_image'] / 1e9:.3f}", f"{r['train_flops'] / 1e12:.2f}",
+                                        f"{r['fwd_flops_per_image'] / 1e9:.3f}", f"{r['steps']:,}",
+                                        f"{r['train_flops'] / 1e12:.2f}",
                                         results.describe(r["final_loss"]), results.describe(r["final_accuracy"]),
                                         f"{r['final_loss']['n']}/{len(r['runs'])}"]) + " |")
     return "\n".join(lines)
@@ -81,10 +71,11 @@ def summarise(plan: dict, runs: list, config: dict) -> dict:
     """Rows in ladder order with sizes and spreads, and the verdict for final loss and final accuracy."""
     ranked = results.aggregate(runs, plan["metric"], plan["direction"])
     rows = sorted(ranked, key=lambda r: int(r["trial"][1:]))  # rung order: r0, r1, …
+    steps = {p["trial"]: p.get("budget", plan["budget"]) for p in plan["points"]}  # budget_tflop: each rung's own
     for row in rows:
         cfg = {**config, **plan["base_values"], **row["overrides"]}
-        row.update(size(cfg))
-        row["train_flops"] = 3 * row["fwd_flops_per_image"] * cfg["BATCH_SIZE"] * plan["budget"]
+        row.update(model_size(cfg), steps=steps[row["trial"]])
+        row["train_flops"] = 3 * row["fwd_flops_per_image"] * cfg["BATCH_SIZE"] * row["steps"]
         row["final_accuracy"] = results.spread([r.get("final_accuracy") for r in row["runs"]])
     verdicts = {"final_loss": verdict([[r.get("final_loss") for r in row["runs"]] for row in rows], "min"),
                 "final_accuracy": verdict([[r.get("final_accuracy") for r in row["runs"]] for row in rows], "max")}
@@ -95,7 +86,7 @@ def write(plan: dict, summary: dict, out_dir: str) -> dict:
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
     verdicts = "\n".join(f"- {k}: **{v}**" for k, v in summary["verdicts"].items())
     write_text(f"# Ladder {plan['name']}\n\n`{plan['command']}`: {len(plan['points'])} rungs × "
-                       f"{len(plan['seeds'])} seeds, {plan['budget']} optimizer steps each; mean (min / median / max) "
+                       f"{len(plan['seeds'])} seeds, {results.budget_text(plan)}; mean (min / median / max) "
                        f"over seeds.\n\n{summary['table']}\n\nVerdict (ddpm/experiments/ladder.py defines it):\n"
                        f"{verdicts}\n\n![final loss and accuracy against parameters](results.png)\n", paths["md"])
     write_json(results.jsonable({**plan, **summary}), paths["json"])

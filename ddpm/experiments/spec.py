@@ -6,7 +6,8 @@ A sweep (``decisions/sweeps/*.toml``, ``make sweep SPEC=...``)::
     seed = 0                      # the sweep's own seed: which trials are drawn (search.py)
     trials = 8                    # points drawn
     seeds = 2                     # training seeds per point: SEED = 0, 1 (or a list: [0, 7])
-    budget_steps = 600            # optimizer steps per trial (or budget_fraction = 0.2 of the default run)
+    budget_steps = 600            # optimizer steps per trial (or budget_fraction = 0.2 of the default run, or
+                                  # budget_tflop = 88: the steps at which 3 × forward FLOPs × images reaches it)
     metric = "steps_to_target"    # what ranks the points (metrics.METRICS); direction = "min" or "max" overrides
     target_accuracy = 0.9         # joint probe accuracy for steps_to_target
     [base]                        # --set for every trial
@@ -31,7 +32,8 @@ from ddpm.experiments.metrics import METRICS
 from ddpm.experiments.search import Dimension, config_value, dimension
 from ddpm.run.settings import SCHEMA
 
-COMMON = ("name", "seeds", "budget_steps", "budget_fraction", "metric", "direction", "target_accuracy", "base")
+BUDGETS = ("budget_steps", "budget_fraction", "budget_tflop")
+COMMON = ("name", "seeds", *BUDGETS, "metric", "direction", "target_accuracy", "base")
 SWEEP_KEYS = COMMON + ("seed", "trials", "vary")
 LADDER_KEYS = COMMON + ("rung",)
 
@@ -47,6 +49,7 @@ class Spec:
     seeds: list
     budget_steps: int = None  # None: budget_fraction of the default run (resolved against config.py by the runner)
     budget_fraction: float = None
+    budget_tflop: float = None  # compute-matched: each point trains as many steps as its model and batch allow
     metric: str = "final_loss"
     direction: str = "min"
     target_accuracy: float = 0.9
@@ -85,14 +88,19 @@ def _parse(raw: dict, path: str, ladder: bool) -> Spec:
     if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise ValueError(f"seeds = {raw.get('seeds')!r}: expected a count ≥ 1 or a list of distinct ints ≥ 0")
     spec = Spec(path=path, name=name, seeds=seeds)
-    if ("budget_steps" in raw) == ("budget_fraction" in raw):
-        raise ValueError("give exactly one of budget_steps (optimizer steps per trial) or budget_fraction (of the default run)")
+    if sum(key in raw for key in BUDGETS) != 1:
+        raise ValueError("give exactly one of budget_steps (optimizer steps per trial), budget_fraction (of the default "
+                         "run) or budget_tflop (training compute per trial, 3 × forward FLOPs × images)")
     if "budget_steps" in raw:
         spec.budget_steps = _positive_int(raw, "budget_steps")
-    else:
+    elif "budget_fraction" in raw:
         spec.budget_fraction = raw["budget_fraction"]
-        if not isinstance(spec.budget_fraction, (int, float)) or not 0 < spec.budget_fraction <= 1:
+        if not _is_number(spec.budget_fraction) or not 0 < spec.budget_fraction <= 1:
             raise ValueError(f"budget_fraction = {spec.budget_fraction!r}: expected a number in (0, 1]")
+    else:
+        spec.budget_tflop = raw["budget_tflop"]
+        if not _is_number(spec.budget_tflop) or not 0 < spec.budget_tflop < float("inf"):
+            raise ValueError(f"budget_tflop = {spec.budget_tflop!r}: expected a number > 0 (TFLOP of training compute)")
     spec.metric = raw.get("metric", "final_loss")
     if spec.metric not in METRICS:
         raise ValueError(f"metric = {spec.metric!r}: expected one of {', '.join(METRICS)}")
@@ -130,6 +138,10 @@ def _parse(raw: dict, path: str, ladder: bool) -> Spec:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _positive_int(raw: dict, key: str) -> int:

@@ -31,18 +31,34 @@ from ddpm.experiments import results
 from ddpm.experiments.metrics import trial_metrics
 from ddpm.experiments.search import draw_trials
 from ddpm.experiments.spec import Spec, SpecError, load
+from ddpm.measure.bench import model_size
 from ddpm.files import read_json, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STDERR_TAIL = 2000  # characters of a failed trial's output kept in failed.json
 
 
-def budget_steps(spec: Spec, config: dict) -> int:
-    """Optimizer steps per trial: the spec's, or its fraction of the default run (EPOCHS × steps per epoch)."""
+def budget_steps(spec: Spec, config: dict, overrides: dict = None) -> int:
+    """Optimizer steps of a trial: the spec's budget_steps; its budget_fraction of the default run (EPOCHS × steps
+    per epoch of ``[base]``); or, for budget_tflop, the steps at which the point's training compute
+    3 × forward FLOPs per image × BATCH_SIZE × steps reaches it, with the point's ``overrides``: a wider rung or a
+    larger batch trains fewer steps, so that a ladder or a batch-size sweep compares at equal compute."""
     if spec.budget_steps is not None:
         return spec.budget_steps
+    if spec.budget_tflop is not None:
+        cfg = {**config, **spec.base, **(overrides or {})}
+        per_step = 3 * model_size(cfg)["fwd_flops_per_image"] * cfg["BATCH_SIZE"]
+        return max(1, round(spec.budget_tflop * 1e12 / per_step))
     cfg = {**config, **spec.base}
     return max(1, round(spec.budget_fraction * cfg["EPOCHS"] * (cfg["DATASET_SIZE"] // cfg["BATCH_SIZE"])))
+
+
+def budget_text(spec: Spec, budget) -> str:
+    """The budget in words, for results.md and the ADR drafted from it."""
+    if spec.budget_tflop is None:
+        return f"{budget} optimizer steps each"
+    return (f"{fmt(spec.budget_tflop)} TFLOP of training compute each (3 × forward FLOPs × images; the steps differ "
+            f"by point)")
 
 
 def sweep_points(spec: Spec) -> list:
@@ -85,20 +101,22 @@ def run_status(run_dir: str, budget: int) -> str:
 
 def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=subprocess_runner,
                retry_failed: bool = False, log=print) -> list:
-    """Train every (point, seed) not finished yet; [{"run", "trial", "seed", "overrides", "status", ...metrics}]."""
+    """Train every (point, seed) not finished yet; [{"run", "trial", "seed", "overrides", "status", ...metrics}].
+    A point's own "budget" (budget_tflop specs) overrides ``budget``."""
     _share_probe_cache(out_dir)
     done = []
     for point in points:
+        steps = point.get("budget", budget)
         for seed in spec.seeds:
             run = f"{point['trial']}-s{seed}"
             run_dir = os.path.join(out_dir, run)
-            status = run_status(run_dir, budget)
+            status = run_status(run_dir, steps)
             if status == "failed" and retry_failed:  # kept aside as .failed-<run>-<n>, and trained afresh
                 n = sum(name.startswith(f".failed-{run}-") for name in os.listdir(out_dir))
                 os.rename(run_dir, os.path.join(out_dir, f".failed-{run}-{n}"))
                 status = "new"
             if status in ("new", "partial"):
-                status = _train(spec, point, seed, run, out_dir, budget=budget, runner=runner, log=log)
+                status = _train(spec, point, seed, run, out_dir, budget=steps, runner=runner, log=log)
             else:
                 log(f"{run}: {status} already, skipped")
             done.append(_record(spec, point, seed, run, run_dir, status))
@@ -184,20 +202,37 @@ def parser(prog: str, example: str) -> argparse.ArgumentParser:
     return p
 
 
+def check_epochs(spec: Spec, config: dict, points: list, budget) -> None:
+    """Refuse a point whose steps exceed its EPOCHS of the shapes dataset: train.py stops at EPOCHS (the sooner of
+    the two), and the run would be recorded as failed after training. Other datasets' sizes are known only then."""
+    for point in points:
+        cfg = {**config, **spec.base, **point["overrides"]}
+        steps, epochs = point.get("budget", budget), cfg["EPOCHS"] * (cfg["DATASET_SIZE"] // cfg["BATCH_SIZE"])
+        if cfg["DATASET"] == "shapes" and steps > epochs:
+            raise SpecError(f"{spec.path}: {point['trial']} would train {steps:,} steps, but EPOCHS = {cfg['EPOCHS']} "
+                            f"ends it at {epochs:,}; raise EPOCHS in [base] (train.py stops at the sooner)")
+
+
 def prepare(args, *, ladder: bool = False) -> tuple:
     """(spec, config, points, out_dir, plan) for a sweep or a ladder; SpecError for a bad spec or a changed plan."""
     spec = load(args.spec, ladder=ladder)
     config = read_config(args.config)
-    budget = budget_steps(spec, config)
     points = ([{"trial": f"r{i}", "overrides": rung} for i, rung in enumerate(spec.rungs)] if ladder
               else sweep_points(spec))
+    budget = None if spec.budget_tflop is not None else budget_steps(spec, config)
+    if budget is None:  # compute-matched: the steps are the point's own
+        for point in points:
+            point["budget"] = budget_steps(spec, config, point["overrides"])
+    check_epochs(spec, config, points, budget)
     kind = "ladder" if ladder else "sweep"
     plan = results.jsonable({"kind": kind, "name": spec.name, "spec": args.spec, "seed": spec.seed, "seeds": spec.seeds,
-                             "budget": budget, "metric": spec.metric, "direction": spec.direction,
+                             "budget": budget, "budget_tflop": spec.budget_tflop,
+                             "budget_text": budget_text(spec, budget), "metric": spec.metric, "direction": spec.direction,
                              "target_accuracy": spec.target_accuracy, "base": spec.base, "points": points,
                              "axes": {d.name: d.axis for d in spec.vary}, "command": f"make {kind} SPEC={args.spec}"})
     for point in points:
-        print(f"{point['trial']}: " + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items()))
+        print(f"{point['trial']}: " + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items())
+              + (f" ({point['budget']} steps)" if "budget" in point else ""))
     out_dir = os.path.join(args.runs_dir, spec.name)
     if not args.dry_run:
         check_plan(out_dir, plan)

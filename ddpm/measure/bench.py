@@ -162,6 +162,16 @@ def forward_flops(model: nn.Module, inputs: tuple) -> int:
     return counter.get_total_flops()
 
 
+def model_size(cfg: dict) -> dict:
+    """{"params", "fwd_flops_per_image"} of the UNet train.py builds from ``cfg`` (values as in config.py), counted
+    on CPU; a run's training compute is 3 × fwd_flops_per_image × images (issue 10's measure)."""
+    torch.manual_seed(0)
+    model = UNet(**unet_args(cfg)).eval()
+    inputs = make_inputs(2, image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"],
+                         context_dim=cfg["TEXT_WIDTH"], timesteps=cfg["TIMESTEPS"], device="cpu")
+    return {"params": count_params(model), "fwd_flops_per_image": forward_flops(model, inputs) // 2}
+
+
 def round_robin(steps: dict, *, warmup: int, iters: int, device) -> dict:
     """name → list of ``iters`` seconds; each round runs one iteration of every variant, in order."""
     device = torch.device(device)
