@@ -110,11 +110,11 @@ def from_results(folder, config_path) -> tuple[list[str], list[str]]:
     metric = best.get("metric") or {}
     mean = f"{metric['mean']:.4g}" if isinstance(metric.get("mean"), (int, float)) else "—"
     base = ", ".join(f"{k} = {fmt(v)}" for k, v in (data.get("base") or {}).items())
+    budget = data.get("budget_text") or f"{data.get('budget')} optimizer steps each"  # results.json before budget_tflop
     context = [f"Evidence: the {data.get('kind', 'sweep')} `{data.get('name')}` ({rel_path(path)}), produced by", "",
                "```", str(data.get("command")), "```", "",
-               f"{len(data.get('points', []))} points × {len(data.get('seeds', []))} seeds, "
-               f"{data.get('budget_text') or str(data.get('budget')) + ' optimizer steps each'}, ranked by {data.get('metric')} ({data.get('direction')}); mean (min / median / max) over "
-               f"seeds" + (f"; every trial also set {base}" if base else "") + f". Best: {best.get('trial')}, "
+               f"{len(data.get('points', []))} points × {len(data.get('seeds', []))} seeds, {budget}, ranked by "
+               f"{data.get('metric')} ({data.get('direction')}); mean (min / median / max) over seeds" + (f"; every trial also set {base}" if base else "") + f". Best: {best.get('trial')}, "
                f"{data.get('metric')} mean {mean} over {metric.get('n')} seed(s)"
                + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
                *str(data.get("table", "")).splitlines(), ""]

@@ -2,9 +2,10 @@
 
 A ladder trains each rung (a set of constants: width, depth per level, both, dataset size, …) with several seeds
 at the same budget (the same steps; or, with ``budget_tflop``, the same training compute, so that a wider rung
-trains fewer steps: which size is best for a given compute, as a default must fit one), through the sweep's runner (``sweep.run_points``: the same run folders, resume and failure
-handling), and reports final loss and the in-training probe's final joint accuracy against parameters and FLOPs:
-``runs/<ladder>/results.md``, ``results.json`` and ``results.png``.
+trains fewer steps: which size is best for a given compute, as a default must fit one), through the sweep's
+runner (``sweep.run_points``: the same run folders, resume and failure handling), and reports final loss and the
+in-training probe's final joint accuracy against parameters and FLOPs: ``runs/<ladder>/results.md``,
+``results.json`` and ``results.png``.
 
 Parameters are counted on the UNet built from the rung's config; FLOPs are one fp32 forward per image
 (``torch.utils.flop_counter.FlopCounterMode``, as ``make bench`` counts them), and a run's training compute is
@@ -86,7 +87,7 @@ def write(plan: dict, summary: dict, out_dir: str) -> dict:
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
     verdicts = "\n".join(f"- {k}: **{v}**" for k, v in summary["verdicts"].items())
     write_text(f"# Ladder {plan['name']}\n\n`{plan['command']}`: {len(plan['points'])} rungs × "
-                       f"{len(plan['seeds'])} seeds, {results.budget_text(plan)}; mean (min / median / max) "
+                       f"{len(plan['seeds'])} seeds, {plan['budget_text']}; mean (min / median / max) "
                        f"over seeds.\n\n{summary['table']}\n\nVerdict (ddpm/experiments/ladder.py defines it):\n"
                        f"{verdicts}\n\n![final loss and accuracy against parameters](results.png)\n", paths["md"])
     write_json(results.jsonable({**plan, **summary}), paths["json"])

@@ -81,11 +81,6 @@ def per_seed(run: dict, metric: str) -> str:
     return fmt_number(run[metric])
 
 
-def budget_text(plan: dict) -> str:
-    """The plan's budget in words ("624 optimizer steps each"); plans written before budget_tflop lack the text."""
-    return plan.get("budget_text") or f"{plan.get('budget')} optimizer steps each"
-
-
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -115,7 +110,7 @@ def write(plan: dict, runs: list, out_dir: str, *, current: dict) -> dict:
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
     failures = [f"- {r['run']}: {r.get('reason')}" for r in runs if r["status"] == "failed"]
     write_text(f"# Sweep {plan['name']}\n\n`{plan['command']}`: {plural(len(plan['points']), 'point')} × "
-               f"{plural(len(plan['seeds']), 'seed')}, {budget_text(plan)}, "
+               f"{plural(len(plan['seeds']), 'seed')}, {plan['budget_text']}, "
                f"ranked by {plan['metric']} ({plan['direction']}), "
                f"target joint accuracy {plan['target_accuracy']}; mean (min / median / max) over seeds.\n\n{text}\n"
                + ("\nFailed runs:\n" + "\n".join(failures) + "\n" if failures else "")
