@@ -62,9 +62,14 @@ def parse_args(argv):
                    "of a checkpoint or an exported .safetensors model; the architecture must match")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                    help="a label recorded in run.json's provenance (a sweep stamps its name and trial this way)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of this process (default: torch's, one per core); make sweep ARGS=\"--jobs N\" "
+                        "gives each of its N runs at a time an equal share of the cores")
     args = p.parse_args(argv)
     if args.max_steps is not None and args.max_steps < 1:
         bad_input(f"--max-steps {args.max_steps}: must be ≥ 1 (or left out to train EPOCHS epochs)")
+    if args.threads is not None and args.threads < 1:
+        bad_input(f"--threads {args.threads}: must be ≥ 1 (or left out for one per core)")
     return args
 
 
@@ -151,6 +156,8 @@ def configure(args) -> tuple:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # before any work: it also sets OpenMP's, which compiled kernels use
 
     # ---- config: read once, override, validate (a resumed run keeps its own) --------------------------
     cfg, prov, run_dir, resume = configure(args)

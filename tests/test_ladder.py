@@ -6,9 +6,10 @@ import os
 
 import pytest
 
+from ddpm.decisions.scaffold import new_adr
 from ddpm.experiments import ladder
 from ddpm.experiments.ladder import INCONCLUSIVE, MONOTONIC, NOT_MONOTONIC, TOO_FEW_SEEDS, verdict
-from tests.test_sweep import TINY, FakeRunner
+from tests.test_sweep import ROOT, TINY, FakeRunner
 
 
 @pytest.mark.parametrize("values, direction, expected", [
@@ -61,6 +62,9 @@ def test_a_two_rung_ladder(tmp_path):
     text = open(tmp_path / "runs" / "w" / "results.md").read()
     assert "final_loss: **monotonic**" in text and f"{large['params']:,}" in text
     assert os.path.getsize(tmp_path / "runs" / "w" / "results.png") > 0
+    adr = new_adr("Width", config_path=os.path.join(ROOT, "config.py"), decisions_dir=tmp_path / "decisions",
+                  results=tmp_path / "runs" / "w").read_text()
+    assert "Verdict on final_accuracy: monotonic.\n\n## Decision" in adr  # a heading after a blank line
 
 
 def test_a_compute_matched_ladder_trains_the_wider_rung_fewer_steps(tmp_path):

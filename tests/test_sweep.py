@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import types
 
 import numpy as np
@@ -237,6 +238,26 @@ def test_a_run_with_a_checkpoint_is_resumed_not_restarted(tmp_path, lr_spec):
     sweep.main([lr_spec, "--runs-dir", str(tmp_path / "runs")], runner=lambda cmd, log: (commands.append(cmd), runner(cmd, log))[1])
     assert commands[0][commands[0].index("--resume") + 1] == "t0-s0" and "--run" not in commands[0]
     assert all("--run" in c for c in commands[1:])
+
+
+def test_jobs_train_runs_side_by_side_on_a_share_of_the_cores_each(tmp_path, lr_spec, capsys):
+    """--jobs 2: two runs are in flight at once (each waits at a barrier for the other, which breaks after a minute
+    if they ran one after the other), each with --threads = half the cores; the results are a sequential sweep's."""
+    barrier, runner, commands = threading.Barrier(2, timeout=60), FakeRunner(), []
+
+    def side_by_side(cmd, log):
+        commands.append(cmd)
+        barrier.wait()
+        return runner(cmd, log)
+
+    assert sweep.main([lr_spec, "--runs-dir", str(tmp_path / "par"), "--jobs", "2"], runner=side_by_side) == 0
+    assert sorted(runner.calls) == ["t0-s0", "t0-s1", "t1-s0", "t1-s1"]
+    assert {c[c.index("--threads") + 1] for c in commands} == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
+    assert sweep.main([lr_spec, "--runs-dir", str(tmp_path / "seq")], runner=FakeRunner()) == 0
+    par, seq = (json.load(open(tmp_path / d / "lr2" / "results.json")) for d in ("par", "seq"))
+    assert par["rows"] == seq["rows"] and par["best"] == seq["best"]
+    assert sweep.main([lr_spec, "--runs-dir", str(tmp_path / "par"), "--jobs", "0"], runner=FakeRunner()) == 2
+    assert "--jobs 0: must be ≥ 1" in capsys.readouterr().err
 
 
 def test_crashed_and_non_finite_trials_are_recorded_and_the_sweep_goes_on(tmp_path, lr_spec):

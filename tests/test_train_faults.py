@@ -185,8 +185,16 @@ def test_bad_overrides_and_max_steps_are_one_line_errors(tmp_path):
     one_line_error(train_run(tmp_path, "--set", "FOO=1"), "--set FOO: unknown key")
     one_line_error(train_run(tmp_path, "--set", "LEARNING_RATE"), "--set 'LEARNING_RATE': expected KEY=VALUE")
     one_line_error(train_run(tmp_path, "--max-steps", "-1"), "--max-steps -1: must be ≥ 1")
+    one_line_error(train_run(tmp_path, "--threads", "0"), "--threads 0: must be ≥ 1")
     one_line_error(train_run(tmp_path, "--set", "BATCH_SIZE=0"), "BATCH_SIZE = 0", "(from --set)")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_threads_are_set_and_recorded(tmp_path):
+    """--threads (what make sweep ARGS="--jobs N" passes): 3 threads even on a 2-core machine, so it cannot pass
+    by torch's own default."""
+    ok(train_run(tmp_path, "--run", "three", "--threads", "3", "--max-steps", "1"))
+    assert json.load(open(tmp_path / "three" / "run.json"))["provenance"]["hardware"].endswith(", 3 threads")
 
 
 def test_config_py_errors_name_the_file_line_and_adr(tmp_path):

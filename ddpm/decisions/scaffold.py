@@ -118,8 +118,8 @@ def from_results(folder, config_path) -> tuple[list[str], list[str]]:
                f"{data.get('metric')} mean {mean} over {metric.get('n')} seed(s)"
                + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
                *str(data.get("table", "")).splitlines(), ""]
-    context += [f"Verdict on {k}: {v}." for k, v in (data.get("verdicts") or {}).items()]
-    return lines, context
+    verdicts = [f"Verdict on {k}: {v}." for k, v in (data.get("verdicts") or {}).items()]
+    return lines, context + (verdicts + [""] if verdicts else [])  # a blank line before the next heading
 
 
 def _fill_template(template: str, number: int, title: str, date: str, lines: list[str], supersedes,

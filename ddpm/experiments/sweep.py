@@ -15,7 +15,8 @@ Interrupted and started again, a sweep skips the runs that are finished (run.jso
 those with a checkpoint, and starts again those without one. A trial that exits non-zero (a crash, a bad value,
 non-finite losses) or ends with a non-finite loss is recorded as failed in ``<run>/failed.json`` with the tail of
 its output, and the sweep goes on; a later start skips it too, unless ``--retry-failed`` (which keeps the failed
-folder aside as ``.failed-<run>-<n>`` and trains the run afresh).
+folder aside as ``.failed-<run>-<n>`` and trains the run afresh). ``--jobs N`` trains N runs at a time, each with
+``train.py --threads`` = cores / N: the results are the same, in the same order.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ddpm.decisions.adr import fmt, read_config
@@ -67,9 +69,11 @@ def sweep_points(spec: Spec) -> list:
     return [{"trial": f"t{i:0{width}d}", "overrides": o} for i, o in enumerate(draw_trials(spec.vary, spec.trials, spec.seed))]
 
 
-def train_command(*, runs_dir: str, run: str, budget: int, overrides: dict, tags: dict, resume: bool) -> list:
+def train_command(*, runs_dir: str, run: str, budget: int, overrides: dict, tags: dict, resume: bool,
+                  threads: int = None) -> list:
     """The train.py command line of one run (``--resume`` continues its newest checkpoint)."""
     cmd = [sys.executable, str(REPO_ROOT / "train.py"), "--runs-dir", runs_dir, "--max-steps", str(budget), "--exploratory"]
+    cmd += ["--threads", str(threads)] if threads else []
     cmd += ["--resume", run] if resume else ["--run", run]
     for key, value in overrides.items():
         cmd += ["--set", f"{key}={fmt(value)}"]
@@ -100,11 +104,12 @@ def run_status(run_dir: str, budget: int) -> str:
 
 
 def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=subprocess_runner,
-               retry_failed: bool = False, log=print) -> list:
+               retry_failed: bool = False, jobs: int = 1, log=print) -> list:
     """Train every (point, seed) not finished yet; [{"run", "trial", "seed", "overrides", "status", ...metrics}].
-    A point's own "budget" (budget_tflop specs) overrides ``budget``."""
+    A point's own "budget" (budget_tflop specs) overrides ``budget``. ``jobs`` > 1 trains that many runs at a time,
+    each with ``--threads`` = its share of the cores."""
     _share_probe_cache(out_dir)
-    done = []
+    tasks = []  # (point, seed, run, steps, status)
     for point in points:
         steps = point.get("budget", budget)
         for seed in spec.seeds:
@@ -115,15 +120,29 @@ def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=su
                 n = sum(name.startswith(f".failed-{run}-") for name in os.listdir(out_dir))
                 os.rename(run_dir, os.path.join(out_dir, f".failed-{run}-{n}"))
                 status = "new"
-            if status in ("new", "partial"):
-                status = _train(spec, point, seed, run, out_dir, budget=steps, runner=runner, log=log)
-            else:
-                log(f"{run}: {status} already, skipped")
-            done.append(_record(spec, point, seed, run, run_dir, status))
-    return done
+            tasks.append((point, seed, run, steps, status))
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if jobs > 1 else None
+
+    def train(task) -> str:
+        point, seed, run, steps, status = task
+        if status in ("new", "partial"):
+            return _train(spec, point, seed, run, out_dir, budget=steps, runner=runner, threads=threads, log=log)
+        log(f"{run}: {status} already, skipped")
+        return status
+
+    if jobs == 1:
+        statuses = [train(task) for task in tasks]
+    else:
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
+            statuses = list(pool.map(train, tasks))
+        finally:  # interrupted: start no further run (the running ones got the same Ctrl-C)
+            pool.shutdown(wait=True, cancel_futures=True)
+    return [_record(spec, point, seed, run, os.path.join(out_dir, run), status)
+            for (point, seed, run, _, _), status in zip(tasks, statuses)]
 
 
-def _train(spec, point, seed, run, out_dir, *, budget, runner, log) -> str:
+def _train(spec, point, seed, run, out_dir, *, budget, runner, threads=None, log) -> str:
     run_dir = os.path.join(out_dir, run)
     has_checkpoint = os.path.isdir(os.path.join(run_dir, "checkpoints")) and any(
         n.endswith(".pt") for n in os.listdir(os.path.join(run_dir, "checkpoints")))
@@ -131,7 +150,7 @@ def _train(spec, point, seed, run, out_dir, *, budget, runner, log) -> str:
         shutil.rmtree(run_dir)  # an interrupted start with nothing to resume from: begin it again
     overrides = {**spec.base, **point["overrides"], "SEED": seed}
     cmd = train_command(runs_dir=out_dir, run=run, budget=budget, overrides=overrides,
-                        tags={"sweep": spec.name, "trial": point["trial"]}, resume=has_checkpoint)
+                        tags={"sweep": spec.name, "trial": point["trial"]}, resume=has_checkpoint, threads=threads)
     log(f"{run}: {'resuming' if has_checkpoint else 'training'} {budget} steps with "
         + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items()))
     code, tail = runner(cmd, os.path.join(out_dir, ".logs", f"{run}.log"))
@@ -198,6 +217,8 @@ def parser(prog: str, example: str) -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="the results go to RUNS_DIR/<name>/")
     p.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config.py (budget_fraction, sizes, the table)")
     p.add_argument("--retry-failed", action="store_true", help="train the failed runs again")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each on cores / JOBS threads (CPU; "
+                   "on one GPU they share it)")
     p.add_argument("--dry-run", action="store_true", help="print the trials and stop")
     return p
 
@@ -245,6 +266,9 @@ def train_spec(argv, *, ladder: bool, runner):
     kind = "ladder" if ladder else "sweep"
     example = "decisions/ladders/width.toml" if ladder else "decisions/sweeps/lr.toml"
     args = parser(f"python -m ddpm.experiments.{kind}", example).parse_args(argv)
+    if args.jobs < 1:
+        print(f"{kind}: --jobs {args.jobs}: must be ≥ 1 (runs trained at a time)", file=sys.stderr)
+        return 2
     try:
         spec, config, points, out_dir, plan = prepare(args, ladder=ladder)
     except SpecError as err:
@@ -252,7 +276,8 @@ def train_spec(argv, *, ladder: bool, runner):
         return 2
     if args.dry_run:
         return 0
-    runs = run_points(spec, points, out_dir, budget=plan["budget"], runner=runner, retry_failed=args.retry_failed)
+    runs = run_points(spec, points, out_dir, budget=plan["budget"], runner=runner, retry_failed=args.retry_failed,
+                      jobs=args.jobs)
     return spec, config, out_dir, plan, runs
 
 
