@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ddpm.decisions.check import check
-from ddpm.decisions.scaffold import new_adr
+from ddpm.decisions.scaffold import from_results, new_adr
 from ddpm.experiments import sweep
 from ddpm.experiments.metrics import steps_to_target, trial_metrics, window_mean
 from ddpm.experiments.results import aggregate, spread
@@ -338,6 +338,19 @@ def test_make_adr_from_a_sweep_passes_the_check_once_accepted(tmp_path, lr_spec)
     errors = check(config, decisions, index=False)
     # Other engineers' ADR numbers are written in parallel; only the gap they leave may be reported here.
     assert [e for e in errors if "missing ADR number" not in e] == []
+
+
+def test_make_adr_from_a_sweep_where_no_seed_reached_the_target_says_so(tmp_path):
+    results = {"kind": "sweep", "name": "b2", "command": "make sweep SPEC=b2.toml", "points": [{}], "seeds": [0, 1, 2],
+               "metric": "steps_to_target", "direction": "min", "budget": 1500, "table": "| 1 | t0 |",
+               "best": {"trial": "t0", "set": {"ADAM_BETAS": "(0.9, 0.99)"}, "metric": {"n": 0, "mean": None}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "config.py").write_text("ADAM_BETAS = (0.9, 0.999)\n")
+    lines, context = from_results(tmp_path, tmp_path / "config.py")
+    text = "\n".join(context)
+    assert lines == ["- ADAM_BETAS: (0.9, 0.999) → (0.9, 0.99)"]
+    assert "1 point × 3 seeds" in text and "none reached the target" in text
+    assert "mean —" not in text and "0 seed" not in text  # stop 23's ADR 0039 draft read "mean — over 0 seed(s)"
 
 
 def test_make_adr_from_a_folder_without_results_is_one_line(tmp_path):

@@ -113,13 +113,20 @@ def from_results(folder, config_path) -> tuple[list[str], list[str]]:
     budget = data.get("budget_text") or f"{data.get('budget')} optimizer steps each"  # results.json before budget_tflop
     context = [f"Evidence: the {data.get('kind', 'sweep')} `{data.get('name')}` ({rel_path(path)}), produced by", "",
                "```", str(data.get("command")), "```", "",
-               f"{len(data.get('points', []))} points × {len(data.get('seeds', []))} seeds, {budget}, ranked by "
+               f"{_count(len(data.get('points', [])), 'point')} × {_count(len(data.get('seeds', [])), 'seed')}, {budget}, ranked by "
                f"{data.get('metric')} ({data.get('direction')}); mean (min / median / max) over seeds" + (f"; every trial also set {base}" if base else "") + f". Best: {best.get('trial')}, "
-               f"{data.get('metric')} mean {mean} over {metric.get('n')} seed(s)"
+               + (f"{data.get('metric')} mean {mean} over {_count(metric['n'], 'seed')}" if metric.get("n") else
+                  f"though no seed of any point has a {data.get('metric')} (none reached the target), so it ranks first "
+                  "by its seeds' final probe accuracy")
                + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
                *str(data.get("table", "")).splitlines(), ""]
     verdicts = [f"Verdict on {k}: {v}." for k, v in (data.get("verdicts") or {}).items()]
     return lines, context + (verdicts + [""] if verdicts else [])  # a blank line before the next heading
+
+
+def _count(n: int, noun: str) -> str:
+    """1 point, 3 points."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _fill_template(template: str, number: int, title: str, date: str, lines: list[str], supersedes,
