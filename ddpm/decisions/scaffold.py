@@ -116,7 +116,8 @@ def from_results(folder, config_path) -> tuple[list[str], list[str]]:
                f"{_count(len(data.get('points', [])), 'point')} × {_count(len(data.get('seeds', [])), 'seed')}, {budget}, ranked by "
                f"{data.get('metric')} ({data.get('direction')}); mean (min / median / max) over seeds" + (f"; every trial also set {base}" if base else "") + f". Best: {best.get('trial')}, "
                + (f"{data.get('metric')} mean {mean} over {_count(metric['n'], 'seed')}" if metric.get("n") else
-                  f"though no seed of any point has a {data.get('metric')} (none reached the target), so it ranks first "
+                  f"though no seed of any point has a {data.get('metric')}"
+                  + (" (none reached the target)" if data.get("metric") == "steps_to_target" else "") + ", so it ranks first "
                   "by its seeds' final probe accuracy")
                + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
                *str(data.get("table", "")).splitlines(), ""]
