@@ -111,15 +111,17 @@ def from_results(folder, config_path) -> tuple[list[str], list[str]]:
     mean = f"{metric['mean']:.4g}" if isinstance(metric.get("mean"), (int, float)) else "—"
     base = ", ".join(f"{k} = {fmt(v)}" for k, v in (data.get("base") or {}).items())
     budget = data.get("budget_text") or f"{data.get('budget')} optimizer steps each"  # results.json before budget_tflop
+    metric_name = data.get("metric")
+    if metric.get("n"):
+        why_best = f"{metric_name} mean {mean} over {_count(metric['n'], 'seed')}"
+    else:  # results.aggregate ranks points without a value by their final probe accuracy
+        reason = " (none reached the target)" if metric_name == "steps_to_target" else ""
+        why_best = f"though no seed of any point has a {metric_name}{reason}, so it ranks first by its seeds' final probe accuracy"
     context = [f"Evidence: the {data.get('kind', 'sweep')} `{data.get('name')}` ({rel_path(path)}), produced by", "",
                "```", str(data.get("command")), "```", "",
                f"{_count(len(data.get('points', [])), 'point')} × {_count(len(data.get('seeds', [])), 'seed')}, {budget}, ranked by "
-               f"{data.get('metric')} ({data.get('direction')}); mean (min / median / max) over seeds" + (f"; every trial also set {base}" if base else "") + f". Best: {best.get('trial')}, "
-               + (f"{data.get('metric')} mean {mean} over {_count(metric['n'], 'seed')}" if metric.get("n") else
-                  f"though no seed of any point has a {data.get('metric')}"
-                  + (" (none reached the target)" if data.get("metric") == "steps_to_target" else "") + ", so it ranks first "
-                  "by its seeds' final probe accuracy")
-               + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
+               f"{metric_name} ({data.get('direction')}); mean (min / median / max) over seeds" + (f"; every trial also set {base}" if base else "") + f". Best: {best.get('trial')}, "
+               + why_best + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
                *str(data.get("table", "")).splitlines(), ""]
     verdicts = [f"Verdict on {k}: {v}." for k, v in (data.get("verdicts") or {}).items()]
     return lines, context + (verdicts + [""] if verdicts else [])  # a blank line before the next heading

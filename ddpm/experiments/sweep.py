@@ -130,7 +130,7 @@ def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=su
         log(f"{run}: {status} already, skipped")
         return status
 
-    if jobs == 1:
+    if jobs == 1:  # no pool: after a Ctrl-C a pool's worker could start the next run before the cancel reaches it
         statuses = [train(task) for task in tasks]
     else:
         pool = ThreadPoolExecutor(max_workers=jobs)
