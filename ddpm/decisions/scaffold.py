@@ -108,12 +108,11 @@ def from_results(folder, config_path) -> tuple[list[str], list[str]]:
         else:
             lines.append(f"- {name}: {NEW if old is MISSING else fmt(old)} → {fmt(value)}")
     metric = best.get("metric") or {}
-    mean = f"{metric['mean']:.4g}" if isinstance(metric.get("mean"), (int, float)) else "—"
     base = ", ".join(f"{k} = {fmt(v)}" for k, v in (data.get("base") or {}).items())
     budget = data.get("budget_text") or f"{data.get('budget')} optimizer steps each"  # results.json before budget_tflop
     metric_name = data.get("metric")
-    if metric.get("n"):
-        why_best = f"{metric_name} mean {mean} over {_count(metric['n'], 'seed')}"
+    if metric.get("n"):  # results.aggregate gives a mean wherever a seed has a value
+        why_best = f"{metric_name} mean {metric['mean']:.4g} over {_count(metric['n'], 'seed')}"
     else:  # results.aggregate ranks points without a value by their final probe accuracy
         reason = " (none reached the target)" if metric_name == "steps_to_target" else ""
         why_best = f"though no seed of any point has a {metric_name}{reason}, so it ranks first by its seeds' final probe accuracy"
