@@ -24,7 +24,7 @@ help: ## list the targets
 	@echo "make ladder SPEC=decisions/ladders/width.toml  sizes × seeds: loss and accuracy vs params/FLOPs, verdict"
 	@echo "make compare SWEEPS=\"runs/a runs/b\"  finished sweeps side by side: each probe attribute, images to 0.9"
 	@echo "make runs                  table of training runs, newest first"
-	@echo "make eval                  probe-classifier accuracy, Fréchet distance, diversity, guidance sweep; CKPT= N="
+	@echo "make eval                  probe-classifier accuracy, Fréchet distance, diversity, guidance sweep; CKPT= N= ARGS=--no-ema"
 	@echo "make export CKPT=...       EMA weights as .safetensors + .json beside it (sample, eval, --init-from read it); OUT="
 	@echo "make bench                 training and sampling speed against a matched diffusers UNet → runs/bench.md"
 	@echo "make profile               where a training and a sampling step spend their time → runs/profile.md"

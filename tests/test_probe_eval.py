@@ -143,8 +143,10 @@ def test_quick_eval(small_probe):
     assert ev.quick_eval(pipe, probe, n=1, num_steps=1)["diversity"] is None  # default prompts, one sample each
 
 
-def _tiny_checkpoint(path):
-    """A randomly initialised checkpoint in this repo's format, small enough to sample in a second."""
+def _tiny_checkpoint(path, raw_seed=None):
+    """A randomly initialised checkpoint in this repo's format, small enough to sample in a second; with
+    ``raw_seed``, its raw UNet's weights are its EMA UNet's plus noise of that seed (the output layer starts at
+    zero, so another initialisation alone would sample the same images)."""
     from ddpm.run.checkpoint import FORMAT_VERSION, save_atomic
     from ddpm.model.text import build_text_encoder, tokenizer_for
     from ddpm.model.unet import UNet
@@ -159,13 +161,20 @@ def _tiny_checkpoint(path):
                      dropout=0.0)
     torch.manual_seed(0)
     unet, text = UNet(**unet_args), build_text_encoder(**text_args)
+    raw_unet = unet
+    if raw_seed is not None:
+        g = torch.Generator().manual_seed(raw_seed)
+        raw_unet = UNet(**unet_args)
+        with torch.no_grad():
+            for p_raw, p in zip(raw_unet.parameters(), unet.parameters()):
+                p_raw.copy_(p + 0.1 * torch.randn(p.shape, generator=g))
     save_atomic({
         "format": FORMAT_VERSION, "unet_args": unet_args, "text_args": text_args,
         "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
         "sampling": dict(guidance_scale=3.0, num_steps=2, sampler="ddim", eta=0.0, clip_x0=True, precision="fp32",
                          channels_last=False),
         "config": {"BASE_CHANNELS": 8, "GUIDANCE_SCALE": 2.0, "NUM_INFERENCE_STEPS": 2}, "provenance": {},
-        "unet": unet.state_dict(), "ema_unet": unet.state_dict(),
+        "unet": raw_unet.state_dict(), "ema_unet": unet.state_dict(),
         "text_encoder": text.state_dict(), "ema_text_encoder": text.state_dict(), "step": 0, "epoch": 0,
     }, str(path))
 
@@ -213,3 +222,22 @@ def test_fid_for_folder_names_what_is_missing(tmp_path, monkeypatch):
         ev.fid_for_folder(str(tmp_path), str(tmp_path))
     msg = str(err.value)
     assert "pip install torch-fidelity" in msg and ev.FID_WEIGHTS_FILE in msg and "checkpoints" in msg
+
+
+def test_no_ema_evaluates_the_raw_weights_beside_the_ema_scores(small_probe, tmp_path):
+    probe, info = small_probe
+    probe_file = str(tmp_path / "probe.pt")
+    save_probe(probe, info, probe_file)
+    run = tmp_path / "runs" / "r1"
+    ckpt = run / "checkpoints" / "ckpt-epoch0001-step0000010.pt"
+    _tiny_checkpoint(ckpt, raw_seed=1)
+    (run / "run.json").write_text(json.dumps({"name": "r1", "step": 10}))
+    common = ["--ckpt", str(ckpt), "--n", "2", "--sweep", "none", "--probe", probe_file]
+
+    assert ev.main(common, log=lambda m: None) == 0
+    assert ev.main(common + ["--no-ema"], log=lambda m: None) == 0
+    ema, raw = (json.loads((run / d / "eval.json").read_text()) for d in ("eval", "eval-raw"))
+    assert ema["use_ema"] is True and raw["use_ema"] is False
+    assert raw["fd"] != ema["fd"]  # other weights, other samples: the flag reached the pipeline
+    run_json = json.loads((run / "run.json").read_text())
+    assert run_json["eval"]["fd"] == ema["fd"] and run_json["eval_raw"]["fd"] == raw["fd"]  # neither overwrote the other

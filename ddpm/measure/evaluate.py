@@ -329,6 +329,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="images per sampling batch (default: %(default)s)")
     parser.add_argument("--probe", help="probe file to use (default: runs/.probe/probe-<hash>.pt, trained if absent)")
     parser.add_argument("--device", help="torch device for sampling (default: cuda if available, else cpu)")
+    parser.add_argument("--no-ema", action="store_true",
+                        help="evaluate the raw weights instead of the EMA (written to runs/<run>/eval-raw/)")
     args = parser.parse_args(argv)
 
     if args.ckpt:
@@ -342,7 +344,9 @@ def main(argv=None, *, log: Callable = None) -> int:
             fail(f"no valid checkpoint under {args.runs}/*/checkpoints/; train first (make train) or pass CKPT=")
     ckpt = os.path.abspath(ckpt)
     run_dir = os.path.dirname(os.path.dirname(ckpt)) if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" else None
-    out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), "eval")
+    # The raw weights' scores go beside the EMA's, not over them: run.json's "eval" stays the EMA's.
+    eval_key = "eval_raw" if args.no_ema else "eval"
+    out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), eval_key.replace("_", "-"))
     runs_root = os.path.dirname(run_dir) if run_dir else os.path.abspath(args.runs)
     log(f"checkpoint: {ckpt}")
 
@@ -362,7 +366,7 @@ def main(argv=None, *, log: Callable = None) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        pipe = Pipeline.from_checkpoint(ckpt, use_ema=True, device=device, checkpoint=state, precision=args.precision)
+        pipe = Pipeline.from_checkpoint(ckpt, use_ema=not args.no_ema, device=device, checkpoint=state, precision=args.precision)
     except CheckpointError as err:
         fail(str(err))
     log(f"guidance {args.guidance:g}, {args.steps} {args.sampler} steps, {args.n} samples per prompt")
@@ -380,7 +384,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     results = evaluate(pipe, probe, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
                        sweep=args.sweep, batch_size=args.batch_size, image_size=image_size, log=log, sampler=args.sampler)
     numbers = results["headline"]
-    extra = {"checkpoint": ckpt, "use_ema": True, "precision": getattr(pipe, "precision", None),
+    extra = {"checkpoint": ckpt, "use_ema": not args.no_ema, "precision": getattr(pipe, "precision", None),
              "probe": {"file": probe_file, "settings": probe_info["settings"], "test_accuracy": probe_info["test_accuracy"]},
              "train_config": getattr(pipe, "config", None)}
     paths = write_outputs(results, out_dir, extra=extra)
@@ -388,8 +392,8 @@ def main(argv=None, *, log: Callable = None) -> int:
         summary = json_safe({**numbers, "checkpoint": os.path.basename(ckpt), "n": args.n, "guidance_scale": args.guidance,
                           "num_steps": args.steps, "sampler": args.sampler, "seed": args.seed, "eval_json": paths["eval.json"]})
         try:
-            if update_run_json(os.path.join(run_dir, "run.json"), "eval", summary):
-                log(f"updated {os.path.join(run_dir, 'run.json')} (key 'eval')")
+            if update_run_json(os.path.join(run_dir, "run.json"), eval_key, summary):
+                log(f"updated {os.path.join(run_dir, 'run.json')} (key '{eval_key}')")
         except RuntimeError as err:  # the evaluation itself is written; say so and go on
             log(f"warning: {err}")
     if results["sweep"]:
