@@ -179,14 +179,20 @@ def _tiny_checkpoint(path, raw_seed=None):
     }, str(path))
 
 
-def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
+def _tiny_run(small_probe, tmp_path, run_json: dict, raw_seed=None):
+    """runs/r1 with one tiny checkpoint and its run.json, and the small probe saved beside: (run, ckpt, probe_file)."""
     probe, info = small_probe
     probe_file = str(tmp_path / "probe.pt")
     save_probe(probe, info, probe_file)
     run = tmp_path / "runs" / "r1"
     ckpt = run / "checkpoints" / "ckpt-epoch0001-step0000010.pt"
-    _tiny_checkpoint(ckpt)
-    (run / "run.json").write_text(json.dumps({"name": "r1", "step": 10, "final_loss": float("nan")}))
+    _tiny_checkpoint(ckpt, raw_seed=raw_seed)
+    (run / "run.json").write_text(json.dumps(run_json))
+    return run, ckpt, probe_file
+
+
+def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
+    run, ckpt, probe_file = _tiny_run(small_probe, tmp_path, {"name": "r1", "step": 10, "final_loss": float("nan")})
 
     rc = ev.main(["--runs", str(tmp_path / "runs"), "--n", "2", "--sweep", "1,3", "--probe", probe_file],
                  log=lambda m: None)
@@ -224,14 +230,8 @@ def test_fid_for_folder_names_what_is_missing(tmp_path, monkeypatch):
     assert "pip install torch-fidelity" in msg and ev.FID_WEIGHTS_FILE in msg and "checkpoints" in msg
 
 
-def test_no_ema_evaluates_the_raw_weights_beside_the_ema_scores(small_probe, tmp_path):
-    probe, info = small_probe
-    probe_file = str(tmp_path / "probe.pt")
-    save_probe(probe, info, probe_file)
-    run = tmp_path / "runs" / "r1"
-    ckpt = run / "checkpoints" / "ckpt-epoch0001-step0000010.pt"
-    _tiny_checkpoint(ckpt, raw_seed=1)
-    (run / "run.json").write_text(json.dumps({"name": "r1", "step": 10}))
+def test_no_ema_evaluates_the_raw_weights_beside_the_ema_scores(small_probe, tmp_path, capsys):
+    run, ckpt, probe_file = _tiny_run(small_probe, tmp_path, {"name": "r1", "step": 10}, raw_seed=1)
     common = ["--ckpt", str(ckpt), "--n", "2", "--sweep", "none", "--probe", probe_file]
 
     assert ev.main(common, log=lambda m: None) == 0
@@ -241,3 +241,11 @@ def test_no_ema_evaluates_the_raw_weights_beside_the_ema_scores(small_probe, tmp
     assert raw["fd"] != ema["fd"]  # other weights, other samples: the flag reached the pipeline
     run_json = json.loads((run / "run.json").read_text())
     assert run_json["eval"]["fd"] == ema["fd"] and run_json["eval_raw"]["fd"] == raw["fd"]  # neither overwrote the other
+
+    no_raw = tmp_path / "no-raw.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["unet"]
+    torch.save(state, no_raw)
+    with pytest.raises(SystemExit) as stop:  # a clear refusal, not a report of missing keys
+        ev.main(["--ckpt", str(no_raw), "--no-ema", "--sweep", "none", "--probe", probe_file], log=lambda m: None)
+    assert stop.value.code == 2 and "holds no raw weights" in capsys.readouterr().err

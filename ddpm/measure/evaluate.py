@@ -357,6 +357,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     problems = sampling_problems(n=args.n, n_max=MAX_PER_PROMPT, guidance=args.guidance, steps=args.steps,
                                  timesteps=state["diffusion_args"]["timesteps"], seed=args.seed, sweep=args.sweep)
     problems += [f"--batch-size {args.batch_size}: must be ≥ 1"] if args.batch_size < 1 else []
+    problems += [f"--no-ema: {ckpt} holds no raw weights, only the EMA's; drop --no-ema or use a training checkpoint"
+                 ] if args.no_ema and not state.get("unet") else []
     unwritable = unwritable_reason(out_dir)
     problems += [f"--out {out_dir}: {unwritable}; choose another folder"] if unwritable else []
     if problems:
