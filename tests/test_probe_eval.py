@@ -161,20 +161,17 @@ def _tiny_checkpoint(path, raw_seed=None):
                      dropout=0.0)
     torch.manual_seed(0)
     unet, text = UNet(**unet_args), build_text_encoder(**text_args)
-    raw_unet = unet
+    raw = unet.state_dict()
     if raw_seed is not None:
         g = torch.Generator().manual_seed(raw_seed)
-        raw_unet = UNet(**unet_args)
-        with torch.no_grad():
-            for p_raw, p in zip(raw_unet.parameters(), unet.parameters()):
-                p_raw.copy_(p + 0.1 * torch.randn(p.shape, generator=g))
+        raw = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in raw.items()}
     save_atomic({
         "format": FORMAT_VERSION, "unet_args": unet_args, "text_args": text_args,
         "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
         "sampling": dict(guidance_scale=3.0, num_steps=2, sampler="ddim", eta=0.0, clip_x0=True, precision="fp32",
                          channels_last=False),
         "config": {"BASE_CHANNELS": 8, "GUIDANCE_SCALE": 2.0, "NUM_INFERENCE_STEPS": 2}, "provenance": {},
-        "unet": raw_unet.state_dict(), "ema_unet": unet.state_dict(),
+        "unet": raw, "ema_unet": unet.state_dict(),
         "text_encoder": text.state_dict(), "ema_text_encoder": text.state_dict(), "step": 0, "epoch": 0,
     }, str(path))
 
