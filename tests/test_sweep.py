@@ -213,6 +213,21 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, lr_spec)
     assert os.listdir(os.path.join(runs_dir, "lr2", ".hparams"))  # one add_hparams per run
 
 
+def test_report_writes_the_results_of_a_stopped_sweep_and_trains_nothing(tmp_path, lr_spec):
+    runs_dir = str(tmp_path / "runs")
+    with pytest.raises(KeyboardInterrupt):  # stopped while its second run trained: one run finished
+        sweep.main([lr_spec, "--runs-dir", runs_dir], runner=FakeRunner(interrupt_at="t0-s1"))
+    untouched = FakeRunner()
+    assert sweep.main([lr_spec, "--runs-dir", runs_dir, "--report"], runner=untouched) == 0
+    assert untouched.calls == []
+    results = json.load(open(os.path.join(runs_dir, "lr2", "results.json")))
+    assert {r["trial"]: (r["metric"]["n"], r["failed"]) for r in results["rows"]} == {"t0": (1, 0), "t1": (0, 0)}
+    table = open(os.path.join(runs_dir, "lr2", "results.md")).read()
+    assert "s0: " in table and "s1: not trained" in table and "failed" not in table
+    assert sweep.main([lr_spec, "--runs-dir", runs_dir], runner=untouched) == 0  # without --report it trains the rest
+    assert untouched.calls == ["t0-s1", "t1-s0", "t1-s1"]
+
+
 def test_points_that_never_reach_the_target_rank_by_how_close_they_ended(tmp_path):
     spec = write_spec(tmp_path / "far.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}}, trials=3,
                       seeds=2, budget_steps=4, metric="steps_to_target", seed=3)

@@ -73,7 +73,9 @@ def describe(s: dict) -> str:
 
 
 def per_seed(run: dict, metric: str) -> str:
-    """One seed's value of ``metric`` for the table: a number, "failed", or why there is none."""
+    """One seed's value of ``metric`` for the table: a number, "failed", "not trained", or why there is none."""
+    if run["status"] in ("new", "partial"):  # --report on a sweep stopped early
+        return "not trained"
     if run["status"] != "finished":
         return "failed"
     if run.get(metric) is None:

@@ -104,10 +104,11 @@ def run_status(run_dir: str, budget: int) -> str:
 
 
 def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=subprocess_runner,
-               retry_failed: bool = False, jobs: int = 1, log=print) -> list:
+               retry_failed: bool = False, jobs: int = 1, report_only: bool = False, log=print) -> list:
     """Train every (point, seed) not finished yet; [{"run", "trial", "seed", "overrides", "status", ...metrics}].
     A point's own "budget" (budget_tflop specs) overrides ``budget``. ``jobs`` > 1 trains that many runs at a time,
-    each with ``--threads`` = its share of the cores."""
+    each with ``--threads`` = its share of the cores. ``report_only`` trains nothing: the runs not finished keep
+    their status ("new" or "partial"), so that a sweep stopped early can still be reported."""
     _share_probe_cache(out_dir)
     tasks = []  # (point, seed, run, steps, status)
     for point in points:
@@ -125,6 +126,9 @@ def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=su
 
     def train(task) -> str:
         point, seed, run, steps, status = task
+        if status in ("new", "partial") and report_only:
+            log(f"{run}: not trained (--report)")
+            return status
         if status in ("new", "partial"):
             return _train(spec, point, seed, run, out_dir, budget=steps, runner=runner, threads=threads, log=log)
         log(f"{run}: {status} already, skipped")
@@ -220,6 +224,8 @@ def parser(prog: str, example: str) -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each on cores / JOBS threads (CPU; "
                    "on one GPU they share it)")
     p.add_argument("--dry-run", action="store_true", help="print the trials and stop")
+    p.add_argument("--report", action="store_true", help="train nothing: write the results of the runs finished so "
+                   "far (a sweep stopped early); the others show as not trained")
     return p
 
 
@@ -277,7 +283,7 @@ def train_spec(argv, *, ladder: bool, runner):
     if args.dry_run:
         return 0
     runs = run_points(spec, points, out_dir, budget=plan["budget"], runner=runner, retry_failed=args.retry_failed,
-                      jobs=args.jobs)
+                      jobs=args.jobs, report_only=args.report)
     return spec, config, out_dir, plan, runs
 
 
