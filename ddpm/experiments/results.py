@@ -18,6 +18,7 @@ from ddpm.measure.report import fmt_number, load_font, plot_panel, save_png
 
 COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44))
 AXES = {"linear": None, "log": math.log10, "log(1-x)": lambda x: math.log10(1 - x)}  # search.Dimension.axis
+NOT_TRAINED = ("new", "partial")  # a run's status before its training finished (sweep.run_status)
 
 
 def jsonable(value):
@@ -74,7 +75,7 @@ def describe(s: dict) -> str:
 
 def per_seed(run: dict, metric: str) -> str:
     """One seed's value of ``metric`` for the table: a number, "failed", "not trained", or why there is none."""
-    if run["status"] in ("new", "partial"):  # --report on a sweep stopped early
+    if run["status"] in NOT_TRAINED:  # --report on a sweep stopped early
         return "not trained"
     if run["status"] != "finished":
         return "failed"

@@ -126,10 +126,10 @@ def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=su
 
     def train(task) -> str:
         point, seed, run, steps, status = task
-        if status in ("new", "partial") and report_only:
-            log(f"{run}: not trained (--report)")
-            return status
-        if status in ("new", "partial"):
+        if status in results.NOT_TRAINED:
+            if report_only:
+                log(f"{run}: not trained (--report)")
+                return status
             return _train(spec, point, seed, run, out_dir, budget=steps, runner=runner, threads=threads, log=log)
         log(f"{run}: {status} already, skipped")
         return status
