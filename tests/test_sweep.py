@@ -266,6 +266,8 @@ def test_jobs_train_runs_side_by_side_on_a_share_of_the_cores_each(tmp_path, lr_
         return runner(cmd, log)
 
     assert sweep.main([lr_spec, "--runs-dir", str(tmp_path / "par"), "--jobs", "2"], runner=side_by_side) == 0
+    started = [line for line in capsys.readouterr().out.splitlines() if "steps with" in line]
+    assert len(started) == 4 and all(line.count("steps with") == 1 for line in started)  # never two runs on a line
     assert sorted(runner.calls) == ["t0-s0", "t0-s1", "t1-s0", "t1-s1"]
     assert {c[c.index("--threads") + 1] for c in commands} == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
     assert sweep.main([lr_spec, "--runs-dir", str(tmp_path / "seq")], runner=FakeRunner()) == 0

@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -123,6 +124,12 @@ def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=su
                 status = "new"
             tasks.append((point, seed, run, steps, status))
     threads = max(1, len(os.sched_getaffinity(0)) // jobs) if jobs > 1 else None
+    if jobs > 1:  # print writes a line and its newline apart: two runs' lines would run into one another
+        lock, log_line = threading.Lock(), log
+
+        def log(line):
+            with lock:
+                log_line(line)
 
     def train(task) -> str:
         point, seed, run, steps, status = task
