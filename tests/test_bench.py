@@ -47,9 +47,10 @@ def test_diffusers_matches_our_unet_closely():
     assert abs(f_theirs / f_ours - 1) < 0.15, (f_ours, f_theirs)
     assert theirs(*inputs).shape == ours(*inputs).shape
     # AdaGN (ADR 0034) is the same switch in both: each grows by the same scale projections.
-    adagn = {**args, "scale_shift": True}
-    grown = bench.count_params(bench.UNet(**adagn)) - p_ours
-    assert grown > 0 and bench.count_params(bench.build_diffusers(adagn)) - p_theirs == grown
+    plain, adagn = {**args, "scale_shift": False}, {**args, "scale_shift": True}
+    grown = bench.count_params(bench.UNet(**adagn)) - bench.count_params(bench.UNet(**plain))
+    assert grown > 0
+    assert bench.count_params(bench.build_diffusers(adagn)) - bench.count_params(bench.build_diffusers(plain)) == grown
 
 
 def test_missing_diffusers_names_the_way_out(monkeypatch, capsys, tmp_path):

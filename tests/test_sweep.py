@@ -13,6 +13,7 @@ import types
 import numpy as np
 import pytest
 
+from ddpm.decisions.adr import read_config
 from ddpm.decisions.check import check
 from ddpm.decisions.scaffold import from_results, new_adr
 from ddpm.experiments import sweep
@@ -347,11 +348,12 @@ def test_make_adr_from_a_sweep_passes_the_check_once_accepted(tmp_path, lr_spec)
                    results=os.path.join(runs_dir, "lr2"))
     text = path.read_text()
     best = json.load(open(os.path.join(runs_dir, "lr2", "results.json")))["best"]["set"]["LEARNING_RATE"]
-    assert f"- LEARNING_RATE: 0.001 → {best}" in text
+    old = read_config(config)["LEARNING_RATE"]
+    assert f"- LEARNING_RATE: {old} → {best}" in text  # old: what config.py says today
     assert "make sweep SPEC=" in text and "| 1 | t" in text  # the command and the table
     path.write_text(re.sub(r"## Status\n\nProposed", "## Status\n\nAccepted", text))
     assert any("LEARNING_RATE" in e for e in check(config, decisions, index=False))  # config.py not edited yet
-    config.write_text(config.read_text().replace("LEARNING_RATE = 0.001", f"LEARNING_RATE = {best}"))
+    config.write_text(config.read_text().replace(f"LEARNING_RATE = {old}", f"LEARNING_RATE = {best}"))
     errors = check(config, decisions, index=False)
     # Other engineers' ADR numbers are written in parallel; only the gap they leave may be reported here.
     assert [e for e in errors if "missing ADR number" not in e] == []

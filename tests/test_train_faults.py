@@ -7,6 +7,7 @@ gradient clipping, the EMA update, torch.save, os.makedirs) and then runs ``trai
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -204,10 +205,10 @@ def test_config_py_errors_name_the_file_line_and_adr(tmp_path):
     one_line_error(train_run(tmp_path / "runs", config_dir=broken), "config.py:2: syntax error")
     bad_value = tmp_path / "value"
     bad_value.mkdir()
-    source = open(os.path.join(ROOT, "config.py")).read().replace("\nLEARNING_RATE = 0.001 ", "\nLEARNING_RATE = -4 ")
+    source = re.sub(r"\nLEARNING_RATE = [^ ]+ ", "\nLEARNING_RATE = -4 ", open(os.path.join(ROOT, "config.py")).read())
     (bad_value / "config.py").write_text(source)
     one_line_error(train_run(tmp_path / "runs", "--exploratory", config_dir=bad_value), "LEARNING_RATE = -4",
-                   "(set by ADR 0007)")
+                   "(set by ADR ")
     assert not (tmp_path / "runs").exists()
 
 
