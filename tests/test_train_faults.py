@@ -14,6 +14,7 @@ import textwrap
 
 import torch
 
+from ddpm.decisions.replay import replay
 from test_train_sample import ROOT, TINY
 
 PATCH_HEAD = f"import sys, os\nsys.path.insert(0, {ROOT!r})\nimport torch\nimport train\n"
@@ -207,8 +208,9 @@ def test_config_py_errors_name_the_file_line_and_adr(tmp_path):
     bad_value.mkdir()
     source = re.sub(r"\nLEARNING_RATE = [^ ]+ ", "\nLEARNING_RATE = -4 ", open(os.path.join(ROOT, "config.py")).read())
     (bad_value / "config.py").write_text(source)
+    adr = replay(os.path.join(ROOT, "decisions"))[1]["LEARNING_RATE"]  # the newest ADR that set it
     one_line_error(train_run(tmp_path / "runs", "--exploratory", config_dir=bad_value), "LEARNING_RATE = -4",
-                   "(set by ADR ")
+                   f"(set by ADR {adr:04d})")
     assert not (tmp_path / "runs").exists()
 
 
