@@ -246,3 +246,19 @@ def test_no_ema_evaluates_the_raw_weights_beside_the_ema_scores(small_probe, tmp
     with pytest.raises(SystemExit) as stop:  # a clear refusal, not a report of missing keys
         ev.main(["--ckpt", str(no_raw), "--no-ema", "--sweep", "none", "--probe", probe_file], log=lambda m: None)
     assert stop.value.code == 2 and "holds no raw weights" in capsys.readouterr().err
+
+
+def test_other_sampling_settings_are_scored_beside_the_runs_own(small_probe, tmp_path):
+    run, ckpt, probe_file = _tiny_run(small_probe, tmp_path, {"name": "r1", "step": 10})
+    common = ["--ckpt", str(ckpt), "--n", "2", "--sweep", "none", "--probe", probe_file]
+
+    assert ev.main(common, log=lambda m: None) == 0  # the checkpoint's own: ddim, 2 steps, guidance 2
+    assert ev.main(common + ["--sampler", "dpmpp2m", "--steps", "3"], log=lambda m: None) == 0
+    assert ev.main(common + ["--guidance", "1"], log=lambda m: None) == 0
+    run_json = json.loads((run / "run.json").read_text())
+    for key, sampler, steps, guidance in (("eval", "ddim", 2, 2.0), ("eval_dpmpp2m_3", "dpmpp2m", 3, 2.0),
+                                          ("eval_g1", "ddim", 2, 1.0)):
+        data = json.loads((run / key.replace("_", "-") / "eval.json").read_text())
+        assert (data["settings"]["sampler"], data["settings"]["num_steps"], data["settings"]["guidance_scale"]) == (
+            sampler, steps, guidance)
+        assert run_json[key]["fd"] == data["headline"]["fd"]  # each study kept its own scores

@@ -15,7 +15,9 @@ default to the checkpoint's own GUIDANCE_SCALE and NUM_INFERENCE_STEPS):
 3. A guidance sweep: joint accuracy and diversity per guidance scale (``sweep.md``, ``sweep.png``).
 
 Outputs in ``--out`` (default ``runs/<run>/eval/``): ``eval.json``, ``samples.png``, ``sweep.png``,
-``sweep.md``; ``runs/<run>/run.json`` gets the headline numbers under ``"eval"``. The last line printed is
+``sweep.md``; ``runs/<run>/run.json`` gets the headline numbers under ``"eval"``. Scores at settings other than
+the checkpoint's own go beside those, never over them (``result_key``): ``eval-dpmpp2m-15/`` and
+``"eval_dpmpp2m_15"`` for ``--sampler dpmpp2m --steps 15``, ``eval-raw/`` for ``--no-ema``. The last line printed is
 ``joint_accuracy=… ceiling=… heldout_joint_accuracy=… heldout_ceiling=… fd=… fd_real=… diversity=…``.
 
 This module computes the numbers; ``ddpm.measure.report`` draws and writes the files. ``quick_eval`` is the cheap
@@ -344,9 +346,6 @@ def main(argv=None, *, log: Callable = None) -> int:
             fail(f"no valid checkpoint under {args.runs}/*/checkpoints/; train first (make train) or pass CKPT=")
     ckpt = os.path.abspath(ckpt)
     run_dir = os.path.dirname(os.path.dirname(ckpt)) if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" else None
-    # The raw weights' scores go beside the EMA's, not over them: run.json's "eval" stays the EMA's.
-    eval_key = "eval_raw" if args.no_ema else "eval"
-    out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), eval_key.replace("_", "-"))
     runs_root = os.path.dirname(run_dir) if run_dir else os.path.abspath(args.runs)
     log(f"checkpoint: {ckpt}")
 
@@ -354,6 +353,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     args.guidance = args.guidance if args.guidance is not None else trained.get("GUIDANCE_SCALE", 3.0)
     args.steps = args.steps if args.steps is not None else trained.get("NUM_INFERENCE_STEPS", 50)
     args.sampler = args.sampler or trained.get("SAMPLER", "ddim")
+    eval_key = result_key(args, trained)
+    out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), eval_key.replace("_", "-"))
     problems = sampling_problems(n=args.n, n_max=MAX_PER_PROMPT, guidance=args.guidance, steps=args.steps,
                                  timesteps=state["diffusion_args"]["timesteps"], seed=args.seed, sweep=args.sweep)
     problems += [f"--batch-size {args.batch_size}: must be ≥ 1"] if args.batch_size < 1 else []
@@ -373,7 +374,8 @@ def main(argv=None, *, log: Callable = None) -> int:
         fail(str(err))
     log(f"guidance {args.guidance:g}, {args.steps} {args.sampler} steps, {args.n} samples per prompt")
     if trained.get("DATASET", "shapes") != "shapes":
-        return _main_real(pipe, trained, args, runs_root=runs_root, out_dir=out_dir, run_dir=run_dir, ckpt=ckpt, log=log)
+        return _main_real(pipe, trained, args, runs_root=runs_root, out_dir=out_dir, run_dir=run_dir, ckpt=ckpt,
+                          eval_key=eval_key, log=log)
     if args.probe and os.path.isfile(args.probe):
         probe, probe_info = load_probe(args.probe)
         probe_file = args.probe
@@ -405,7 +407,20 @@ def main(argv=None, *, log: Callable = None) -> int:
     return 0
 
 
-def _main_real(pipe, trained, args, *, runs_root, out_dir, run_dir, ckpt, log) -> int:
+def result_key(args, trained: dict) -> str:
+    """run.json's key (and the default folder, "_" as "-") for these scores: "eval" for the run's own sampling
+    settings; a study of other settings goes beside it, never over it: "eval_raw" for the raw weights, then the
+    settings that differ from the checkpoint's, e.g. "eval_dpmpp2m_15" or "eval_raw_g3"."""
+    key = "eval_raw" if args.no_ema else "eval"
+    sampler, steps = args.sampler, args.steps
+    if (sampler, steps) != (trained.get("SAMPLER", "ddim"), trained.get("NUM_INFERENCE_STEPS", 50)):
+        key += f"_{sampler}" + ("" if sampler == "ddpm" else f"_{steps}")  # ddpm runs all TIMESTEPS
+    if args.guidance != trained.get("GUIDANCE_SCALE", 3.0):
+        key += f"_g{args.guidance:g}"
+    return key
+
+
+def _main_real(pipe, trained, args, *, runs_root, out_dir, run_dir, ckpt, eval_key, log) -> int:
     """``make eval`` on a cifar10 or folder model (ddpm.measure.caption_probe); FID is ``fid_for_folder``'s."""
     from ddpm.data.load import DataError
     from ddpm.measure import caption_probe
@@ -429,8 +444,8 @@ def _main_real(pipe, trained, args, *, runs_root, out_dir, run_dir, ckpt, log) -
     line = caption_probe.report_line(r)
     if run_dir:
         summary = json_safe({k: v for k, v in r.items() if not k.startswith("_") and k != "per_caption"})
-        update_run_json(os.path.join(run_dir, "run.json"), "eval", {**summary, "joint_accuracy": r["accuracy"],
-                                                                    "eval_json": path})
+        update_run_json(os.path.join(run_dir, "run.json"), eval_key,
+                        {**summary, "joint_accuracy": r["accuracy"], "eval_json": path})
     log(f"wrote {path}")
     print(line, flush=True)
     return 0
