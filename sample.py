@@ -80,7 +80,7 @@ def main(argv=None):
     timesteps = ckpt["diffusion_args"]["timesteps"]
     out = args.out or default_out(path, prompt)
     problems = sampling_problems(n=args.n, n_max=MAX_IMAGES, guidance=guidance, steps=steps, timesteps=timesteps,
-                                 seed=args.seed, eta=eta) + image_path_problems(out)
+                                 seed=args.seed, eta=eta, sampler=sampler) + image_path_problems(out)
     if problems:
         fail("; ".join(problems))
 

@@ -192,6 +192,7 @@ def test_sample_that_cannot_write_its_image_leaves_nothing(tmp_path, capsys, mon
     (["--guidance", "-1"], "GUIDANCE=-1"), (["--steps", "0"], "STEPS=0"), (["--steps", "999999"], "STEPS=999999"),
     (["--n", "0"], "N=0"), (["--seed", "-1"], "SEED=-1"), (["--seed", str(2**64)], f"SEED={2**64}"),
     (["--sweep", "1,nan"], "SWEEP"), (["--sweep", "2,-3"], "SWEEP"),
+    (["--sampler", "dpmpp2m", "--steps", "20"], "STEPS=20: must be in [1, 19]"),  # the fixture's 20 TIMESTEPS less t=0
 ])
 def test_eval_validates_its_parameters_like_sample(tmp_path, capsys, no_sampling, args, expected):
     code, err = exits(ev.main, ["--ckpt", FIXTURE, "--out", str(tmp_path / "eval"), *args], capsys)

@@ -71,13 +71,20 @@ def test_repo_config_is_valid():
     ("CAPTION_DROPOUT", 1.5, "CAPTION_DROPOUT = 1.5"),
     ("BETA_SCHEDULE", "quadratic", "one of 'linear', 'cosine'"),
     ("ATTENTION_RESOLUTIONS", (4,), "ATTENTION_RESOLUTIONS contains 4"),
-    ("NUM_INFERENCE_STEPS", 2000, "NUM_INFERENCE_STEPS = 2000: must be ≤ TIMESTEPS"),
+    ("NUM_INFERENCE_STEPS", 2000, "NUM_INFERENCE_STEPS = 2000: must be ≤ 1000 \\(TIMESTEPS = 1000\\)"),
     ("GUIDANCE_SCALE", float("nan"), "GUIDANCE_SCALE = nan"),
 ])
 def test_validation_names_key_value_and_allowed(key, value, match):
     cfg = {**config_from_module(config), key: value}
     with pytest.raises(ValueError, match=match):
         validate(cfg)
+
+
+def test_dpm_solver_takes_one_step_fewer_than_timesteps():  # its table leaves out t = 0 (ADR 0045)
+    cfg = {**config_from_module(config), "TIMESTEPS": 1000, "SAMPLER": "dpmpp2m"}
+    validate({**cfg, "NUM_INFERENCE_STEPS": 999})
+    with pytest.raises(ValueError, match="NUM_INFERENCE_STEPS = 1000: must be ≤ 999 .*less one for SAMPLER"):
+        validate({**cfg, "NUM_INFERENCE_STEPS": 1000})
 
 
 def test_unknown_and_missing_keys_are_reported():

@@ -214,7 +214,8 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
                     "--out", str(other)], log=lambda m: None) == 0
     data = json.loads((other / "eval.json").read_text())
     assert data["settings"]["sampler"] == "dpmpp2m"
-    assert json.loads((run / "run.json").read_text())["eval"]["sampler"] == "dpmpp2m"
+    run_json = json.loads((run / "run.json").read_text())
+    assert run_json["eval_dpmpp2m_2"]["sampler"] == "dpmpp2m" and run_json["eval"]["sampler"] == "ddim"  # beside
 
 
 def test_fid_for_folder_names_what_is_missing(tmp_path, monkeypatch):

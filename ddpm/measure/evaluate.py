@@ -356,7 +356,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     eval_key = result_key(args, trained)
     out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), eval_key.replace("_", "-"))
     problems = sampling_problems(n=args.n, n_max=MAX_PER_PROMPT, guidance=args.guidance, steps=args.steps,
-                                 timesteps=state["diffusion_args"]["timesteps"], seed=args.seed, sweep=args.sweep)
+                                 timesteps=state["diffusion_args"]["timesteps"], seed=args.seed, sweep=args.sweep,
+                                 sampler=args.sampler)
     problems += [f"--batch-size {args.batch_size}: must be ≥ 1"] if args.batch_size < 1 else []
     problems += [f"--no-ema: {ckpt} holds no raw weights, only the EMA's; drop --no-ema or use a training checkpoint"
                  ] if args.no_ema and not state.get("unet") else []

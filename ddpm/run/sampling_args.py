@@ -9,6 +9,7 @@ import math
 import os
 
 from ddpm.files import unwritable_reason
+from ddpm.model.diffusion import max_sampling_steps
 
 PRECISIONS = ("auto", "fp32", "bf16")  # "auto": bf16 where the device computes it natively, else fp32 (ADR 0035)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most this (and wraps negatives, so we refuse them)
@@ -16,15 +17,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what torchvision's save_image writ
 
 
 def sampling_problems(*, n: int, n_max: int, guidance: float, steps: int, timesteps: int, seed: int,
-                      eta: float = None, sweep=()) -> list:
+                      eta: float = None, sweep=(), sampler: str = "ddim") -> list:
     """What is wrong with these parameters (empty when nothing): ``n`` images (or samples per prompt) in
-    [1, n_max], guidance finite and ≥ 0, DDIM steps in [1, the checkpoint's TIMESTEPS], seed in
+    [1, n_max], guidance finite and ≥ 0, steps in [1, the checkpoint's TIMESTEPS] (less one for dpmpp2m), seed in
     [0, SEED_MAX], η in [0, 1] (when given), and every guidance scale of a sweep finite and ≥ 0."""
     guidance_rule = "must be a finite number ≥ 0 (1 = no guidance)"
+    most = max_sampling_steps(sampler, timesteps)
     problems = [message for bad, message in (
         (not 1 <= n <= n_max, f"N={n}: must be in [1, {n_max}]"),
         (not (math.isfinite(guidance) and guidance >= 0), f"GUIDANCE={guidance:g}: {guidance_rule}"),
-        (not 1 <= steps <= timesteps, f"STEPS={steps}: must be in [1, {timesteps}] (the checkpoint's TIMESTEPS)"),
+        (not 1 <= steps <= most, f"STEPS={steps}: must be in [1, {most}] (the checkpoint's TIMESTEPS"
+                                 + (" less one for dpmpp2m)" if most < timesteps else ")")),
         (eta is not None and not 0 <= eta <= 1, f"eta={eta}: must be in [0, 1]"),
         (not 0 <= seed <= SEED_MAX, f"SEED={seed}: must be in [0, {SEED_MAX}] (2**64 - 1, what torch's generator takes)"),
     ) if bad]

@@ -11,7 +11,7 @@ import re
 
 from ddpm.data.images import RESIZE_POLICIES
 from ddpm.data.load import BAD_FILE_POLICIES, DATASETS, FLIP_POLICIES
-from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES
+from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES, max_sampling_steps
 from ddpm.data.shapes import SPLITS
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.model.unet import NORMS
@@ -178,8 +178,10 @@ def _cross_checks(c: dict) -> list:
         errors.append(f"TIME_EMB_DIM = {c['TIME_EMB_DIM']}: must be even (cos and sin halves)")
     if c["TEXT_WIDTH"] % c["TEXT_HEADS"]:
         errors.append(f"TEXT_WIDTH = {c['TEXT_WIDTH']}: must be divisible by TEXT_HEADS = {c['TEXT_HEADS']}")
-    if c["NUM_INFERENCE_STEPS"] > c["TIMESTEPS"]:
-        errors.append(f"NUM_INFERENCE_STEPS = {c['NUM_INFERENCE_STEPS']}: must be ≤ TIMESTEPS = {c['TIMESTEPS']}")
+    most = max_sampling_steps(c["SAMPLER"], c["TIMESTEPS"])
+    if c["NUM_INFERENCE_STEPS"] > most:
+        errors.append(f"NUM_INFERENCE_STEPS = {c['NUM_INFERENCE_STEPS']}: must be ≤ {most} (TIMESTEPS = {c['TIMESTEPS']}"
+                      + (" less one for SAMPLER = \"dpmpp2m\")" if most < c["TIMESTEPS"] else ")"))
     if c["BETA_SCHEDULE"] == "linear" and c["BETA_START"] >= c["BETA_END"]:
         errors.append(f"BETA_START = {c['BETA_START']}: must be below BETA_END = {c['BETA_END']}")
     if c["TEXT_ENCODER"] == "open_clip" and not c["OPEN_CLIP_PRETRAINED"]:
