@@ -411,13 +411,16 @@ def main(argv=None, *, log: Callable = None) -> int:
 def result_key(args, trained: dict) -> str:
     """run.json's key (and the default folder, "_" as "-") for these scores: "eval" for the run's own sampling
     settings; a study of other settings goes beside it, never over it: "eval_raw" for the raw weights, then the
-    settings that differ from the checkpoint's, e.g. "eval_dpmpp2m_15" or "eval_raw_g3"."""
+    settings that differ from the checkpoint's, e.g. "eval_dpmpp2m_15" or "eval_raw_g3", and a sampling seed other
+    than 0 ("eval_seed1")."""
     key = "eval_raw" if args.no_ema else "eval"
     sampler, steps = args.sampler, args.steps
     if (sampler, steps) != (trained.get("SAMPLER", "ddim"), trained.get("NUM_INFERENCE_STEPS", 50)):
         key += f"_{sampler}" + ("" if sampler == "ddpm" else f"_{steps}")  # ddpm runs all TIMESTEPS
     if args.guidance != trained.get("GUIDANCE_SCALE", 3.0):
         key += f"_g{args.guidance:g}"
+    if args.seed != 0:  # another sampling seed: a repeat, not a replacement
+        key += f"_seed{args.seed}"
     return key
 
 
