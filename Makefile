@@ -14,7 +14,7 @@ export SAMPLE_PROMPT := $(value PROMPT)
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
 	@echo "make train NPROC=N         the same, data-parallel in N processes (one per GPU; gloo on CPU) under torchrun"
-	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SEED= CKPT= OUT="
+	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SAMPLER= SEED= CKPT= OUT="
 	@echo "make test                  the test suite (CPU, a few minutes)"
 	@echo "make lint                  ruff: syntax errors, undefined and unused names"
 	@echo "make decisions             regenerate the ADR index and check config.py against the accepted ADRs"
@@ -48,7 +48,7 @@ train: $(STAMP)
 
 sample: $(STAMP)
 	$(if $(filter undefined,$(origin PROMPT)),,PROMPT="$$SAMPLE_PROMPT") $(PY) sample.py $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) $(if $(STEPS),--steps $(STEPS)) \
-		$(if $(SEED),--seed $(SEED)) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(OUT),--out "$(OUT)") $(ARGS)
+		$(if $(SAMPLER),--sampler $(SAMPLER)) $(if $(SEED),--seed $(SEED)) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 test: $(BENCH_STAMP)  # the bench's own tests need diffusers
 	$(PY) -m pytest -q tests

@@ -37,7 +37,7 @@ def parse_args(argv):
     p.add_argument("--prompt", default=None, help="the text prompt (default: $PROMPT)")
     p.add_argument("--n", type=int, default=16, help="images in the grid")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the checkpoint's)")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the checkpoint's")
     p.add_argument("--eta", type=float, default=None, help="DDIM η (default: the checkpoint's)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
