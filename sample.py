@@ -107,7 +107,7 @@ def main(argv=None):
                                                          padding=2))
     except OSError as err:
         fail(f"could not write {out} ({(err.strerror or str(err)).lower()}); nothing was written", code=1)
-    print(f"{args.n} images of {prompt!r} ({sampler}, {steps if sampler == 'ddim' else timesteps} steps, "
+    print(f"{args.n} images of {prompt!r} ({sampler}, {timesteps if sampler == 'ddpm' else steps} steps, "
           f"guidance {guidance}) in {elapsed:.1f} s")
     print(out)
     return out

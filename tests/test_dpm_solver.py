@@ -78,3 +78,15 @@ def test_first_step_equals_ddims_and_the_table_runs_down_in_range():
     assert not torch.allclose(second, first_order), "from the second step on, the multistep correction acts"
     last, _ = diffusion.dpmpp2m_step(ours, 0, -1, x0, previous)
     assert torch.equal(last, x0), "the last step to ᾱ = 1 returns the data prediction, as DDIM's"
+
+
+def test_sample_py_names_the_solver_and_its_steps(tmp_path, capsys):
+    import os
+
+    import sample
+
+    fixture = os.path.join(os.path.dirname(__file__), "data", "ckpt-format1-pre-layout.pt")  # 20 TIMESTEPS
+    out = tmp_path / "grid.png"
+    sample.main(["--prompt", "a red circle on a blue background", "--n", "1", "--ckpt", fixture, "--sampler", "dpmpp2m",
+                 "--steps", "3", "--out", str(out)])
+    assert "(dpmpp2m, 3 steps," in capsys.readouterr().out and out.stat().st_size > 0  # not the 20 TIMESTEPS
