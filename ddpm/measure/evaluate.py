@@ -350,10 +350,11 @@ def main(argv=None, *, log: Callable = None) -> int:
     log(f"checkpoint: {ckpt}")
 
     trained = state.get("config") or {}  # what the run sampled its grids with
-    args.guidance = args.guidance if args.guidance is not None else trained.get("GUIDANCE_SCALE", 3.0)
-    args.steps = args.steps if args.steps is not None else trained.get("NUM_INFERENCE_STEPS", 50)
-    args.sampler = args.sampler or trained.get("SAMPLER", "ddim")
-    eval_key = result_key(args, trained)
+    own = own_settings(trained)
+    args.guidance = args.guidance if args.guidance is not None else own["guidance"]
+    args.steps = args.steps if args.steps is not None else own["steps"]
+    args.sampler = args.sampler or own["sampler"]
+    eval_key = result_key(args, own)
     out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), eval_key.replace("_", "-"))
     problems = sampling_problems(n=args.n, n_max=MAX_PER_PROMPT, guidance=args.guidance, steps=args.steps,
                                  timesteps=state["diffusion_args"]["timesteps"], seed=args.seed, sweep=args.sweep,
@@ -408,16 +409,21 @@ def main(argv=None, *, log: Callable = None) -> int:
     return 0
 
 
-def result_key(args, trained: dict) -> str:
+def own_settings(trained: dict) -> dict:
+    """The sampling settings a run drew its grids with (its config; older checkpoints name fewer of them)."""
+    return {"guidance": trained.get("GUIDANCE_SCALE", 3.0), "steps": trained.get("NUM_INFERENCE_STEPS", 50),
+            "sampler": trained.get("SAMPLER", "ddim")}
+
+
+def result_key(args, own: dict) -> str:
     """run.json's key (and the default folder, "_" as "-") for these scores: "eval" for the run's own sampling
-    settings; a study of other settings goes beside it, never over it: "eval_raw" for the raw weights, then the
-    settings that differ from the checkpoint's, e.g. "eval_dpmpp2m_15" or "eval_raw_g3", and a sampling seed other
-    than 0 ("eval_seed1")."""
+    settings (``own_settings``); a study of other settings goes beside it, never over it: "eval_raw" for the raw
+    weights, then the settings that differ from the run's own, e.g. "eval_dpmpp2m_15" or "eval_raw_g3", and a
+    sampling seed other than 0 ("eval_seed1")."""
     key = "eval_raw" if args.no_ema else "eval"
-    sampler, steps = args.sampler, args.steps
-    if (sampler, steps) != (trained.get("SAMPLER", "ddim"), trained.get("NUM_INFERENCE_STEPS", 50)):
-        key += f"_{sampler}" + ("" if sampler == "ddpm" else f"_{steps}")  # ddpm runs all TIMESTEPS
-    if args.guidance != trained.get("GUIDANCE_SCALE", 3.0):
+    if (args.sampler, args.steps) != (own["sampler"], own["steps"]):
+        key += f"_{args.sampler}" + ("" if args.sampler == "ddpm" else f"_{args.steps}")  # ddpm runs all TIMESTEPS
+    if args.guidance != own["guidance"]:
         key += f"_g{args.guidance:g}"
     if args.seed != 0:  # another sampling seed: a repeat, not a replacement
         key += f"_seed{args.seed}"
