@@ -7,11 +7,12 @@ import pytest
 
 from ddpm.measure import bench
 
-LINE = re.compile(r"^train_speedup=\S+ eager_speedup=\S+ peak_fraction=\S+ sample64_s=\S+ ours_img_s=\S+ diffusers_img_s=\S+$")
+LINE = re.compile(r"^train_speedup=\S+ eager_speedup=\S+ peak_fraction=\S+ sample64_s=\S+ ours_img_s=\S+ diffusers_img_s=\S+ min_per_1k_steps=\S+$")
 
 
-def test_quick_bench_runs_end_to_end(tmp_path, capsys):
+def test_quick_bench_runs_end_to_end(tmp_path, capsys, monkeypatch):
     pytest.importorskip("diffusers", reason="diffusers is a benchmark-only dependency: pip install -r requirements-bench.txt")
+    monkeypatch.setattr(bench, "bf16_is_native", lambda device: False)  # an AVX2 CPU, whatever this one has
     out = tmp_path / "bench.md"
     assert bench.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out), "--runs", str(tmp_path),
                        "--set", "BASE_CHANNELS=16", "--set", "BATCH_SIZE=64"]) == 0  # any config, validated
@@ -24,6 +25,18 @@ def test_quick_bench_runs_end_to_end(tmp_path, capsys):
         assert heading in report
     assert "{'BASE_CHANNELS': 16, 'BATCH_SIZE': 64}" in report and "'base_channels': 16" in report
     assert "| tf32 |" not in report and "TF32 is on" not in report  # a CPU has no TF32
+    assert "| bf16 |" not in report and "bf16 not timed" in report  # emulated bf16 is not timed
+    # 1,000 steps of the quick batch, 8 images, at ours_img_s:
+    assert float(values["min_per_1k_steps"]) == pytest.approx(1000 * 8 / float(values["ours_img_s"]) / 60, rel=0.01)
+
+
+def test_bf16_is_timed_only_where_it_is_native_or_asked_for(monkeypatch):
+    cpu = bench.torch.device("cpu")
+    monkeypatch.setattr(bench, "bf16_is_native", lambda device: False)
+    assert bench.timed_precisions("fp32", cpu) == ("fp32",)
+    assert bench.timed_precisions("bf16", cpu) == ("fp32", "bf16")  # PRECISION = "bf16" asks for it
+    monkeypatch.setattr(bench, "bf16_is_native", lambda device: True)
+    assert bench.timed_precisions("fp32", cpu) == ("fp32", "bf16")
 
 
 def test_bench_refuses_a_bad_override_and_sizes_the_peak_per_device(capsys, tmp_path):

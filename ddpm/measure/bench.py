@@ -2,7 +2,7 @@
 
 ``python -m ddpm.measure.bench [--quick] [--out runs/bench.md]`` (``make bench``), all in one process:
 
-(a) the matmul peak: an n³ ``torch.mm`` in fp32 and bf16 (GFLOP/s), at the start and again at the end, so
+(a) the matmul peak: an n³ ``torch.mm`` in fp32 and bf16 (GFLOP/s; bf16 only where it is timed, see below), at the start and again at the end, so
     that drift (thermal throttling, a neighbour on the machine) shows; n = 2048 on a CPU, 8192 on a GPU (a 2048³
     product reaches less than half of an H100's bf16 peak). Where CUDA runs fp32 convolutions or matmuls in TF32
     (``torch.backends.cudnn.allow_tf32``, on by default, or ``torch.backends.cuda.matmul.allow_tf32``), a TF32
@@ -16,15 +16,21 @@
     ``torch.compile`` at the configured precision (the first, compiling call is timed apart);
 (c) sampling: seconds per guided step for 64 images (one batch-128 forward) of ours, and the seconds for 64
     images at NUM_INFERENCE_STEPS DDIM steps;
-(d) achieved GFLOP/s = 3·forward FLOPs·images/s, and its fraction of the measured bf16 matmul peak.
+(d) achieved GFLOP/s = 3·forward FLOPs·images/s, and its fraction of the fastest measured matmul peak;
+(e) minutes per 1,000 optimizer steps at BATCH_SIZE, from (b): with the steps a run needs to reach a quality
+    (the README's steps to 0.9), the minutes it takes on this machine.
+
+bf16 is timed only where the device computes it natively (``bf16_is_native``) or PRECISION asks for it: on a CPU
+with AVX2 alone torch emulates it (a 2048³ matmul at 0.3 GFLOP/s, ADR 0035), and its rows would take longer than
+the rest of the bench to report a precision that ``PRECISION = "auto"`` never trains in.
 
 Any config: ``--set KEY=VALUE`` (repeatable) overrides config.py's values, validated like train.py's, e.g.
 ``make bench ARGS="--set BATCH_SIZE=512 --set BASE_CHANNELS=128"`` (the GPU-sized comparison of issue 12).
 
 Writes a Markdown report to ``--out`` and prints, last,
-``train_speedup=… eager_speedup=… peak_fraction=… sample64_s=… ours_img_s=… diffusers_img_s=…``: at the configured
-PRECISION, ours as train.py runs it (compiled where COMPILE) ÷ the faster of diffusers eager and compiled, and
-both eager. ``--quick`` (tests): 1 warm-up and 2 timed iterations at batch 8, a 512³ matmul.
+``train_speedup=… eager_speedup=… peak_fraction=… sample64_s=… ours_img_s=… diffusers_img_s=… min_per_1k_steps=…``:
+at the configured PRECISION, ours as train.py runs it (compiled where COMPILE) ÷ the faster of diffusers eager and
+compiled, and both eager. ``--quick`` (tests): 1 warm-up and 2 timed iterations at batch 8, a 512³ matmul.
 
 diffusers is a benchmark-only dependency (requirements-bench.txt). This module never imports ``config``:
 the CLI reads config.py with ``ddpm.adr.read_config`` (an ``ast`` reader) and passes values on.
@@ -49,7 +55,7 @@ from ddpm.decisions.adr import read_config  # an ast reader: config.py is never 
 from ddpm.files import write_text
 from ddpm.decisions.runs import load_runs
 from ddpm.model.unet import UNet
-from ddpm.run.pipeline import resolve_precision
+from ddpm.run.pipeline import bf16_is_native, resolve_precision
 from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args  # noqa: F401
 
 DIFFUSERS_MISSING = (
@@ -208,6 +214,11 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def timed_precisions(precision_cfg: str, device: torch.device) -> tuple:
+    """fp32 always; bf16 too where the device computes it natively or the config trains in it (see the docstring)."""
+    return ("fp32", "bf16") if precision_cfg == "bf16" or bf16_is_native(device) else ("fp32",)
+
+
 def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, log: Callable = print) -> dict:
     """All measurements; ``cfg`` holds config.py's values (UPPER_CASE keys). Returns a results dict."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -218,19 +229,20 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     sample_images = 8 if quick else 64
     steps = cfg["NUM_INFERENCE_STEPS"]
     precision_cfg, channels_last = resolve_precision(cfg["PRECISION"], device), cfg["CHANNELS_LAST"]  # "auto" → fp32 or bf16
+    precisions = timed_precisions(precision_cfg, device)
     args = unet_args(cfg)
     shape = dict(image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"], context_dim=cfg["TEXT_WIDTH"],
                  timesteps=cfg["TIMESTEPS"])
     res = {"device": str(device), "threads": torch.get_num_threads(), "quick": quick, "batch": batch,
            "warmup": warmup, "iters": iters, "matmul_n": mm_n, "sample_images": sample_images, "steps": steps,
-           "precision": precision_cfg, "precision_config": cfg["PRECISION"], "channels_last": channels_last, "unet_args": args,
+           "precision": precision_cfg, "precision_config": cfg["PRECISION"], "precisions": list(precisions), "channels_last": channels_last, "unet_args": args,
            "context_length": cfg["TEXT_CONTEXT_LENGTH"],
            "torch": torch.__version__, "cpu": _device_name(device), "tf32": tf32}
 
     def peaks(tag):
         out = {}
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            out[name] = matmul_gflops(dtype, n=mm_n, iters=mm_iters, device=device)
+        for name in precisions:
+            out[name] = matmul_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[name], n=mm_n, iters=mm_iters, device=device)
         if tf32:
             out["tf32"] = tf32_matmul_gflops(n=mm_n, iters=mm_iters, device=device)
         log(f"matmul {mm_n}³ ({tag}): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in out.items()))
@@ -254,7 +266,7 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     diffusion = GaussianDiffusion(**settings.diffusion_args(cfg)).to(device)
     compile_too = cfg["COMPILE"] and not quick  # compiled variants at the configured precision only (compiling is slow)
     res["compile"], res["compile_s"], res["train"] = compile_too, {}, {}
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         steps_fns = {}
         for name, m in models.items():
             steps_fns[name] = TrainStep(m, diffusion, x0, ctx, mask, precision=precision,
@@ -284,14 +296,14 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
 
     res["matmul_end"] = peaks("end")
     res["achieved"] = {}
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         peak_dtype = "tf32" if precision == "fp32" and tf32 else precision  # what the fp32 rows really ran in
         peak = max(res["matmul_start"][peak_dtype], res["matmul_end"][peak_dtype])
         res["achieved"][precision] = {}
         for name, tr in res["train"][precision].items():
             gflops = 3 * res["fwd_gflops_per_image"][name.split()[0]] * tr["img_s"]
             res["achieved"][precision][name] = {"gflop_s": gflops, "fraction_of_own_peak": gflops / peak}
-    bf16_peak = max(res["matmul_start"]["bf16"], res["matmul_end"]["bf16"])
+    best_peak = max(max(res["matmul_start"].values()), max(res["matmul_end"].values()))
     cfg_train = res["train"][precision_cfg]
     ours = "ours (compiled)" if compile_too else "ours"  # as train.py runs it
     best_diffusers = max((n for n in cfg_train if n.startswith("diffusers")), key=lambda n: cfg_train[n]["img_s"])
@@ -299,10 +311,11 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     res["headline"] = {
         "train_speedup": cfg_train[ours]["img_s"] / cfg_train[best_diffusers]["img_s"],
         "eager_speedup": cfg_train["ours"]["img_s"] / cfg_train["diffusers"]["img_s"],
-        "peak_fraction": res["achieved"][precision_cfg][ours]["gflop_s"] / bf16_peak,
+        "peak_fraction": res["achieved"][precision_cfg][ours]["gflop_s"] / best_peak,
         "sample64_s": res["sample"]["total_s"],
         "ours_img_s": cfg_train[ours]["img_s"],
         "diffusers_img_s": cfg_train[best_diffusers]["img_s"],
+        "min_per_1k_steps": 1000 * batch / cfg_train[ours]["img_s"] / 60,
     }
     return res
 
@@ -339,11 +352,14 @@ def markdown(res: dict) -> str:
     L += ["", "## Training throughput", "",
           "| precision | model | img/s | median s/iter | min–max s | achieved GFLOP/s | fraction of its dtype's peak |",
           "|---|---|---:|---:|---:|---:|---:|"]
-    for p in ("fp32", "bf16"):
+    for p in res["precisions"]:
         for name, tr in res["train"][p].items():
             ac = res["achieved"][p][name]
             L.append(f"| {p} | {name} | {tr['img_s']:.1f} | {tr['median_s']:.4f} | {tr['min_s']:.4f}–{tr['max_s']:.4f} | "
                      f"{ac['gflop_s']:.1f} | {ac['fraction_of_own_peak']:.3f} |")
+    if "bf16" not in res["precisions"]:
+        L += ["", "bf16 not timed: this device has no bf16 in hardware, so torch emulates it and PRECISION = \"auto\" "
+              "trains in fp32 (ADR 0035); `--set PRECISION=bf16` times it anyway."]
     if res["compile_s"]:
         L += ["", "First call of each compiled variant (compiling; not in the medians): " +
               ", ".join(f"{n} {sec:.0f} s" for n, sec in res["compile_s"].items()) + "."]
@@ -355,7 +371,9 @@ def markdown(res: dict) -> str:
           f"- train speedup at {res['precision']}: {h['train_speedup']:.3f} ({v['ours']}, as train.py runs it, ÷ "
           f"{v['diffusers']}, the faster diffusers variant); both eager: {h['eager_speedup']:.3f}",
           f"- achieved GFLOP/s (3 × forward FLOPs × img/s) of {v['ours']} at {res['precision']} as a fraction of the "
-          f"measured bf16 matmul peak: {h['peak_fraction']:.3f}", "",
+          f"fastest measured matmul peak: {h['peak_fraction']:.3f}",
+          f"- {h['min_per_1k_steps']:.1f} minutes per 1,000 optimizer steps of {res['batch']} images at that speed "
+          "(the training step alone: no data loading, sample grids or probe evaluations)", "",
           "```", headline_line(h), "```", ""]
     return "\n".join(L)
 
