@@ -14,7 +14,7 @@ export SAMPLE_PROMPT := $(value PROMPT)
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
 	@echo "make train NPROC=N         the same, data-parallel in N processes (one per GPU; gloo on CPU) under torchrun"
-	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SAMPLER= SEED= CKPT= OUT="
+	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SAMPLER= ETA= SEED= CKPT= OUT="
 	@echo "make test                  the test suite (CPU, a few minutes)"
 	@echo "make lint                  ruff: syntax errors, undefined and unused names"
 	@echo "make decisions             regenerate the ADR index and check config.py against the accepted ADRs"
@@ -24,7 +24,7 @@ help: ## list the targets
 	@echo "make ladder SPEC=decisions/ladders/width.toml  sizes × seeds: loss and accuracy vs params/FLOPs, verdict"
 	@echo "make compare SWEEPS=\"runs/a runs/b\"  finished sweeps side by side: each probe attribute, images to 0.9"
 	@echo "make runs                  table of training runs, newest first"
-	@echo "make eval                  probe-classifier accuracy, Fréchet distance, diversity, guidance sweep; CKPT= N= ARGS=--no-ema"
+	@echo "make eval                  probe-classifier accuracy, Fréchet distance, diversity, guidance sweep; CKPT= N= SAMPLER= STEPS= ETA= ARGS=--no-ema"
 	@echo "make export CKPT=...       EMA weights as .safetensors + .json beside it (sample, eval, --init-from read it); OUT="
 	@echo "make bench                 training and sampling speed against a matched diffusers UNet → runs/bench.md"
 	@echo "make profile               where a training and a sampling step spend their time → runs/profile.md"
@@ -48,7 +48,7 @@ train: $(STAMP)
 
 sample: $(STAMP)
 	$(if $(filter undefined,$(origin PROMPT)),,PROMPT="$$SAMPLE_PROMPT") $(PY) sample.py $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) $(if $(STEPS),--steps $(STEPS)) \
-		$(if $(SAMPLER),--sampler $(SAMPLER)) $(if $(SEED),--seed $(SEED)) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(OUT),--out "$(OUT)") $(ARGS)
+		$(if $(SAMPLER),--sampler $(SAMPLER)) $(if $(ETA),--eta $(ETA)) $(if $(SEED),--seed $(SEED)) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 test: $(BENCH_STAMP)  # the bench's own tests need diffusers
 	$(PY) -m pytest -q tests
@@ -81,7 +81,7 @@ runs: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) -m ddpm.measure.evaluate $(if $(CKPT),--ckpt "$(CKPT)") $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
-		$(if $(STEPS),--steps $(STEPS)) $(if $(SAMPLER),--sampler $(SAMPLER)) $(ARGS)
+		$(if $(STEPS),--steps $(STEPS)) $(if $(SAMPLER),--sampler $(SAMPLER)) $(if $(ETA),--eta $(ETA)) $(ARGS)
 
 export: $(STAMP)
 	@test -n "$(CKPT)" || { echo 'make export needs a checkpoint: make export CKPT=runs/<run>/checkpoints/<file>.pt [OUT=model.safetensors]'; exit 2; }

@@ -256,10 +256,15 @@ def test_other_sampling_settings_are_scored_beside_the_runs_own(small_probe, tmp
     assert ev.main(common, log=lambda m: None) == 0  # the checkpoint's own: ddim, 2 steps, guidance 2
     assert ev.main(common + ["--sampler", "dpmpp2m", "--steps", "3"], log=lambda m: None) == 0
     assert ev.main(common + ["--guidance", "1", "--seed", "3"], log=lambda m: None) == 0
+    assert ev.main(common + ["--eta", "1"], log=lambda m: None) == 0  # the checkpoint's own DDIM_ETA is 0
     run_json = json.loads((run / "run.json").read_text())
-    for key, sampler, steps, guidance, seed in (("eval", "ddim", 2, 2.0, 0), ("eval_dpmpp2m_3", "dpmpp2m", 3, 2.0, 0),
-                                                ("eval_g1_seed3", "ddim", 2, 1.0, 3)):
+    for key, sampler, steps, guidance, seed, eta in (("eval", "ddim", 2, 2.0, 0, 0.0),
+                                                     ("eval_dpmpp2m_3", "dpmpp2m", 3, 2.0, 0, 0.0),
+                                                     ("eval_g1_seed3", "ddim", 2, 1.0, 3, 0.0),
+                                                     ("eval_eta1", "ddim", 2, 2.0, 0, 1.0)):
         data = json.loads((run / key.replace("_", "-") / "eval.json").read_text())
         s = data["settings"]
-        assert (s["sampler"], s["num_steps"], s["guidance_scale"], s["seed"]) == (sampler, steps, guidance, seed)
+        assert (s["sampler"], s["num_steps"], s["guidance_scale"], s["seed"], s["eta"]) == (sampler, steps, guidance,
+                                                                                          seed, eta)
         assert run_json[key]["fd"] == data["headline"]["fd"]  # each study kept its own scores
+    assert run_json["eval_eta1"]["fd"] != run_json["eval"]["fd"]  # η reached the sampler: other samples

@@ -57,13 +57,13 @@ class CaptionProbe:
         self.probe, self.classes, self.info, self.real_features = probe, classes, info, real_features
 
     def score(self, pipe, *, n: int, guidance_scale: float, num_steps: int, seed: int, batch_size: int = 64,
-              sampler: str = "ddim") -> dict:
+              sampler: str = "ddim", eta: float = 0.0) -> dict:
         """n samples per class caption: per-caption and overall accuracy, Fréchet distance to held-out reals."""
         from ddpm.measure.evaluate import frechet_distance  # evaluate imports this module: no circle at import time
 
         start = time.perf_counter()
         prompts = [c for c in self.classes for _ in range(n)]
-        images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=0.0,
+        images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=eta,
                                seed=seed, batch_size=batch_size).float().cpu()
         right = self.probe.predict(images)["caption"] == torch.arange(len(self.classes)).repeat_interleave(n)
         per = {c: right[i * n : (i + 1) * n].float().mean().item() for i, c in enumerate(self.classes)}
@@ -119,7 +119,7 @@ def training_probe(data: Loaded, *, cache_dir: str, image_size: int, log: Callab
 
 
 def evaluate_real(pipe, train_config: dict, *, runs_root: str, n: int, guidance_scale: float, num_steps: int,
-                  seed: int, batch_size: int, log: Callable, sampler: str = "ddim") -> dict:
+                  seed: int, batch_size: int, log: Callable, sampler: str = "ddim", eta: float = 0.0) -> dict:
     """``make eval`` for a model trained on cifar10 or folder: the numbers of the module docstring."""
     from ddpm.measure.evaluate import frechet_distance
     from ddpm.run.settings import data_args
@@ -129,7 +129,7 @@ def evaluate_real(pipe, train_config: dict, *, runs_root: str, n: int, guidance_
     probe = caption_probe(data, cache_dir=os.path.join(runs_root, ".probe"), image_size=pipe.image_size, log=log)
     if probe is not None:
         r = probe.score(pipe, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed, batch_size=batch_size,
-                        sampler=sampler)
+                        sampler=sampler, eta=eta)
         half = len(probe.real_features) // 2
         fd_real = frechet_distance(probe.real_features[:half], probe.real_features[half:]) if half >= 2 else None
         return {"kind": "finite captions", "ceiling": probe.info["test_accuracy"]["caption"], "accuracy": r["accuracy"],
@@ -141,7 +141,7 @@ def evaluate_real(pipe, train_config: dict, *, runs_root: str, n: int, guidance_
     _, held_idx = split(len(data.captions))
     held_idx = held_idx[: max(2, n * 8)]
     prompts = [data.captions[i] for i in held_idx.tolist()]
-    images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=0.0,
+    images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=eta,
                            seed=seed, batch_size=batch_size).float().cpu()
     return {"kind": "free text", "accuracy": None, "fd": frechet_distance(features.features(data.images.rows(held_idx)),
                                                                          features.features(images)), "_images": images}

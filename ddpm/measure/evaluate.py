@@ -1,12 +1,13 @@
 """Does the model draw what the prompt says? Probe accuracy, Fréchet distance and diversity of generated samples.
 
-``python -m ddpm.measure.evaluate [--ckpt PATH] [--n 8] [--guidance G] [--steps S] [--seed 0] [--sweep 1,2,3,5]
-[--out DIR]`` (``make eval``; without ``--ckpt`` the newest ``runs/*/checkpoints/*.pt``; guidance and steps
-default to the checkpoint's own GUIDANCE_SCALE and NUM_INFERENCE_STEPS):
+``python -m ddpm.measure.evaluate [--ckpt PATH] [--n 8] [--guidance G] [--steps S] [--eta E] [--seed 0]
+[--sweep 1,2,3,5] [--out DIR]`` (``make eval``; without ``--ckpt`` the newest ``runs/*/checkpoints/*.pt``; guidance,
+sampler, steps and DDIM η default to the checkpoint's own GUIDANCE_SCALE, SAMPLER, NUM_INFERENCE_STEPS, DDIM_ETA):
 
 1. The probe (``ddpm.measure.probe``, trained on real images once and cached under ``runs/.probe/``) reads the
    attributes of real images rendered for the evaluation prompts: its accuracy there is the *ceiling*.
-2. ``n`` samples per prompt, EMA weights, one fixed seed, for a fixed prompt set: ``NUM_SEEN`` captions of
+2. ``n`` samples per prompt, EMA weights, one fixed seed (for the noise of x_T and of a stochastic sampler's
+   steps), for a fixed prompt set: ``NUM_SEEN`` captions of
    combinations the training split contains and ``NUM_HELDOUT`` of the held-out (shape, colour) pairs,
    which training never showed together. Reported: per-attribute and joint accuracy (all four attributes
    right) on each set, the Fréchet distance between real and generated images in the probe's feature space
@@ -17,11 +18,13 @@ default to the checkpoint's own GUIDANCE_SCALE and NUM_INFERENCE_STEPS):
 Outputs in ``--out`` (default ``runs/<run>/eval/``): ``eval.json``, ``samples.png``, ``sweep.png``,
 ``sweep.md``; ``runs/<run>/run.json`` gets the headline numbers under ``"eval"``. Scores at settings other than
 the checkpoint's own go beside those, never over them (``result_key``): ``eval-dpmpp2m-15/`` and
-``"eval_dpmpp2m_15"`` for ``--sampler dpmpp2m --steps 15``, ``eval-raw/`` for ``--no-ema``. The last line printed is
+``"eval_dpmpp2m_15"`` for ``--sampler dpmpp2m --steps 15``, ``eval-eta0/`` for ``--eta 0``, ``eval-raw/`` for
+``--no-ema``. The last line printed is
 ``joint_accuracy=… ceiling=… heldout_joint_accuracy=… heldout_ceiling=… fd=… fd_real=… diversity=…``.
 
 This module computes the numbers; ``ddpm.measure.report`` draws and writes the files. ``quick_eval`` is the cheap
-in-training version; ``fid_for_folder`` is Inception FID (torch-fidelity) for real image folders. Nothing here
+in-training version, a fixed yardstick: it samples deterministically (DDIM η = 0) whatever DDIM_ETA says, so that
+its steps to a target accuracy compare across the ADRs' runs (ADR 0046); ``fid_for_folder`` is Inception FID (torch-fidelity) for real image folders. Nothing here
 imports ``config``.
 """
 
@@ -140,10 +143,10 @@ def score(probe, images: torch.Tensor, combos: Sequence[tuple], n: int, features
 
 # ---- generation ---------------------------------------------------------------------------------------
 def generate(pipe, combos: Sequence[tuple], n: int, *, guidance_scale: float, num_steps: int, seed: int,
-             batch_size: int = 64, sampler: str = "ddim") -> torch.Tensor:
-    """n images per combo, in order, from ``pipe.generate`` (``sampler``, deterministic: η = 0), float32 on CPU."""
+             batch_size: int = 64, sampler: str = "ddim", eta: float = 0.0) -> torch.Tensor:
+    """n images per combo, in order, from ``pipe.generate`` (``sampler``; DDIM's η), float32 on CPU."""
     prompts = [caption(*c) for c in combos for _ in range(n)]
-    images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=0.0,
+    images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=eta,
                            seed=seed, batch_size=batch_size)
     images = images.float().cpu()
     if images.shape[0] != len(prompts):
@@ -156,7 +159,8 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
     """The cheap in-training check: n samples for each prompt (captions or attribute tuples; default: 4 seen
     and 4 held-out evaluation prompts), scored by the probe. Returns flat floats for logging:
     ``joint_accuracy``, ``<attribute>_accuracy``, ``diversity`` (None when n < 2), ``fd`` against real renders
-    of the same prompts (few samples: compare it only between steps of one run), ``seconds``.
+    of the same prompts (few samples: compare it only between steps of one run), ``seconds``. Always DDIM η = 0
+    (or the deterministic sampler given): the yardstick of steps to a target stays the same (ADR 0046).
     """
     if hasattr(probe, "quick_eval"):  # a real dataset's caption probe (ddpm.measure.caption_probe)
         return probe.quick_eval(pipe_like, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
@@ -183,7 +187,7 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
 def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps: int = 50, seed: int = 0,
              sweep: Sequence[float] = (), batch_size: int = 64, image_size: int = 32,
              num_seen: int = NUM_SEEN, num_heldout: int = NUM_HELDOUT, log: Callable = print,
-             sampler: str = "ddim") -> dict:
+             sampler: str = "ddim", eta: float = 0.0) -> dict:
     """The full evaluation of one generator; returns the results dict (images under ``"_images"``)."""
     seen, held = eval_prompts(num_seen, num_heldout)
     combos = seen + held
@@ -205,7 +209,7 @@ def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps:
     def run_at(scale: float) -> dict:
         t0 = time.perf_counter()
         images = generate(pipe, combos, n, guidance_scale=scale, num_steps=num_steps, seed=seed, batch_size=batch_size,
-                          sampler=sampler)
+                          sampler=sampler, eta=eta)
         feats = probe.features(images)
         r = {
             "guidance_scale": scale,
@@ -228,7 +232,7 @@ def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps:
 
     results = {
         "settings": {"n": n, "guidance_scale": guidance_scale, "num_steps": num_steps, "seed": seed, "sampler": sampler,
-                     "eta": 0.0, "sweep": list(sweep), "batch_size": batch_size, "image_size": image_size,
+                     "eta": eta, "sweep": list(sweep), "batch_size": batch_size, "image_size": image_size,
                      "prompt_seed": PROMPT_SEED, "real_seed": REAL_SEED, "real_per_prompt": per,
                      "seen_prompts": [caption(*c) for c in seen], "heldout_prompts": [caption(*c) for c in held]},
         "ceiling": {"seen": ceiling_seen, "heldout": ceiling_held},
@@ -322,6 +326,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--guidance", type=float, help="guidance scale (default: the checkpoint's GUIDANCE_SCALE)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's NUM_INFERENCE_STEPS)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="ddim, ddpm or dpmpp2m (default: the checkpoint's SAMPLER)")
+    parser.add_argument("--eta", type=float, help="DDIM η, 0 (deterministic) to 1 (default: the checkpoint's DDIM_ETA)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="auto (bf16 where native, else fp32), fp32 or bf16 (default: the checkpoint's)")
@@ -354,11 +359,12 @@ def main(argv=None, *, log: Callable = None) -> int:
     args.guidance = args.guidance if args.guidance is not None else own["guidance"]
     args.steps = args.steps if args.steps is not None else own["steps"]
     args.sampler = args.sampler or own["sampler"]
+    args.eta = args.eta if args.eta is not None else own["eta"]
     eval_key = result_key(args, own)
     out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), eval_key.replace("_", "-"))
     problems = sampling_problems(n=args.n, n_max=MAX_PER_PROMPT, guidance=args.guidance, steps=args.steps,
                                  timesteps=state["diffusion_args"]["timesteps"], seed=args.seed, sweep=args.sweep,
-                                 sampler=args.sampler)
+                                 sampler=args.sampler, eta=args.eta)
     problems += [f"--batch-size {args.batch_size}: must be ≥ 1"] if args.batch_size < 1 else []
     problems += [f"--no-ema: {ckpt} holds no raw weights, only the EMA's; drop --no-ema or use a training checkpoint"
                  ] if args.no_ema and not state.get("unet") else []
@@ -374,7 +380,8 @@ def main(argv=None, *, log: Callable = None) -> int:
         pipe = Pipeline.from_checkpoint(ckpt, use_ema=not args.no_ema, device=device, checkpoint=state, precision=args.precision)
     except CheckpointError as err:
         fail(str(err))
-    log(f"guidance {args.guidance:g}, {args.steps} {args.sampler} steps, {args.n} samples per prompt")
+    log(f"guidance {args.guidance:g}, {args.steps} {args.sampler} steps"
+        + (f" (η {args.eta:g})" if args.sampler == "ddim" else "") + f", {args.n} samples per prompt")
     if trained.get("DATASET", "shapes") != "shapes":
         return _main_real(pipe, trained, args, runs_root=runs_root, out_dir=out_dir, run_dir=run_dir, ckpt=ckpt,
                           eval_key=eval_key, log=log)
@@ -388,7 +395,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     image_size = int(getattr(pipe, "image_size", 32))
 
     results = evaluate(pipe, probe, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
-                       sweep=args.sweep, batch_size=args.batch_size, image_size=image_size, log=log, sampler=args.sampler)
+                       sweep=args.sweep, batch_size=args.batch_size, image_size=image_size, log=log, sampler=args.sampler,
+                       eta=args.eta)
     numbers = results["headline"]
     extra = {"checkpoint": ckpt, "use_ema": not args.no_ema, "precision": getattr(pipe, "precision", None),
              "probe": {"file": probe_file, "settings": probe_info["settings"], "test_accuracy": probe_info["test_accuracy"]},
@@ -396,7 +404,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     paths = write_outputs(results, out_dir, extra=extra)
     if run_dir:
         summary = json_safe({**numbers, "checkpoint": os.path.basename(ckpt), "n": args.n, "guidance_scale": args.guidance,
-                          "num_steps": args.steps, "sampler": args.sampler, "seed": args.seed, "eval_json": paths["eval.json"]})
+                          "num_steps": args.steps, "sampler": args.sampler, "eta": args.eta, "seed": args.seed, "eval_json": paths["eval.json"]})
         try:
             if update_run_json(os.path.join(run_dir, "run.json"), eval_key, summary):
                 log(f"updated {os.path.join(run_dir, 'run.json')} (key '{eval_key}')")
@@ -412,7 +420,7 @@ def main(argv=None, *, log: Callable = None) -> int:
 def own_settings(trained: dict) -> dict:
     """The sampling settings a run drew its grids with (its config; older checkpoints name fewer of them)."""
     return {"guidance": trained.get("GUIDANCE_SCALE", 3.0), "steps": trained.get("NUM_INFERENCE_STEPS", 50),
-            "sampler": trained.get("SAMPLER", "ddim")}
+            "sampler": trained.get("SAMPLER", "ddim"), "eta": trained.get("DDIM_ETA", 0.0)}
 
 
 def result_key(args, own: dict) -> str:
@@ -423,6 +431,8 @@ def result_key(args, own: dict) -> str:
     key = "eval_raw" if args.no_ema else "eval"
     if (args.sampler, args.steps) != (own["sampler"], own["steps"]):
         key += f"_{args.sampler}" + ("" if args.sampler == "ddpm" else f"_{args.steps}")  # ddpm runs all TIMESTEPS
+    if args.sampler == "ddim" and args.eta != own["eta"]:  # η is DDIM's alone
+        key += f"_eta{args.eta:g}"
     if args.guidance != own["guidance"]:
         key += f"_g{args.guidance:g}"
     if args.seed != 0:  # another sampling seed: a repeat, not a replacement
@@ -438,7 +448,7 @@ def _main_real(pipe, trained, args, *, runs_root, out_dir, run_dir, ckpt, eval_k
     try:
         r = caption_probe.evaluate_real(pipe, trained, runs_root=runs_root, n=args.n, guidance_scale=args.guidance,
                                         num_steps=args.steps, seed=args.seed, batch_size=args.batch_size, log=log,
-                                        sampler=args.sampler)
+                                        sampler=args.sampler, eta=args.eta)
     except DataError as err:
         log(f"evaluate: {err}")
         return 2
