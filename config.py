@@ -55,7 +55,7 @@ CAPTION_DROPOUT = 0.1  # probability of training on the empty prompt instead of 
 GUIDANCE_SCALE = 5.0  # s in ε_u + s·(ε_c − ε_u); 1 means no guidance (ADR 0011)
 SAMPLER = "ddim"  # "ddim", "ddpm" (ancestral, all TIMESTEPS) or "dpmpp2m" (DPM-Solver++(2M)) (ADR 0003)
 NUM_INFERENCE_STEPS = 50  # DDIM steps (ADR 0003)
-DDIM_ETA = 0.0  # DDIM stochasticity η; 0 is deterministic (ADR 0003)
+DDIM_ETA = 0.5  # DDIM stochasticity η; 0 is deterministic, 1 ≈ DDPM's ancestral steps (ADR 0003, 0046)
 CLIP_DENOISED = True  # clamp the predicted x_0 to [-1, 1] at every sampling step (ADR 0003)
 
 # Optimisation
