@@ -2,11 +2,12 @@
 
 ``python -m ddpm.measure.bench [--quick] [--out runs/bench.md]`` (``make bench``), all in one process:
 
-(a) the matmul peak: an n³ ``torch.mm`` in fp32 and bf16 (GFLOP/s; bf16 only where it is timed, see below), at the start and again at the end, so
-    that drift (thermal throttling, a neighbour on the machine) shows; n = 2048 on a CPU, 8192 on a GPU (a 2048³
-    product reaches less than half of an H100's bf16 peak). Where CUDA runs fp32 convolutions or matmuls in TF32
-    (``torch.backends.cudnn.allow_tf32``, on by default, or ``torch.backends.cuda.matmul.allow_tf32``), a TF32
-    matmul peak is measured too and the fp32 rows are reported against it: their convolutions ran in TF32;
+(a) the matmul peak: an n³ ``torch.mm`` in fp32 and bf16 (GFLOP/s; bf16 only where it is timed, see below), at the
+    start and again at the end, so that drift (thermal throttling, a neighbour on the machine) shows; n = 2048 on a
+    CPU, 8192 on a GPU (a 2048³ product reaches less than half of an H100's bf16 peak). Where CUDA runs fp32
+    convolutions or matmuls in TF32 (``torch.backends.cudnn.allow_tf32``, on by default, or
+    ``torch.backends.cuda.matmul.allow_tf32``), a TF32 matmul peak is measured too and the fp32 rows are reported
+    against it: their convolutions ran in TF32;
 (b) training images/s at BATCH_SIZE: forward + backward + AdamW step of the ε-loss at random t, contexts
     (BATCH_SIZE, 16, 128) with a bool mask, for our UNet (built from config.py's values) and for a diffusers
     ``UNet2DConditionModel`` configured to match it (params and forward GFLOPs, counted with
@@ -214,6 +215,9 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def timed_precisions(precision_cfg: str, device: torch.device) -> tuple:
     """fp32 always; bf16 too where the device computes it natively or the config trains in it (see the docstring)."""
     return ("fp32", "bf16") if precision_cfg == "bf16" or bf16_is_native(device) else ("fp32",)
@@ -235,14 +239,14 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
                  timesteps=cfg["TIMESTEPS"])
     res = {"device": str(device), "threads": torch.get_num_threads(), "quick": quick, "batch": batch,
            "warmup": warmup, "iters": iters, "matmul_n": mm_n, "sample_images": sample_images, "steps": steps,
-           "precision": precision_cfg, "precision_config": cfg["PRECISION"], "precisions": list(precisions), "channels_last": channels_last, "unet_args": args,
-           "context_length": cfg["TEXT_CONTEXT_LENGTH"],
+           "precision": precision_cfg, "precision_config": cfg["PRECISION"], "precisions": list(precisions),
+           "channels_last": channels_last, "unet_args": args, "context_length": cfg["TEXT_CONTEXT_LENGTH"],
            "torch": torch.__version__, "cpu": _device_name(device), "tf32": tf32}
 
     def peaks(tag):
         out = {}
         for name in precisions:
-            out[name] = matmul_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[name], n=mm_n, iters=mm_iters, device=device)
+            out[name] = matmul_gflops(DTYPES[name], n=mm_n, iters=mm_iters, device=device)
         if tf32:
             out["tf32"] = tf32_matmul_gflops(n=mm_n, iters=mm_iters, device=device)
         log(f"matmul {mm_n}³ ({tag}): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in out.items()))

@@ -6,13 +6,12 @@ sampler, steps and DDIM η default to the checkpoint's own GUIDANCE_SCALE, SAMPL
 
 1. The probe (``ddpm.measure.probe``, trained on real images once and cached under ``runs/.probe/``) reads the
    attributes of real images rendered for the evaluation prompts: its accuracy there is the *ceiling*.
-2. ``n`` samples per prompt, EMA weights, one fixed seed (for the noise of x_T and of a stochastic sampler's
-   steps), for a fixed prompt set: ``NUM_SEEN`` captions of
-   combinations the training split contains and ``NUM_HELDOUT`` of the held-out (shape, colour) pairs,
-   which training never showed together. Reported: per-attribute and joint accuracy (all four attributes
-   right) on each set, the Fréchet distance between real and generated images in the probe's feature space
-   (``fd``; ``fd_real`` is the same distance between two real sets of the same size, its noise floor), and
-   diversity: the mean pairwise L2 distance of probe features among the samples of one prompt, averaged.
+2. ``n`` samples per prompt, EMA weights, one fixed seed (for the noise of x_T and of a stochastic sampler's steps),
+   for a fixed prompt set: ``NUM_SEEN`` captions of combinations the training split contains and ``NUM_HELDOUT`` of
+   the held-out (shape, colour) pairs, which training never showed together. Reported: per-attribute and joint
+   accuracy (all four attributes right) on each set, the Fréchet distance between real and generated images in the
+   probe's feature space (``fd``; ``fd_real`` is the same distance between two real sets of the same size, its noise
+   floor), and diversity: the mean pairwise L2 distance of probe features among the samples of one prompt, averaged.
 3. A guidance sweep: joint accuracy and diversity per guidance scale (``sweep.md``, ``sweep.png``).
 
 Outputs in ``--out`` (default ``runs/<run>/eval/``): ``eval.json``, ``samples.png``, ``sweep.png``,
@@ -23,9 +22,9 @@ the checkpoint's own go beside those, never over them (``result_key``): ``eval-d
 ``joint_accuracy=… ceiling=… heldout_joint_accuracy=… heldout_ceiling=… fd=… fd_real=… diversity=…``.
 
 This module computes the numbers; ``ddpm.measure.report`` draws and writes the files. ``quick_eval`` is the cheap
-in-training version, a fixed yardstick: it samples deterministically (DDIM η = 0) whatever DDIM_ETA says, so that
-its steps to a target accuracy compare across the ADRs' runs (ADR 0046); ``fid_for_folder`` is Inception FID (torch-fidelity) for real image folders. Nothing here
-imports ``config``.
+in-training version, a fixed yardstick: DDIM there runs at η = 0 whatever DDIM_ETA says, so that its steps to a
+target accuracy compare across the ADRs' runs (ADR 0046); ``fid_for_folder`` is Inception FID (torch-fidelity) for
+real image folders. Nothing here imports ``config``.
 """
 
 import argparse
@@ -159,8 +158,8 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
     """The cheap in-training check: n samples for each prompt (captions or attribute tuples; default: 4 seen
     and 4 held-out evaluation prompts), scored by the probe. Returns flat floats for logging:
     ``joint_accuracy``, ``<attribute>_accuracy``, ``diversity`` (None when n < 2), ``fd`` against real renders
-    of the same prompts (few samples: compare it only between steps of one run), ``seconds``. Always DDIM η = 0
-    (or the deterministic sampler given): the yardstick of steps to a target stays the same (ADR 0046).
+    of the same prompts (few samples: compare it only between steps of one run), ``seconds``. DDIM runs at η = 0
+    here, whatever the run's DDIM_ETA: the yardstick of steps to a target stays the same (ADR 0046).
     """
     if hasattr(probe, "quick_eval"):  # a real dataset's caption probe (ddpm.measure.caption_probe)
         return probe.quick_eval(pipe_like, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
@@ -404,7 +403,8 @@ def main(argv=None, *, log: Callable = None) -> int:
     paths = write_outputs(results, out_dir, extra=extra)
     if run_dir:
         summary = json_safe({**numbers, "checkpoint": os.path.basename(ckpt), "n": args.n, "guidance_scale": args.guidance,
-                          "num_steps": args.steps, "sampler": args.sampler, "eta": args.eta, "seed": args.seed, "eval_json": paths["eval.json"]})
+                          "num_steps": args.steps, "sampler": args.sampler, "eta": args.eta, "seed": args.seed,
+                          "eval_json": paths["eval.json"]})
         try:
             if update_run_json(os.path.join(run_dir, "run.json"), eval_key, summary):
                 log(f"updated {os.path.join(run_dir, 'run.json')} (key '{eval_key}')")
