@@ -409,8 +409,8 @@ def eval_due(cfg, state, end_of_epoch, *, stepped) -> bool:
 
 def evaluate(preview, probe, cfg, writer, step) -> float:
     """The cheap probe evaluation (ddpm/measure/evaluate.py): one point of the time-to-quality curve."""
-    scores = quick_eval(preview, probe, guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"],
-                        sampler=cfg["SAMPLER"], seed=cfg["SEED"])
+    scores = quick_eval(preview, probe, guidance_scale=cfg["PROBE_GUIDANCE_SCALE"], eta=cfg["PROBE_DDIM_ETA"],
+                        num_steps=cfg["NUM_INFERENCE_STEPS"], sampler=cfg["SAMPLER"], seed=cfg["SEED"])
     for key, value in scores.items():
         if value is not None:
             writer.add_scalar(f"eval/{key}", value, step)

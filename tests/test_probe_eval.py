@@ -26,7 +26,7 @@ class RealStandIn:
 
     def generate(self, prompts, *, guidance_scale, num_steps, sampler="ddim", eta=0.0, seed=0, batch_size=64):
         self.calls.append(dict(n=len(prompts), guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
-                               sampler=sampler))
+                               sampler=sampler, eta=eta))
         return ev.render_real([ev.parse_caption(p) for p in prompts], 1, seed=seed + 99, image_size=32)
 
 
@@ -136,11 +136,25 @@ def test_quick_eval(small_probe):
     probe, _ = small_probe
     pipe = RealStandIn()
     out = ev.quick_eval(pipe, probe, prompts=["a large red circle on a blue background", ("star", "blue", "red", "small")],
-                        n=2, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m")
-    assert pipe.calls == [dict(n=4, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m")]  # train.py's SAMPLER
+                        n=2, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m", eta=0.25)
+    assert pipe.calls == [dict(n=4, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m", eta=0.25)]
     for key in ("joint_accuracy", "shape_accuracy", "color_accuracy", "background_accuracy", "size_accuracy", "diversity", "fd"):
         assert isinstance(out[key], float), key
     assert ev.quick_eval(pipe, probe, n=1, num_steps=1)["diversity"] is None  # default prompts, one sample each
+
+
+def test_the_probe_samples_at_its_own_settings_not_the_samples(monkeypatch):
+    """train.py's probe reads PROBE_GUIDANCE_SCALE / PROBE_DDIM_ETA (ADR 0047): the yardstick of steps to a target
+    stays put when GUIDANCE_SCALE or DDIM_ETA move."""
+    import train
+
+    seen = {}
+    monkeypatch.setattr(train, "quick_eval", lambda pipe, probe, **kw: seen.update(kw) or {"joint_accuracy": 0.5})
+    cfg = dict(GUIDANCE_SCALE=3.0, DDIM_ETA=0.5, PROBE_GUIDANCE_SCALE=5.0, PROBE_DDIM_ETA=0.0, NUM_INFERENCE_STEPS=7,
+               SAMPLER="ddim", SEED=2)
+    writer = type("W", (), {"add_scalar": lambda self, *a: None})()
+    assert train.evaluate(None, None, cfg, writer, step=10) == 0.5
+    assert seen == dict(guidance_scale=5.0, eta=0.0, num_steps=7, sampler="ddim", seed=2)
 
 
 def _tiny_checkpoint(path, raw_seed=None):

@@ -73,10 +73,10 @@ class CaptionProbe:
                 "seconds": time.perf_counter() - start, "_images": images}
 
     def quick_eval(self, pipe, *, n: int = 2, guidance_scale: float = 3.0, num_steps: int = 20, seed: int = 0,
-                   batch_size: int = 64, sampler: str = "ddim", **_ignored) -> dict:
+                   batch_size: int = 64, sampler: str = "ddim", eta: float = 0.0) -> dict:
         """The in-training check (``evaluate.quick_eval`` hands over here): flat numbers for TensorBoard."""
         s = self.score(pipe, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed, batch_size=batch_size,
-                       sampler=sampler)
+                       sampler=sampler, eta=eta)
         return {"joint_accuracy": s["accuracy"], "fd": s["fd"], "seconds": s["seconds"]}
 
 

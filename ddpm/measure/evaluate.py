@@ -22,8 +22,9 @@ the checkpoint's own go beside those, never over them (``result_key``): ``eval-d
 ``joint_accuracy=… ceiling=… heldout_joint_accuracy=… heldout_ceiling=… fd=… fd_real=… diversity=…``.
 
 This module computes the numbers; ``ddpm.measure.report`` draws and writes the files. ``quick_eval`` is the cheap
-in-training version, a fixed yardstick: DDIM there runs at η = 0 whatever DDIM_ETA says, so that its steps to a
-target accuracy compare across the ADRs' runs (ADR 0046); ``fid_for_folder`` is Inception FID (torch-fidelity) for
+in-training version, a fixed yardstick: train.py gives it PROBE_GUIDANCE_SCALE and PROBE_DDIM_ETA, not the
+samples' GUIDANCE_SCALE and DDIM_ETA, so that its steps to a target accuracy compare across the ADRs' runs (ADR
+0046, 0047); ``fid_for_folder`` is Inception FID (torch-fidelity) for
 real image folders. Nothing here imports ``config``.
 """
 
@@ -154,16 +155,16 @@ def generate(pipe, combos: Sequence[tuple], n: int, *, guidance_scale: float, nu
 
 
 def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int = 2, guidance_scale: float = 3.0,
-               num_steps: int = 20, seed: int = 0, batch_size: int = 64, sampler: str = "ddim") -> dict:
+               num_steps: int = 20, seed: int = 0, batch_size: int = 64, sampler: str = "ddim", eta: float = 0.0) -> dict:
     """The cheap in-training check: n samples for each prompt (captions or attribute tuples; default: 4 seen
     and 4 held-out evaluation prompts), scored by the probe. Returns flat floats for logging:
     ``joint_accuracy``, ``<attribute>_accuracy``, ``diversity`` (None when n < 2), ``fd`` against real renders
-    of the same prompts (few samples: compare it only between steps of one run), ``seconds``. DDIM runs at η = 0
-    here, whatever the run's DDIM_ETA: the yardstick of steps to a target stays the same (ADR 0046).
+    of the same prompts (few samples: compare it only between steps of one run), ``seconds``. ``eta``: DDIM's η
+    (train.py passes PROBE_DDIM_ETA, 0 by default, whatever the samples' DDIM_ETA: ADR 0046, 0047).
     """
     if hasattr(probe, "quick_eval"):  # a real dataset's caption probe (ddpm.measure.caption_probe)
         return probe.quick_eval(pipe_like, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
-                                batch_size=batch_size, sampler=sampler)
+                                batch_size=batch_size, sampler=sampler, eta=eta)
     start = time.perf_counter()
     if prompts is None:
         seen, held = eval_prompts()
@@ -173,7 +174,7 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
     if not combos:
         raise ValueError("quick_eval needs at least one prompt")
     images = generate(pipe_like, combos, n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
-                      batch_size=batch_size, sampler=sampler)
+                      batch_size=batch_size, sampler=sampler, eta=eta)
     feats = probe.features(images)
     s = score(probe, images, combos, n, features=feats)
     out = {"joint_accuracy": s["joint"], **{f"{name}_accuracy": s[name] for name in ATTRIBUTES}, "diversity": s["diversity"]}

@@ -128,6 +128,8 @@ SCHEMA = {
     "KEEP_CHECKPOINTS": _int(1),
     "EVAL_EVERY": _int(0),
     "EVAL_EVERY_STEPS": _int(0),
+    "PROBE_GUIDANCE_SCALE": _float(0, 100),
+    "PROBE_DDIM_ETA": _float(0, 1),
 }
 
 

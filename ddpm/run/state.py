@@ -32,8 +32,8 @@ SPEC_KEYS = ("unet_args", "text_args", "diffusion_args", "sampling", "config", "
 # previews are drawn and how fast it runs. Everything else (data, model, diffusion, optimisation) makes the run
 # what it is; changing it means a new run.
 RESUMABLE = ("EPOCHS", "GENERATE_SAMPLES_EVERY", "CHECKPOINT_EVERY", "SAMPLE_GRID_SIZE", "KEEP_CHECKPOINTS",
-             "EVAL_EVERY", "EVAL_EVERY_STEPS", "GUIDANCE_SCALE", "NUM_INFERENCE_STEPS", "SAMPLER", "DDIM_ETA", "CLIP_DENOISED",
-             "COMPILE", "CHANNELS_LAST")
+             "EVAL_EVERY", "EVAL_EVERY_STEPS", "PROBE_GUIDANCE_SCALE", "PROBE_DDIM_ETA", "GUIDANCE_SCALE",
+             "NUM_INFERENCE_STEPS", "SAMPLER", "DDIM_ETA", "CLIP_DENOISED", "COMPILE", "CHANNELS_LAST")
 
 
 @dataclass
