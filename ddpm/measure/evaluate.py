@@ -24,8 +24,8 @@ the checkpoint's own go beside those, never over them (``result_key``): ``eval-d
 This module computes the numbers; ``ddpm.measure.report`` draws and writes the files. ``quick_eval`` is the cheap
 in-training version, a fixed yardstick: train.py gives it PROBE_GUIDANCE_SCALE and PROBE_DDIM_ETA, not the
 samples' GUIDANCE_SCALE and DDIM_ETA, so that its steps to a target accuracy compare across the ADRs' runs (ADR
-0046, 0047); ``fid_for_folder`` is Inception FID (torch-fidelity) for
-real image folders. Nothing here imports ``config``.
+0046, 0047); ``fid_for_folder`` is Inception FID (torch-fidelity) for real image folders. Nothing here imports
+``config``.
 """
 
 import argparse
