@@ -22,6 +22,7 @@ import sample
 from ddpm.measure import evaluate as ev
 from ddpm.run import checkpoint as ckpts
 from ddpm.run.pipeline import Pipeline
+from in_process import exits, one_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt")
@@ -78,19 +79,6 @@ def inconsistent(folder, change):
     path = os.path.join(folder, f"{change}.pt")
     torch.save(ckpt, path)
     return path
-
-
-def exits(main, argv, capsys):
-    """(exit code, stderr) of ``main(argv)``, which must stop through SystemExit."""
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    return stop.value.code, capsys.readouterr().err
-
-
-def one_line(err):
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert "Traceback" not in err and lines, err
-    return lines[-1]
 
 
 @pytest.fixture

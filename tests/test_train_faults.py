@@ -8,24 +8,30 @@ gradient clipping, the EMA update, torch.save, os.makedirs) and then runs ``trai
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
+import train
 from ddpm.decisions.replay import replay
+from in_process import exits, one_line
 from test_train_sample import ROOT, TINY
 
 PATCH_HEAD = f"import sys, os\nsys.path.insert(0, {ROOT!r})\nimport torch\nimport train\n"
 
 
+def tiny_argv(runs, *args):
+    """train.py's command line for the TINY model under ``runs``, then ``args`` (whose --set wins)."""
+    return ["--runs-dir", str(runs), *(a for item in TINY for a in ("--set", item)), *args]
+
+
 def train_run(runs, *args, patch="", config_dir=None):
     """Run train.py's main in a fresh process after ``patch`` (Python source); returns the CompletedProcess."""
-    argv = ["--runs-dir", str(runs)]
-    for item in TINY:
-        argv += ["--set", item]
-    argv += list(args)
+    argv = tiny_argv(runs, *args)
     head = PATCH_HEAD if config_dir is None else PATCH_HEAD.replace("sys.path.insert(0,", f"sys.path.insert(0, {str(config_dir)!r}); sys.path.insert(1,")
     code = head + textwrap.dedent(patch) + f"\ntrain.main({argv!r})\n"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
@@ -57,9 +63,23 @@ def all_finite(state):
                for t in (state[key] or {}).values())
 
 
+@pytest.fixture(scope="module")
+def three_steps_once(tmp_path_factory):
+    """A run ``r`` stopped after 3 of its 8 steps, trained once for the tests that resume it."""
+    runs = tmp_path_factory.mktemp("three-steps")
+    ok(train_run(runs, "--run", "r", "--max-steps", "3"))
+    return runs / "r"
+
+
+@pytest.fixture
+def three_steps(three_steps_once, tmp_path):
+    """This test's own copy of ``three_steps_once`` at ``tmp_path / "r"``, to resume or spoil."""
+    shutil.copytree(three_steps_once, tmp_path / "r")
+    return tmp_path / "r"
+
+
 # ---- item 1: resuming keeps what the run recorded; a finished run says so ---------------------------------
-def test_resume_keeps_everything_run_json_recorded(tmp_path):
-    ok(train_run(tmp_path, "--run", "r", "--max-steps", "3"))
+def test_resume_keeps_everything_run_json_recorded(tmp_path, three_steps):
     run_json = tmp_path / "r" / "run.json"
     info = json.loads(run_json.read_text())
     info["quality_curve"] = [{"minutes": 0.1, "step": 3, "joint_accuracy": 0.5}]
@@ -74,15 +94,15 @@ def test_resume_keeps_everything_run_json_recorded(tmp_path):
     assert [r["at_step"] for r in after["provenance"]["resumes"]] == [3]
 
 
-def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path):
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
     ok(train_run(tmp_path, "--run", "done", "--set", "EPOCHS=1"))
     run_json = tmp_path / "done" / "run.json"
     info = json.loads(run_json.read_text())
     info["quality_curve"] = [{"minutes": 1.0, "step": 4, "joint_accuracy": 1.0}]
     run_json.write_text(json.dumps(info))
     before = {p.name: p.read_bytes() for p in (tmp_path / "done").rglob("*") if p.is_file()}
-    proc = ok(train_run(tmp_path, "--resume", "done", "--set", "EPOCHS=1"))
-    assert "is finished: 4 of 4 steps" in proc.stdout
+    train.main(tiny_argv(tmp_path, "--resume", "done", "--set", "EPOCHS=1"))  # returns before any work
+    assert "is finished: 4 of 4 steps" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in (tmp_path / "done").rglob("*") if p.is_file()} == before
 
 
@@ -169,12 +189,11 @@ def test_tensorboard_events_after_kill_and_resume_match_an_uninterrupted_run(tmp
 
 
 # ---- item 5: a resume refuses what would make it another run ----------------------------------------------
-def test_resume_refuses_changed_data_and_stamps_allowed_changes(tmp_path):
-    ok(train_run(tmp_path, "--run", "r", "--max-steps", "3"))
+def test_resume_refuses_changed_data_and_stamps_allowed_changes(tmp_path, three_steps, capsys):
     run_json = tmp_path / "r" / "run.json"
     before = run_json.read_bytes()
-    proc = train_run(tmp_path, "--resume", "r", "--set", "DATASET_SIZE=32")
-    one_line_error(proc, "DATASET_SIZE: run 64, --set 32", "A resume may change: EPOCHS")
+    code, err = exits(train.main, tiny_argv(tmp_path, "--resume", "r", "--set", "DATASET_SIZE=32"), capsys)
+    assert code == 2 and "A resume may change: EPOCHS" in one_line(err) and "DATASET_SIZE: run 64, --set 32" in err
     assert run_json.read_bytes() == before and len(checkpoints(tmp_path / "r")) == 1
     ok(train_run(tmp_path, "--resume", "r", "--set", "EPOCHS=3", "--max-steps", "5"))
     info = json.loads(run_json.read_text())
@@ -183,12 +202,16 @@ def test_resume_refuses_changed_data_and_stamps_allowed_changes(tmp_path):
 
 
 # ---- items 11 and 14: bad input is one line, exit 2, and no run folder ----------------------------------
-def test_bad_overrides_and_max_steps_are_one_line_errors(tmp_path):
-    one_line_error(train_run(tmp_path, "--set", "FOO=1"), "--set FOO: unknown key")
-    one_line_error(train_run(tmp_path, "--set", "LEARNING_RATE"), "--set 'LEARNING_RATE': expected KEY=VALUE")
-    one_line_error(train_run(tmp_path, "--max-steps", "-1"), "--max-steps -1: must be ≥ 1")
-    one_line_error(train_run(tmp_path, "--threads", "0"), "--threads 0: must be ≥ 1")
-    one_line_error(train_run(tmp_path, "--set", "BATCH_SIZE=0"), "BATCH_SIZE = 0", "(from --set)")
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "FOO=1"], ["--set FOO: unknown key"]),
+    (["--set", "LEARNING_RATE"], ["--set 'LEARNING_RATE': expected KEY=VALUE"]),
+    (["--max-steps", "-1"], ["--max-steps -1: must be ≥ 1"]),
+    (["--threads", "0"], ["--threads 0: must be ≥ 1"]),
+    (["--set", "BATCH_SIZE=0"], ["BATCH_SIZE = 0 (int): expected an int", "(from --set)"]),
+])
+def test_bad_overrides_and_max_steps_are_one_line_errors(tmp_path, capsys, args, expected):
+    code, err = exits(train.main, tiny_argv(tmp_path, *args), capsys)  # config.py's own errors: in a subprocess below
+    assert code == 2 and all(needle in one_line(err) for needle in expected), err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -247,8 +270,7 @@ def test_disk_full_during_a_save_keeps_the_last_checkpoint(tmp_path):
     assert load(folder / "ckpt-epoch0001-step0000004.pt")["step"] == 4
 
 
-def test_resume_removes_what_a_killed_save_left(tmp_path):
-    ok(train_run(tmp_path, "--run", "r", "--max-steps", "3"))
+def test_resume_removes_what_a_killed_save_left(tmp_path, three_steps):
     leftover = tmp_path / "r" / "checkpoints" / ".tmp-abc123.pt"
     leftover.write_bytes(b"half a checkpoint")
     proc = ok(train_run(tmp_path, "--resume", "r", "--max-steps", "4"))
