@@ -15,7 +15,7 @@ help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
 	@echo "make train NPROC=N         the same, data-parallel in N processes (one per GPU; gloo on CPU) under torchrun"
 	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SAMPLER= ETA= SEED= CKPT= OUT="
-	@echo "make test                  the test suite (CPU, about 10 minutes on 2 cores)"
+	@echo "make test                  the test suite (CPU, about 7 minutes on 2 cores)"
 	@echo "make lint                  ruff: syntax errors, undefined and unused names"
 	@echo "make decisions             regenerate the ADR index and check config.py against the accepted ADRs"
 	@echo "make adr TITLE=\"...\"       write the next ADR, filled with config.py's undecided changes; SUPERSEDES=N"
