@@ -26,7 +26,7 @@ from ddpm.run import optim, settings
 from ddpm.run.checkpoint import load_checkpoint
 from ddpm.run.export import export, json_path, load_model
 from ddpm.run.pipeline import Pipeline
-from tests.test_train_sample import TINY
+from tests.test_train_sample import TINY, sets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ["a small red circle on a blue background", "a big green star on a white background"]
@@ -55,9 +55,8 @@ def linear_biases(net):
 
 
 def tiny_train(runs, name, *extra):
-    args = ["--runs-dir", str(runs), "--exploratory"]  # ADR numbers of parallel branches may gap
-    for item in [*TINY, "SAMPLE_GRID_SIZE=2", "NUM_INFERENCE_STEPS=2"]:
-        args += ["--set", item]
+    args = ["--runs-dir", str(runs), "--exploratory",  # ADR numbers of parallel branches may gap
+            *sets(*TINY, "SAMPLE_GRID_SIZE=2", "NUM_INFERENCE_STEPS=2")]
     return train.main(args + (["--run", name] if "--resume" not in extra else []) + list(extra))
 
 
@@ -370,9 +369,8 @@ def tower_runs(tiny_clip, tmp_path_factory):
     """A 2-step run training the tiny tower, and the same run as 1 step + a resume."""
     name, weights = tiny_clip
     runs = tmp_path_factory.mktemp("runs")
-    sets = ["TEXT_ENCODER=open_clip", f"OPEN_CLIP_MODEL={name}", f"OPEN_CLIP_PRETRAINED={weights}",
-            "TEXT_CONTEXT_LENGTH=12", "TRAIN_TEXT_TOWER=True", "TEXT_LEARNING_RATE=0.01"]
-    extra = [a for s in sets for a in ("--set", s)]
+    extra = sets("TEXT_ENCODER=open_clip", f"OPEN_CLIP_MODEL={name}", f"OPEN_CLIP_PRETRAINED={weights}",
+                 "TEXT_CONTEXT_LENGTH=12", "TRAIN_TEXT_TOWER=True", "TEXT_LEARNING_RATE=0.01")
     tiny_train(runs, "straight", "--max-steps", "2", *extra)
     tiny_train(runs, "halves", "--max-steps", "1", *extra)
     tiny_train(runs, "halves", "--resume", "halves", "--max-steps", "2", *extra)

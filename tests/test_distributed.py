@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ddpm.distributed import ddp
-from test_train_sample import ROOT, TINY, final_state
+from test_train_sample import ROOT, TINY, final_state, sets
 
 FAST = [*TINY, "PRECISION=fp32", "GENERATE_SAMPLES_EVERY=100"]  # fp32: the comparison is against float tolerance
 POISON = """
@@ -40,9 +40,8 @@ print(f"rank {rank}: {steps[0]} optimizer steps", flush=True)
 
 
 def launch(nproc, runs, name, *extra, script=os.path.join(ROOT, "train.py"), env=None, ok=True):
-    args = ["--runs-dir", str(runs), *([] if "--resume" in extra else ["--run-name", name])]  # torchrun takes --run for its --run-path
-    for item in FAST:
-        args += ["--set", item]
+    naming = [] if "--resume" in extra else ["--run-name", name]  # torchrun takes --run for its --run-path
+    args = ["--runs-dir", str(runs), *naming, *sets(*FAST)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), script,
            *args, *extra] if nproc > 1 else [sys.executable, script, *args, *extra]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",

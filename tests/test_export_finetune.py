@@ -18,13 +18,11 @@ from ddpm.run.export import export, json_path, load_model
 from ddpm.run.export import main as export_main
 from ddpm.run.finetune import parse_parts, select_trainable, sha256, unet_part_names
 from ddpm.run.pipeline import Pipeline
-from tests.test_train_sample import TINY
+from tests.test_train_sample import TINY, sets
 
 
 def tiny_train(runs, name, *extra):
-    args = ["--runs-dir", str(runs), "--run", name, "--exploratory"]  # ADR numbers of parallel branches may gap
-    for item in TINY:
-        args += ["--set", item]
+    args = ["--runs-dir", str(runs), "--run", name, "--exploratory", *sets(*TINY)]  # ADR numbers of branches may gap
     return train.main(args + list(extra))
 
 
@@ -93,7 +91,7 @@ def test_init_from_starts_at_step_0_from_the_base_trains_only_the_chosen_parts_a
     assert row[runs_table.COLUMNS.index("OVERRIDES")].startswith("base base@4 ") and "TRAIN_UNET_PARTS" in row[runs_table.COLUMNS.index("OVERRIDES")]
     # its checkpoints are ordinary ones: it resumes, and keeps its base
     train.main(["--runs-dir", str(runs), "--resume", "ft", "--exploratory", "--max-steps", "3"] +
-               sum((["--set", t] for t in TINY + ["TRAIN_UNET_PARTS=up"]), []))
+               sets(*TINY, "TRAIN_UNET_PARTS=up"))
     info = json.loads((runs / "ft" / "run.json").read_text())
     assert info["step"] == 3 and info["provenance"]["base"]["sha256"] == sha256(out)
 

@@ -15,7 +15,7 @@ from PIL import Image
 from train import main as train_main
 from in_process import exits, one_line
 from test_real_data import make_cifar
-from test_train_sample import ROOT, TINY
+from test_train_sample import ROOT, TINY, sets
 
 CAPTIONS = ["a red square", "a blue square", "a green disc", "a white bar"]
 COLOURS = [(220, 30, 30), (40, 70, 220), (30, 170, 50), (245, 245, 245)]
@@ -25,10 +25,6 @@ def run(script, *args):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, *([os.path.join(ROOT, script)] if script.endswith(".py") else ["-m", script]),
                            *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-
-
-def sets(*items):
-    return [a for item in items for a in ("--set", item)]
 
 
 @pytest.fixture(scope="module")

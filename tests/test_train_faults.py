@@ -19,14 +19,14 @@ import torch
 import train
 from ddpm.decisions.replay import replay
 from in_process import exits, one_line
-from test_train_sample import ROOT, TINY
+from test_train_sample import ROOT, TINY, sets
 
 PATCH_HEAD = f"import sys, os\nsys.path.insert(0, {ROOT!r})\nimport torch\nimport train\n"
 
 
 def tiny_argv(runs, *args):
     """train.py's command line for the TINY model under ``runs``, then ``args`` (whose --set wins)."""
-    return ["--runs-dir", str(runs), *(a for item in TINY for a in ("--set", item)), *args]
+    return ["--runs-dir", str(runs), *sets(*TINY), *args]
 
 
 def train_run(runs, *args, patch="", config_dir=None):

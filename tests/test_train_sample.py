@@ -20,6 +20,11 @@ TINY = ["DATASET_SIZE=64", "IMAGE_SIZE=16", "BATCH_SIZE=16", "BASE_CHANNELS=8", 
         "COMPILE=False"]  # compiling is tested on its own (test_model_text.py)
 
 
+def sets(*items):
+    """``--set`` before each ``KEY=VALUE``: sets(*TINY, "EPOCHS=1") are a command line's overrides, the last wins."""
+    return [a for item in items for a in ("--set", item)]
+
+
 def run(script, *args, env=None):
     cmd = [sys.executable, os.path.join(ROOT, script), *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -29,10 +34,7 @@ def run(script, *args, env=None):
 
 
 def train(runs, name, *extra):
-    args = ["--runs-dir", str(runs)]
-    for item in TINY:
-        args += ["--set", item]
-    args += extra  # after TINY, so that a test's own --set wins
+    args = ["--runs-dir", str(runs), *sets(*TINY), *extra]  # extra after TINY, so that a test's own --set wins
     proc = run("train.py", *args) if "--resume" in extra else run("train.py", "--run", name, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
