@@ -26,7 +26,7 @@ PREDICTION = "epsilon"  # the UNet predicts "epsilon" (ε) or "v" (√ᾱ·ε �
 OFFSET_NOISE = 0.0  # offset-noise strength s: ε += s·N(0, 1) per image and channel; 0 = off (Guttenberg 2023) (ADR 0028)
 
 # UNet
-BASE_CHANNELS = 32  # channels at full resolution (ADR 0006)
+BASE_CHANNELS = 24  # channels at full resolution (ADR 0006; 32 → 24 by ADR 0050)
 CHANNEL_MULTS = (1, 2, 2)  # channel multiplier per resolution level, 32 → 16 → 8 (ADR 0006)
 NUM_RES_BLOCKS = 1  # residual blocks per level on the way down (ADR 0006)
 ATTENTION_RESOLUTIONS = (16, 8)  # resolutions with self- and cross-attention (ADR 0006)
