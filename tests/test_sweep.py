@@ -305,6 +305,31 @@ def test_a_changed_spec_does_not_mix_into_an_old_sweep(tmp_path, lr_spec, capsys
     assert sweep.main([rebased, "--runs-dir", runs_dir], runner=FakeRunner()) == 2  # the fixed values differ
 
 
+def test_runs_trained_under_another_config_py_are_not_mixed_in(tmp_path, lr_spec, capsys):
+    """After an ADR changes config.py, a finished run of the old default is refused, not skipped as done."""
+    runs_dir, config_path = str(tmp_path / "runs"), os.path.join(ROOT, "config.py")
+    sweep.main([lr_spec, "--runs-dir", runs_dir], runner=FakeRunner())
+    config = read_config(config_path)
+    for point in json.load(open(os.path.join(runs_dir, "lr2", "sweep.json")))["points"]:
+        for seed in (0, 1):  # what train.py records: config.py with the run's overrides
+            path = os.path.join(runs_dir, "lr2", f"{point['trial']}-s{seed}", "run.json")
+            run = {**json.load(open(path)), "config": {**config, **point["overrides"], "SEED": seed}}
+            json.dump(run, open(path, "w"))
+    same = FakeRunner()
+    assert sweep.main([lr_spec, "--runs-dir", runs_dir], runner=same) == 0 and same.calls == []
+    changed = tmp_path / "config.py"
+    text = open(config_path).read()
+    text = re.sub(r"(?m)^BASE_CHANNELS = \d+", f"BASE_CHANNELS = {config['BASE_CHANNELS'] + 8}", text)
+    text = re.sub(r"(?m)^GUIDANCE_SCALE = [\d.]+", f"GUIDANCE_SCALE = {config['GUIDANCE_SCALE'] + 1}", text)
+    changed.write_text(text)
+    runner = FakeRunner()
+    assert sweep.main([lr_spec, "--runs-dir", runs_dir, "--config", str(changed)], runner=runner) == 2
+    err = capsys.readouterr().err
+    assert runner.calls == []
+    assert f"t1-s1: BASE_CHANNELS = {config['BASE_CHANNELS']} there, {config['BASE_CHANNELS'] + 8} now" in err
+    assert "GUIDANCE_SCALE" not in err  # a resume may change it: the runs' training is the same
+
+
 def test_more_seeds_train_only_the_new_seeds(tmp_path, lr_spec):
     runs_dir = str(tmp_path / "runs")
     sweep.main([lr_spec, "--runs-dir", runs_dir], runner=FakeRunner())

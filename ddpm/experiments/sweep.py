@@ -16,7 +16,8 @@ those with a checkpoint, and starts again those without one. A trial that exits 
 non-finite losses) or ends with a non-finite loss is recorded as failed in ``<run>/failed.json`` with the tail of
 its output, and the sweep goes on; a later start skips it too, unless ``--retry-failed`` (which keeps the failed
 folder aside as ``.failed-<run>-<n>`` and trains the run afresh). ``--jobs N`` trains N runs at a time, each with
-``train.py --threads`` = cores / N: the results are the same, in the same order.
+``train.py --threads`` = cores / N: the results are the same, in the same order. A folder whose runs were trained
+under other values than config.py gives now (an ADR changed the default since) is refused, naming each difference.
 """
 
 import argparse
@@ -33,9 +34,11 @@ from ddpm.decisions.adr import fmt, read_config
 from ddpm.experiments import results
 from ddpm.experiments.metrics import trial_metrics
 from ddpm.experiments.search import draw_trials
+from ddpm.decisions.provenance import architecture_drift
 from ddpm.experiments.spec import Spec, SpecError, load
 from ddpm.measure.bench import model_size
 from ddpm.files import read_json, write_json
+from ddpm.run.state import RESUMABLE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STDERR_TAIL = 2000  # characters of a failed trial's output kept in failed.json
@@ -221,6 +224,30 @@ def check_plan(out_dir: str, plan: dict) -> None:
     write_json(plan, path)
 
 
+def check_config(out_dir: str, spec: Spec, config: dict, points: list) -> None:
+    """Refuse (one line per run) when a run already in the folder was trained under other values than config.py,
+    ``[base]`` and its point would give it now, outside what a resume may change (``RESUMABLE``): a sweep would
+    skip it as finished, or resume it with its own values, and report a mix of two defaults as one (for example
+    after an ADR changes config.py). A constant absent on either side is not compared: an ADR adds a constant at
+    the value that keeps today's behaviour."""
+    stale = []
+    for point in points:
+        for seed in spec.seeds:
+            run = f"{point['trial']}-s{seed}"
+            try:
+                saved = read_json(os.path.join(out_dir, run, "run.json"))["config"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not started, or no run.json yet: nothing trained to mix in
+            now = {**config, **spec.base, **point["overrides"], "SEED": seed}
+            keys = sorted((set(saved) & set(now)) - set(RESUMABLE))
+            stale += [f"{run}: {key} = {fmt(was)} there, {fmt(is_)} now"
+                      for key, (was, is_) in architecture_drift(saved, now, keys).items()]
+    if stale:
+        raise SpecError(f"{out_dir} holds runs trained under other values than config.py and the spec give now "
+                        f"(config.py changed since?):\n  " + "\n  ".join(stale) + "\ngive the spec another name (or "
+                        "move the folder away) to train today's values; the old runs' git commit is in their run.json")
+
+
 def parser(prog: str, example: str) -> argparse.ArgumentParser:
     """The command line that ``make sweep`` and ``make ladder`` share."""
     p = argparse.ArgumentParser(prog=prog, description="Train every trial of a spec not trained yet, then write results.md.")
@@ -270,6 +297,7 @@ def prepare(args, *, ladder: bool = False) -> tuple:
     out_dir = os.path.join(args.runs_dir, spec.name)
     if not args.dry_run:
         check_plan(out_dir, plan)
+        check_config(out_dir, spec, config, points)
     return spec, config, points, out_dir, plan
 
 
