@@ -31,10 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ddpm.decisions.adr import fmt, read_config
+from ddpm.decisions.provenance import architecture_drift
 from ddpm.experiments import results
 from ddpm.experiments.metrics import trial_metrics
 from ddpm.experiments.search import draw_trials
-from ddpm.decisions.provenance import architecture_drift
 from ddpm.experiments.spec import Spec, SpecError, load
 from ddpm.measure.bench import model_size
 from ddpm.files import read_json, write_json
@@ -71,6 +71,16 @@ def sweep_points(spec: Spec) -> list:
     """[{"trial": "t00", "overrides": {NAME: value}}] drawn from the sweep's seed."""
     width = len(str(spec.trials - 1))
     return [{"trial": f"t{i:0{width}d}", "overrides": o} for i, o in enumerate(draw_trials(spec.vary, spec.trials, spec.seed))]
+
+
+def run_name(point: dict, seed: int) -> str:
+    """The folder of one (point, seed) in the sweep's: ``<trial>-s<seed>``."""
+    return f"{point['trial']}-s{seed}"
+
+
+def run_overrides(spec: Spec, point: dict, seed: int) -> dict:
+    """What a run's ``--set``s put over config.py: the spec's ``[base]``, the point's values, the seed."""
+    return {**spec.base, **point["overrides"], "SEED": seed}
 
 
 def train_command(*, runs_dir: str, run: str, budget: int, overrides: dict, tags: dict, resume: bool,
@@ -118,7 +128,7 @@ def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=su
     for point in points:
         steps = point.get("budget", budget)
         for seed in spec.seeds:
-            run = f"{point['trial']}-s{seed}"
+            run = run_name(point, seed)
             run_dir = os.path.join(out_dir, run)
             status = run_status(run_dir, steps)
             if status == "failed" and retry_failed:  # kept aside as .failed-<run>-<n>, and trained afresh
@@ -162,8 +172,7 @@ def _train(spec, point, seed, run, out_dir, *, budget, runner, threads=None, log
         n.endswith(".pt") for n in os.listdir(os.path.join(run_dir, "checkpoints")))
     if os.path.isdir(run_dir) and not has_checkpoint:
         shutil.rmtree(run_dir)  # an interrupted start with nothing to resume from: begin it again
-    overrides = {**spec.base, **point["overrides"], "SEED": seed}
-    cmd = train_command(runs_dir=out_dir, run=run, budget=budget, overrides=overrides,
+    cmd = train_command(runs_dir=out_dir, run=run, budget=budget, overrides=run_overrides(spec, point, seed),
                         tags={"sweep": spec.name, "trial": point["trial"]}, resume=has_checkpoint, threads=threads)
     log(f"{run}: {'resuming' if has_checkpoint else 'training'} {budget} steps with "
         + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items()))
@@ -233,12 +242,12 @@ def check_config(out_dir: str, spec: Spec, config: dict, points: list) -> None:
     stale = []
     for point in points:
         for seed in spec.seeds:
-            run = f"{point['trial']}-s{seed}"
+            run = run_name(point, seed)
             try:
                 saved = read_json(os.path.join(out_dir, run, "run.json"))["config"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # not started, or no run.json yet: nothing trained to mix in
-            now = {**config, **spec.base, **point["overrides"], "SEED": seed}
+            now = {**config, **run_overrides(spec, point, seed)}
             keys = sorted((set(saved) & set(now)) - set(RESUMABLE))
             stale += [f"{run}: {key} = {fmt(was)} there, {fmt(is_)} now"
                       for key, (was, is_) in architecture_drift(saved, now, keys).items()]
