@@ -384,8 +384,10 @@ def main(argv=None):
             bar.write(f"epoch {state.epoch} step {state.step}: loss {loss_value:.4f}, samples → {path}")
         train_seconds += time.perf_counter() - step_start  # training and grids; not the evaluation below
         if world.main and probe is not None and (eval_due(cfg, state, end_of_epoch, stepped=bad_steps == 0) or last):
-            accuracy = evaluate(preview, probe, cfg, writer, state.step)
-            curve.append({"minutes": round(train_seconds / 60, 2), "step": state.step, "joint_accuracy": accuracy})
+            scores = evaluate(preview, probe, cfg, writer, state.step)
+            accuracy = scores["joint_accuracy"]
+            curve.append({"minutes": round(train_seconds / 60, 2), "step": state.step, "joint_accuracy": accuracy,
+                          **{k: scores[k] for k in ("prompt_prob", "joint_prob") if scores.get(k) is not None}})
             update_record(run_dir, quality_curve=curve)
             bar.write(f"epoch {state.epoch} step {state.step}: joint prompt accuracy {accuracy:.3f} "
                       f"after {train_seconds / 60:.1f} min of training")
@@ -407,14 +409,14 @@ def eval_due(cfg, state, end_of_epoch, *, stepped) -> bool:
     return bool(cfg["EVAL_EVERY"]) and end_of_epoch and state.epoch % cfg["EVAL_EVERY"] == 0
 
 
-def evaluate(preview, probe, cfg, writer, step) -> float:
+def evaluate(preview, probe, cfg, writer, step) -> dict:
     """The cheap probe evaluation (ddpm/measure/evaluate.py): one point of the time-to-quality curve."""
     scores = quick_eval(preview, probe, guidance_scale=cfg["PROBE_GUIDANCE_SCALE"], eta=cfg["PROBE_DDIM_ETA"],
                         num_steps=cfg["NUM_INFERENCE_STEPS"], sampler=cfg["SAMPLER"], seed=cfg["SEED"])
     for key, value in scores.items():
         if value is not None:
             writer.add_scalar(f"eval/{key}", value, step)
-    return scores["joint_accuracy"]
+    return scores
 
 
 def save_checkpoint(state, spec, run_dir, *, loss, keep, writer):

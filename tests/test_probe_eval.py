@@ -153,7 +153,7 @@ def test_the_probe_samples_at_its_own_settings_not_the_samples(monkeypatch):
     cfg = dict(GUIDANCE_SCALE=3.0, DDIM_ETA=0.5, PROBE_GUIDANCE_SCALE=5.0, PROBE_DDIM_ETA=0.0, NUM_INFERENCE_STEPS=7,
                SAMPLER="ddim", SEED=2)
     writer = type("W", (), {"add_scalar": lambda self, *a: None})()
-    assert train.evaluate(None, None, cfg, writer, step=10) == 0.5
+    assert train.evaluate(None, None, cfg, writer, step=10)["joint_accuracy"] == 0.5
     assert seen == dict(guidance_scale=5.0, eta=0.0, num_steps=7, sampler="ddim", seed=2)
 
 
@@ -282,3 +282,29 @@ def test_other_sampling_settings_are_scored_beside_the_runs_own(small_probe, tmp
                                                                                           seed, eta)
         assert run_json[key]["fd"] == data["headline"]["fd"]  # each study kept its own scores
     assert run_json["eval_eta1"]["fd"] != run_json["eval"]["fd"]  # η reached the sampler: other samples
+
+
+def test_the_prompted_probability_comes_from_the_same_samples_and_orders_real_above_noise(small_probe):
+    """The continuous signal (issue 40) is read off the very probe outputs the accuracy is: its argmax gives the
+    accuracy, so the two cannot disagree about which images were scored; real renders of the prompts score above
+    noise on every attribute."""
+    from ddpm.measure.evaluate import eval_prompts, labels_for, render_real, score
+    from ddpm.measure.probe import prompted_probability
+
+    probe, _ = small_probe
+    combos = eval_prompts()[0][:6]
+    real = render_real(combos, 4, seed=5, image_size=32)
+    noise = torch.rand_like(real) * 2 - 1
+    good, broken = score(probe, real, combos, 4), score(probe, noise, combos, 4)
+    probs = probe.probabilities(real)
+    assert all(torch.allclose(p.sum(1), torch.ones(len(real))) for p in probs.values())
+    assert good == {**good, **prompted_probability(probs, labels_for(combos, 4))}
+    assert good["joint"] == accuracy_of(probs, labels_for(combos, 4))
+    for name in ATTRIBUTES:
+        assert good[f"{name}_prob"] > broken[f"{name}_prob"], name
+    assert good["prompt_prob"] > broken["prompt_prob"] and good["joint_prob"] > broken["joint_prob"]
+    assert 0 <= broken["joint_prob"] <= broken["prompt_prob"] <= 1
+
+
+def accuracy_of(probs, labels):
+    return torch.stack([probs[k].argmax(1) == labels[k] for k in ATTRIBUTES]).all(0).float().mean().item()

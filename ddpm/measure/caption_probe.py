@@ -65,10 +65,13 @@ class CaptionProbe:
         prompts = [c for c in self.classes for _ in range(n)]
         images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=eta,
                                seed=seed, batch_size=batch_size).float().cpu()
-        right = self.probe.predict(images)["caption"] == torch.arange(len(self.classes)).repeat_interleave(n)
+        probs = self.probe.probabilities(images)["caption"]  # (N, classes)
+        labels = torch.arange(len(self.classes)).repeat_interleave(n)
+        right = probs.argmax(1) == labels
         per = {c: right[i * n : (i + 1) * n].float().mean().item() for i, c in enumerate(self.classes)}
         feats = self.probe.features(images)
         return {"accuracy": right.float().mean().item(), "per_caption": per,
+                "prompt_prob": probs.gather(1, labels.view(-1, 1)).mean().item(),
                 "fd": frechet_distance(self.real_features, feats) if len(feats) >= 2 else None,
                 "seconds": time.perf_counter() - start, "_images": images}
 
@@ -77,7 +80,7 @@ class CaptionProbe:
         """The in-training check (``evaluate.quick_eval`` hands over here): flat numbers for TensorBoard."""
         s = self.score(pipe, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed, batch_size=batch_size,
                        sampler=sampler, eta=eta)
-        return {"joint_accuracy": s["accuracy"], "fd": s["fd"], "seconds": s["seconds"]}
+        return {"joint_accuracy": s["accuracy"], "prompt_prob": s["prompt_prob"], "fd": s["fd"], "seconds": s["seconds"]}
 
 
 def caption_probe(data: Loaded, *, cache_dir: str, image_size: int, log: Callable = print) -> Optional[CaptionProbe]:

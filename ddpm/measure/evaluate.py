@@ -44,7 +44,7 @@ from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoin
 from ddpm.run.sampling_args import PRECISIONS, sampling_problems
 from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption, render
 from ddpm.model.diffusion import SAMPLERS
-from ddpm.measure.probe import accuracy, load_or_train_probe, load_probe
+from ddpm.measure.probe import accuracy, load_or_train_probe, load_probe, prompted_probability
 from ddpm.measure.report import fmt_number, json_safe, sweep_table, update_run_json, write_outputs
 
 NUM_SEEN = 24  # prompts drawn from all_combinations("train")
@@ -136,9 +136,11 @@ def diversity(features: torch.Tensor, n: int) -> Optional[float]:
 def score(probe, images: torch.Tensor, combos: Sequence[tuple], n: int, features: Optional[torch.Tensor] = None) -> dict:
     """Per-attribute accuracy, ``joint``, ``diversity`` of images generated n per combo in a row."""
     images = images.float().cpu()
-    acc = accuracy(probe.predict(images), labels_for(combos, n))
+    labels = labels_for(combos, n)
+    probs = probe.probabilities(images)
+    acc = accuracy({name: p.argmax(1) for name, p in probs.items()}, labels)
     feats = probe.features(images) if features is None else features
-    return {**acc, "diversity": diversity(feats, n)}
+    return {**acc, **prompted_probability(probs, labels), "diversity": diversity(feats, n)}
 
 
 # ---- generation ---------------------------------------------------------------------------------------
@@ -177,7 +179,9 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
                       batch_size=batch_size, sampler=sampler, eta=eta)
     feats = probe.features(images)
     s = score(probe, images, combos, n, features=feats)
-    out = {"joint_accuracy": s["joint"], **{f"{name}_accuracy": s[name] for name in ATTRIBUTES}, "diversity": s["diversity"]}
+    out = {"joint_accuracy": s["joint"], **{f"{name}_accuracy": s[name] for name in ATTRIBUTES},
+           **{k: s[k] for k in ("prompt_prob", "joint_prob", *(f"{name}_prob" for name in ATTRIBUTES))},
+           "diversity": s["diversity"]}
     real = render_real(combos, n, seed=REAL_SEED, image_size=images.shape[-1])
     out["fd"] = frechet_distance(probe.features(real), feats) if len(images) >= 2 else None
     out["seconds"] = time.perf_counter() - start

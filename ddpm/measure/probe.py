@@ -92,10 +92,15 @@ class Probe(nn.Module):
         outs = self._batched(images, self._features, batch_size)
         return torch.cat(outs).float().cpu() if outs else torch.zeros(0, self.fc[0].out_features)
 
+    def probabilities(self, images: torch.Tensor, *, batch_size: int = 256) -> dict:
+        """head → (N, K) softmax probabilities over the head's K classes, float32 on CPU."""
+        outs = self._batched(images, lambda x: {k: v.float().softmax(1).cpu() for k, v in self(x)[1].items()}, batch_size)
+        return {name: torch.cat([o[name] for o in outs]) if outs else torch.zeros(0, self.heads[name].out_features)
+                for name in self.heads}
+
     def predict(self, images: torch.Tensor, *, batch_size: int = 256) -> dict:
         """head → (N,) long predicted class indices (for shapes: indices into ``ATTRIBUTES[attribute]``), on CPU."""
-        outs = self._batched(images, lambda x: {k: v.argmax(1).cpu() for k, v in self(x)[1].items()}, batch_size)
-        return {name: torch.cat([o[name] for o in outs]) if outs else torch.zeros(0, dtype=torch.long) for name in self.heads}
+        return {name: p.argmax(1) for name, p in self.probabilities(images, batch_size=batch_size).items()}
 
 
 def accuracy(pred: dict, labels: dict) -> dict:
@@ -103,6 +108,19 @@ def accuracy(pred: dict, labels: dict) -> dict:
     right = [pred[name] == labels[name].cpu() for name in ATTRIBUTES]
     out = {name: r.float().mean().item() for name, r in zip(ATTRIBUTES, right)}
     out["joint"] = torch.stack(right).all(0).float().mean().item()
+    return out
+
+
+def prompted_probability(probs: dict, labels: dict) -> dict:
+    """The continuous companion of ``accuracy``, from the same probe outputs: for each attribute the probe's mean
+    probability of the prompted value (``<attribute>_prob``), their mean over attributes (``prompt_prob``), and
+    the mean over images of their product (``joint_prob``, the smooth counterpart of ``joint``). A sample that is
+    nearly right moves these before it crosses the probe's decision boundary, so they move before accuracy jumps.
+    ``probs``: head → (N, K); ``labels``: head → (N,) long."""
+    p_true = [probs[name].gather(1, labels[name].cpu().view(-1, 1)).squeeze(1).double() for name in ATTRIBUTES]
+    out = {f"{name}_prob": p.mean().item() for name, p in zip(ATTRIBUTES, p_true)}
+    out["prompt_prob"] = sum(out.values()) / len(p_true)
+    out["joint_prob"] = torch.stack(p_true).prod(0).mean().item()
     return out
 
 
