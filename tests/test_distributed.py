@@ -77,7 +77,10 @@ def test_two_processes_write_one_run(runs):
 
 def test_two_processes_match_one_process_of_the_same_global_batch(runs):
     launch(1, runs, "one", "--max-steps", "5")
-    assert_same_weights(final_state(runs, "two"), final_state(runs, "one"), rtol=1e-4, atol=1e-5)
+    # Up to float rounding: gloo sums the two halves' gradients in another order than one process does, and
+    # Adam's per-element normalisation can turn that rounding in a near-zero gradient into an update difference
+    # (1.6e-5 seen on an AVX-512 CPU). Five steps move a weight by up to 1e-2, so 1e-4 still catches a wrong slice.
+    assert_same_weights(final_state(runs, "two"), final_state(runs, "one"), rtol=1e-3, atol=1e-4)
 
 
 def test_two_processes_resume_exactly(runs):
