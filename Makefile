@@ -3,10 +3,17 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-# The prompt travels to sample.py through the environment, unexpanded, so that quotes, $, backticks and
-# newlines reach Python verbatim (make would otherwise expand $ and the shell would interpret the rest).
-# (A command-line PROMPT= overrides any assignment to PROMPT itself, hence the second name.)
-export SAMPLE_PROMPT := $(value PROMPT)
+# What a user sets on the command line (PROMPT, CKPT, OUT, ARGS, ...) is data, never code. make hands each one to
+# the recipes as the environment variable DDPM_<NAME>, its text taken unexpanded ($(value)), and the recipes quote
+# it ("$$DDPM_CKPT"), so neither make nor the shell interprets a quote, $, backtick, ; or newline in it. ARGS, which
+# holds several arguments, is split by Python's shlex (ddpm/cli.py), which runs nothing. The recipes test a
+# variable with $(value NAME), never $(NAME), which would expand it.
+USER_VARS := ARGS PROMPT CKPT OUT N GUIDANCE STEPS SAMPLER ETA SEED SPEC TITLE FROM SUPERSEDES SWEEPS NPROC PORT HOST
+$(foreach v,$(USER_VARS),$(eval export DDPM_$v := $$(value $v)))
+# make would export every command-line variable to the recipes by expanding it, which runs a $(shell ...) in it.
+unexport $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $v)),$v))
+# "--flag=$DDPM_NAME" when NAME is set (the = form: a value that starts with '-' stays a value).
+opt = $(if $(value $(1)),"--$(2)=$$DDPM_$(1)")
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean digits sweep ladder compare
@@ -28,7 +35,7 @@ help: ## list the targets
 	@echo "make export CKPT=...       EMA weights as .safetensors + .json beside it (sample, eval, --init-from read it); OUT="
 	@echo "make bench                 training and sampling speed against a matched diffusers UNet → runs/bench.md"
 	@echo "make profile               where a training and a sampling step spend their time → runs/profile.md"
-	@echo "make tensorboard           TensorBoard on runs/"
+	@echo "make tensorboard           TensorBoard on runs/ (PORT=6006 HOST=localhost)"
 	@echo "make digits                1,797 real handwritten digits as a captioned folder → runs/data/digits (scikit-learn)"
 	@echo "make setup                 only create .venv with the pinned dependencies"
 	@echo "make clean                 delete runs/ and caches (keeps .venv)"
@@ -44,14 +51,15 @@ setup: $(STAMP) ## create .venv
 
 # NPROC=N: N data-parallel processes on this machine under torchrun (ADR 0017); several machines: see README.
 train: $(STAMP)
-	$(if $(NPROC),$(PY) -m torch.distributed.run --standalone --nproc-per-node $(NPROC),$(PY)) train.py $(ARGS)
+	$(if $(value NPROC),$(PY) -m torch.distributed.run --standalone --nproc-per-node "$$DDPM_NPROC",$(PY)) train.py
 
 sample: $(STAMP)
-	$(if $(filter undefined,$(origin PROMPT)),,PROMPT="$$SAMPLE_PROMPT") $(PY) sample.py $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) $(if $(STEPS),--steps $(STEPS)) \
-		$(if $(SAMPLER),--sampler $(SAMPLER)) $(if $(ETA),--eta $(ETA)) $(if $(SEED),--seed $(SEED)) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(OUT),--out "$(OUT)") $(ARGS)
+	$(PY) sample.py $(if $(filter undefined,$(origin PROMPT)),,"--prompt=$$DDPM_PROMPT") $(call opt,N,n) \
+		$(call opt,GUIDANCE,guidance) $(call opt,STEPS,steps) $(call opt,SAMPLER,sampler) $(call opt,ETA,eta) \
+		$(call opt,SEED,seed) $(call opt,CKPT,ckpt) $(call opt,OUT,out)
 
 test: $(BENCH_STAMP)  # the bench's own tests need diffusers
-	$(PY) -m pytest -q tests
+	env -u DDPM_ARGS $(PY) -m pytest -q tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check --select E9,F --exclude .venv .
@@ -61,31 +69,32 @@ decisions: $(STAMP)
 	$(PY) -m ddpm.decisions.check check
 
 adr: $(STAMP)
-	@test -n "$(TITLE)" || { echo 'make adr needs a title: make adr TITLE="Raise the learning rate"'; exit 2; }
-	$(PY) -m ddpm.decisions.check new --title "$(TITLE)" $(if $(SUPERSEDES),--supersedes $(SUPERSEDES)) $(if $(FROM),--from "$(FROM)")
+	@test -n "$$DDPM_TITLE" || { echo 'make adr needs a title: make adr TITLE="Raise the learning rate"'; exit 2; }
+	$(PY) -m ddpm.decisions.check new $(call opt,TITLE,title) $(call opt,SUPERSEDES,supersedes) $(call opt,FROM,from)
 
 sweep: $(STAMP)
-	@test -n "$(SPEC)" || { echo 'make sweep needs a spec: make sweep SPEC=decisions/sweeps/lr.toml'; exit 2; }
-	$(PY) -m ddpm.experiments.sweep "$(SPEC)" $(ARGS)
+	@test -n "$$DDPM_SPEC" || { echo 'make sweep needs a spec: make sweep SPEC=decisions/sweeps/lr.toml'; exit 2; }
+	$(PY) -m ddpm.experiments.sweep "$$DDPM_SPEC"
 
 ladder: $(STAMP)
-	@test -n "$(SPEC)" || { echo 'make ladder needs a spec: make ladder SPEC=decisions/ladders/width.toml'; exit 2; }
-	$(PY) -m ddpm.experiments.ladder "$(SPEC)" $(ARGS)
+	@test -n "$$DDPM_SPEC" || { echo 'make ladder needs a spec: make ladder SPEC=decisions/ladders/width.toml'; exit 2; }
+	$(PY) -m ddpm.experiments.ladder "$$DDPM_SPEC"
 
+# SWEEPS holds several folders: its words are split with ARGS's (shlex), so a folder name with a space is quoted.
 compare: $(STAMP)
-	@test -n "$(SWEEPS)" || { echo 'make compare needs sweep folders: make compare SWEEPS="runs/default-1500 runs/pooled-text"'; exit 2; }
-	$(PY) -m ddpm.experiments.compare $(SWEEPS) $(ARGS)
+	@test -n "$$DDPM_SWEEPS" || { echo 'make compare needs sweep folders: make compare SWEEPS="runs/default-1500 runs/pooled-text"'; exit 2; }
+	DDPM_ARGS="$$DDPM_SWEEPS $$DDPM_ARGS" $(PY) -m ddpm.experiments.compare
 
 runs: $(STAMP)
 	$(PY) -m ddpm.decisions.runs
 
 eval: $(STAMP)
-	$(PY) -m ddpm.measure.evaluate $(if $(CKPT),--ckpt "$(CKPT)") $(if $(N),--n $(N)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
-		$(if $(STEPS),--steps $(STEPS)) $(if $(SAMPLER),--sampler $(SAMPLER)) $(if $(ETA),--eta $(ETA)) $(ARGS)
+	$(PY) -m ddpm.measure.evaluate $(call opt,CKPT,ckpt) $(call opt,N,n) $(call opt,GUIDANCE,guidance) \
+		$(call opt,STEPS,steps) $(call opt,SAMPLER,sampler) $(call opt,ETA,eta)
 
 export: $(STAMP)
-	@test -n "$(CKPT)" || { echo 'make export needs a checkpoint: make export CKPT=runs/<run>/checkpoints/<file>.pt [OUT=model.safetensors]'; exit 2; }
-	$(PY) -m ddpm.run.export --ckpt "$(CKPT)" $(if $(OUT),--out "$(OUT)")
+	@test -n "$$DDPM_CKPT" || { echo 'make export needs a checkpoint: make export CKPT=runs/<run>/checkpoints/<file>.pt [OUT=model.safetensors]'; exit 2; }
+	$(PY) -m ddpm.run.export $(call opt,CKPT,ckpt) $(call opt,OUT,out)
 
 digits: $(STAMP) requirements-data.txt  # then: make train ARGS="--set DATASET=folder --set DATA_DIR=runs/data/digits"
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-data.txt
@@ -96,13 +105,13 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	rm -f .venv/.bench-* && touch $@
 
 bench: $(BENCH_STAMP)
-	$(PY) -m ddpm.measure.bench $(ARGS)
+	$(PY) -m ddpm.measure.bench
 
 profile: $(STAMP)
-	$(PY) -m ddpm.measure.profiling $(ARGS)
+	$(PY) -m ddpm.measure.profiling
 
 tensorboard: $(STAMP)
-	$(PY) -m tensorboard.main --logdir runs
+	$(PY) -m tensorboard.main --logdir runs "--port=$${DDPM_PORT:-6006}" "--host=$${DDPM_HOST:-localhost}"
 
 clean:
 	rm -rf runs .pytest_cache

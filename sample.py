@@ -17,6 +17,7 @@ import torch
 import torchvision.utils as vutils
 from tqdm import tqdm
 
+from ddpm.cli import command_line
 from ddpm.files import atomic_write
 from ddpm.model.diffusion import SAMPLERS
 from ddpm.run.checkpoint import CheckpointError, all_checkpoints, newest_valid
@@ -47,7 +48,7 @@ def parse_args(argv):
     p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
     p.add_argument("--out", default=None, help="PNG path (default: runs/<run>/samples/prompt-<words>-<time>.png)")
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA")
-    return p.parse_args(argv)
+    return p.parse_args(command_line(argv))
 
 
 def fail(message, code=2):
@@ -133,9 +134,13 @@ def describe(path, ckpt):
 
 
 def default_out(ckpt_path, prompt):
-    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
+    """runs/<run>/samples/prompt-<words>-<time>.png for a run's checkpoint; beside the file for any other (an
+    export, a checkpoint copied elsewhere): never above the folder the checkpoint lives in."""
+    folder = os.path.dirname(os.path.abspath(ckpt_path))
+    if os.path.basename(folder) == "checkpoints":
+        folder = os.path.join(os.path.dirname(folder), "samples")
     words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "unconditional"
-    return os.path.join(run_dir, "samples", f"prompt-{words}-{time.strftime('%Y%m%d-%H%M%S')}.png")
+    return os.path.join(folder, f"prompt-{words}-{time.strftime('%Y%m%d-%H%M%S')}.png")
 
 
 if __name__ == "__main__":

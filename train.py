@@ -18,6 +18,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from ddpm.cli import command_line
 from ddpm.data.load import DataError, load_dataset
 from ddpm.data.shapes import grid_prompts
 from ddpm.decisions import provenance
@@ -34,7 +35,7 @@ from ddpm.model.unet import UNet
 from ddpm.run import checkpoint as ckpts
 from ddpm.run import optim
 from ddpm.run import settings
-from ddpm.run.folder import (RunFolderError, find_resume, last_good, log_provenance, open_run_folder, record_resume,
+from ddpm.run.folder import (RunFolderError, check_run_name, find_resume, last_good, log_provenance, open_run_folder, record_resume,
                              save_grid, update_record)
 from ddpm.run.pipeline import CompiledOrEager, Pipeline, autocast, describe_hardware, memory_format, resolve_precision
 from ddpm.run.state import RESUMABLE, TrainState, resumed_config
@@ -65,7 +66,7 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of this process (default: torch's, one per core); make sweep ARGS=\"--jobs N\" "
                         "gives each of its N runs at a time an equal share of the cores")
-    args = p.parse_args(argv)
+    args = p.parse_args(command_line(argv))
     if args.max_steps is not None and args.max_steps < 1:
         bad_input(f"--max-steps {args.max_steps}: must be ≥ 1 (or left out to train EPOCHS epochs)")
     if args.threads is not None and args.threads < 1:
@@ -133,8 +134,9 @@ def configure(args) -> tuple:
     config_file_values = read_config()
     try:
         overrides = settings.parse_overrides(args.set)
-        if not args.resume:
-            run_dir = os.path.join(args.runs_dir, args.run or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        if args.resume is None:
+            name = args.run if args.run is not None else datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = os.path.join(args.runs_dir, check_run_name(name))
             if os.path.exists(os.path.join(run_dir, "checkpoints")):
                 raise ValueError(f"run {run_dir} exists already: pick another --run name, or continue it with --resume")
             cfg = validated({**config_file_values, **overrides}, overrides)

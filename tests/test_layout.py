@@ -9,16 +9,19 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "ddpm")
 
-# room → the rooms it may import (itself always); "files" is ddpm/files.py, below every room.
+# room → the rooms it may import (itself always); "files" and "cli" are ddpm/files.py and ddpm/cli.py, below
+# every room (atomic writes; command-line words and the one-line error exit).
+BELOW = {"files", "cli"}
 ALLOWED = {
     "files": set(),
-    "model": {"files"},
-    "data": {"files"},
-    "run": {"model", "data", "files"},
-    "decisions": {"files"},
-    "measure": {"model", "data", "run", "decisions", "files"},
-    "distributed": {"model", "data", "run", "files"},
-    "experiments": {"model", "data", "run", "decisions", "measure", "files"},
+    "cli": set(),
+    "model": BELOW,
+    "data": BELOW,
+    "run": {"model", "data"} | BELOW,
+    "decisions": BELOW,
+    "measure": {"model", "data", "run", "decisions"} | BELOW,
+    "distributed": {"model", "data", "run"} | BELOW,
+    "experiments": {"model", "data", "run", "decisions", "measure"} | BELOW,
 }
 
 

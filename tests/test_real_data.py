@@ -231,8 +231,8 @@ def test_cache_entries_are_memory_mapped_and_never_half_written(tmp_path):
     root = make_folder(tmp_path / "d", n=4)
     d = load(root, tmp_path)
     (entry,) = os.listdir(tmp_path / "cache")
-    pixels, meta = cache.read(str(tmp_path / "cache" / entry))
-    assert isinstance(pixels, np.memmap) and meta["count"] == 4
+    pixels, meta, problem = cache.read(str(tmp_path / "cache" / entry))
+    assert isinstance(pixels, np.memmap) and meta["count"] == 4 and problem is None
     assert isinstance(Images(pixels).data, torch.Tensor) and len(d.images) == 4
 
     def explode(item):
@@ -306,7 +306,7 @@ def test_metadata_lines_that_are_broken_or_empty(tmp_path):
     lines[1] = json.dumps({"file_name": json.loads(lines[1])["file_name"], "text": "  "})
     (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     d = load(root, tmp_path)
-    assert [r["reason"] for r in d.report] == ["empty caption in metadata.jsonl"] and len(d.images) == 3
+    assert [r["reason"] for r in d.report] == ["empty caption in metadata.jsonl line 2"] and len(d.images) == 3
     (root / "metadata.jsonl").write_text(lines[0] + "\n{not json\n")
     with pytest.raises(DataError, match=r"metadata.jsonl:2"):
         load(root, tmp_path)

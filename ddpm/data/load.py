@@ -86,7 +86,7 @@ class Loaded:
 def load_dataset(*, dataset: str, data_dir: str, image_size: int, batch_size: int, cache_dir: str,
                  dataset_size: int = 10000, dataset_seed: int = 0, split: str = "train", flip: str = "auto", bad_files: str = "skip",
                  background: tuple = (255, 255, 255), resize: str = "crop", cifar10_caption: str = "a photo of {}",
-                 log=print) -> Loaded:
+                 caption_column: str = "text", log=print) -> Loaded:
     """The training set of ``dataset``; raises DataError for a missing folder, a stopping bad file, too few images."""
     if dataset not in DATASETS:
         raise DataError(f"DATASET = {dataset!r}: allowed {', '.join(DATASETS)}")
@@ -98,7 +98,8 @@ def load_dataset(*, dataset: str, data_dir: str, image_size: int, batch_size: in
                                                                      "size": len(d.captions)})
     else:
         loaded = _load_cached(dataset, data_dir, image_size=image_size, cache_dir=cache_dir, bad_files=bad_files,
-                              background=tuple(background), resize=resize, template=cifar10_caption, flip=flipped, log=log)
+                              background=tuple(background), resize=resize, template=cifar10_caption, flip=flipped, log=log,
+                              split=split, caption_column=caption_column)
     n = len(loaded.images)
     if n < batch_size:
         raise DataError(f"{data_dir or dataset}: {n} usable images, fewer than one batch (BATCH_SIZE = {batch_size}); "
@@ -112,50 +113,58 @@ def load_dataset(*, dataset: str, data_dir: str, image_size: int, batch_size: in
     return loaded
 
 
-def _load_cached(dataset, data_dir, *, image_size, cache_dir, bad_files, background, resize, template, flip, log):
+def _load_cached(dataset, data_dir, *, image_size, cache_dir, bad_files, background, resize, template, flip, log,
+                 split="train", caption_column="text"):
     if not data_dir or not os.path.isdir(data_dir):
         raise DataError(f"DATA_DIR = {data_dir!r}: not a folder; DATASET = {dataset!r} needs "
                         "--set DATA_DIR=/path/to/the/images")
     root = os.path.abspath(data_dir)
     settings = {"image_size": image_size, "resize": resize, "background": list(background)}
-    report = []
+    report, listed = [], []  # what decoding skipped (kept in the cache); names found unusable at every start
 
-    def bad(err: BadFile):
+    def bad(err: BadFile, into=report):
         if bad_files == "stop":
             raise DataError(f"bad input {err.path}: {err.reason} (BAD_FILES = 'stop'; 'skip' leaves it out)")
-        report.append({"path": err.path, "reason": err.reason, "skipped": True})
+        into.append({"path": err.path, "reason": err.reason, "skipped": True})
 
-    if dataset == "cifar10":
-        root = cifar10.root_of(root)  # the folder holding cifar-10-batches-py, however DATA_DIR named it
-        try:
+    try:
+        if dataset == "cifar10":
+            root = cifar10.root_of(root)  # the folder holding cifar-10-batches-py, however DATA_DIR named it
             sources = cifar10.source_files(root)
-        except cifar10.CifarMissing as err:
-            raise DataError(str(err)) from None
-        settings["caption"] = template
-        items = None  # read below, only when the cache must be built
-    else:
-        try:
-            metadata = folder.read_metadata(root)
-        except BadFile as err:
-            raise DataError(f"bad input {err.path}: {err.reason}") from None
-        items = folder.list_images(root)
-        if not items:
-            raise DataError(f"DATA_DIR = {root}: no images found (looked for {', '.join(folder.IMAGE_SUFFIXES)}, "
-                            "hidden files ignored)")
-        sources = items + [c for p in items for c in folder.caption_files(p)]
-        sources += [os.path.join(root, folder.METADATA)] if os.path.isfile(os.path.join(root, folder.METADATA)) else []
-
-    where, key = cache.entry_dir(cache_dir, {"dataset": dataset, "root": root}, cache.file_stamps(sources), settings)
+            settings["caption"] = template
+            items = None  # read below, only when the cache must be built
+        else:
+            root = folder.split_root(root, split)
+            metadata = folder.read_metadata(root, caption_column)
+            items, unusable = folder.list_images(root)
+            for err in unusable:
+                bad(err, listed)
+            if not items:
+                raise DataError(f"DATA_DIR = {root}: no images found (looked for {', '.join(folder.IMAGE_SUFFIXES)}, "
+                                "hidden files ignored)")
+            sources = items + [c for p in items for c in folder.caption_files(p, root)] + folder.metadata_files(root)
+            settings["caption_column"] = caption_column
+        where, key = cache.entry_dir(cache_dir, {"dataset": dataset, "root": root}, cache.file_stamps(sources), settings)
+    except BadFile as err:
+        raise DataError(f"bad input {err.path}: {err.reason}") from None
+    except cifar10.CifarMissing as err:
+        raise DataError(str(err)) from None
+    except OSError as err:  # a source removed or made unreadable while listed
+        raise DataError(f"cannot read {err.filename or root}: {(err.strerror or str(err)).lower()}; fix the file "
+                        "or move it out of DATA_DIR") from None
     t0 = time.perf_counter()
-    pixels, meta = cache.read(where)
+    pixels, meta, problem = cache.read(where)
     if pixels is None:
+        if problem != "absent":
+            log(f"the decode cache {where} is damaged ({problem}); decoding again")
         log(f"decoding {dataset} from {root} into the cache {where} (once; later runs map it)")
+        extra = {}
         if dataset == "cifar10":
             try:
-                raw, captions = cifar10.load(root, template)
+                raw, captions, md5 = cifar10.load(root, template)
             except cifar10.CifarMissing as err:
                 raise DataError(str(err)) from None
-            items = list(zip(raw, captions))
+            items, extra = list(zip(raw, captions)), {"md5": md5}
 
             def one(item):
                 return from_pil(Image.fromarray(item[0]), size=image_size, resize=resize, background=background), item[1]
@@ -169,17 +178,21 @@ def _load_cached(dataset, data_dir, *, image_size, cache_dir, bad_files, backgro
                 if note:
                     report.append({"path": note[0], "reason": note[1], "skipped": False})
                 return pixels, text
-        pixels, meta = cache.build(where, items, one, shape=(3, image_size, image_size), desc=f"decoding {dataset}",
-                                   meta={"key": key, "dataset": dataset, "root": root, "settings": settings, "report": report})
+        try:
+            pixels, meta = cache.build(where, items, one, shape=(3, image_size, image_size), desc=f"decoding {dataset}",
+                                       meta={"key": key, "dataset": dataset, "root": root, "settings": settings,
+                                             "report": report, **extra})
+        except cache.CacheError as err:
+            raise DataError(str(err)) from None
         status = "built"
     else:
         status = "reused"
     seconds = round(time.perf_counter() - t0, 2)
-    report = meta["report"]
+    report = listed + meta["report"]
     skipped = sum(r["skipped"] for r in report)
     log(f"data: {dataset} {root}: {len(pixels)} images, {skipped} skipped, cache {status} in {seconds} s ({where})"
         + "".join(f"\n  {'skipped' if r['skipped'] else 'note'}: {r['path']}: {r['reason']}" for r in report[:10])
         + (f"\n  ... {len(report) - 10} more in the run's data_report.txt" if len(report) > 10 else ""))
     info = {"dataset": dataset, "data_dir": root, "size": len(pixels), "skipped": skipped, "cache_key": key,
-            "cache": status, "cache_seconds": seconds}
+            "cache": status, "cache_seconds": seconds, **({"md5": meta["md5"]} if "md5" in meta else {})}
     return Loaded(Images(pixels, flip=flip), list(meta["captions"]), info, report)

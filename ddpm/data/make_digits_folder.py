@@ -13,13 +13,14 @@ import os
 import numpy as np
 from PIL import Image
 
+from ddpm.cli import command_line
 from ddpm.files import atomic_write, write_text
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join("runs", "data", "digits"), help="folder to write (default: %(default)s)")
-    args = p.parse_args(argv)
+    args = p.parse_args(command_line(argv))
     try:
         from sklearn.datasets import load_digits  # requirements-data.txt, not a training dependency
     except ImportError:

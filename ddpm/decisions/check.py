@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 # MISSING, same, read_config and parse_adr are also used as ``decisions.<name>`` by callers of the old home.
+from ddpm.cli import command_line
 from ddpm.decisions.adr import (  # noqa: F401
     ADR,
     MISSING,
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
                    help="decision lines and Context from a sweep's or ladder's results.json (make adr FROM=runs/<sweep>)")
     p = sub.add_parser("diff", help="print `- NAME: decided → config.py` lines where config.py differs")
     common(p)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line(argv))
 
     if args.verb == "index":
         changed = update_index(args.dir)

@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+from ddpm.cli import command_line
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "runs"
 COLUMNS = ("RUN", "STARTED", "ADR", "DATA", "OVERRIDES", "COMPUTE", "STEPS", "LOSS", "EVAL")
@@ -166,7 +168,7 @@ def format_table(entries: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddpm.decisions.runs", description="List training runs, newest first.")
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help="runs directory (default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line(argv))
     print(format_table(load_runs(args.dir)))
     return 0
 

@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 
+from ddpm.cli import command_line
 from ddpm.decisions.adr import fmt
 from ddpm.experiments.metrics import read_scalars
 from ddpm.experiments.results import describe, spread
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("sweeps", nargs="+", help="sweep folders (runs/<name>), each with its results.json")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
                         help="accuracy whose first reading counts as reached (default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line(argv))
     if not 0.0 < args.threshold <= 1.0:
         parser.error(f"--threshold {args.threshold}: an accuracy in (0, 1]")
     try:

@@ -30,6 +30,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ddpm.cli import command_line
 from ddpm.decisions.adr import fmt, read_config
 from ddpm.decisions.provenance import architecture_drift
 from ddpm.experiments import results
@@ -315,7 +316,7 @@ def train_spec(argv, *, ladder: bool, runner):
     (spec, config, out_dir, plan, runs)."""
     kind = "ladder" if ladder else "sweep"
     example = "decisions/ladders/width.toml" if ladder else "decisions/sweeps/lr.toml"
-    args = parser(f"python -m ddpm.experiments.{kind}", example).parse_args(argv)
+    args = parser(f"python -m ddpm.experiments.{kind}", example).parse_args(command_line(argv))
     if args.jobs < 1:
         print(f"{kind}: --jobs {args.jobs}: must be ≥ 1 (runs trained at a time)", file=sys.stderr)
         return 2

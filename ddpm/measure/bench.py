@@ -49,6 +49,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ddpm.cli import command_line
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.run import settings
 from ddpm.run.settings import parse_overrides, validate
@@ -418,7 +419,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default=str(REPO_ROOT / "runs"), help="where to find the time-to-quality curve")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set BATCH_SIZE=512 --set BASE_CHANNELS=128")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line(argv))
     try:
         overrides = parse_overrides(args.set)
         cfg = validate({**read_config(args.config), **overrides})

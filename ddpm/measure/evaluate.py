@@ -39,6 +39,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from ddpm.cli import command_line
 from ddpm.files import unwritable_reason
 from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
 from ddpm.run.sampling_args import PRECISIONS, sampling_problems
@@ -342,7 +343,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--device", help="torch device for sampling (default: cuda if available, else cpu)")
     parser.add_argument("--no-ema", action="store_true",
                         help="evaluate the raw weights instead of the EMA (written to runs/<run>/eval-raw/)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line(argv))
 
     if args.ckpt:
         try:

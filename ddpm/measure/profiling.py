@@ -20,6 +20,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from ddpm.cli import command_line
 from ddpm.decisions.adr import read_config  # an ast reader: config.py is never executed here
 from ddpm.run import settings
 from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny batch, one profiled call (tests)")
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "profile.md"), help="Markdown report (default: %(default)s)")
     parser.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config file (default: the repo's)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line(argv))
     md, shares = run_profile(read_config(args.config), quick=args.quick)
     write_text(md, args.out)
     print(f"wrote {args.out}", file=sys.stderr)

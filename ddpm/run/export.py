@@ -23,6 +23,7 @@ import sys
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from ddpm.cli import command_line
 from ddpm.files import atomic_write, write_json
 from ddpm.run.checkpoint import CheckpointError, load_checkpoint, with_added_args
 
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ddpm.run.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="training checkpoint (runs/<run>/checkpoints/*.pt)")
     p.add_argument("--out", help="weights file (default: the checkpoint's name with .safetensors)")
-    args = p.parse_args(argv)
+    args = p.parse_args(command_line(argv))
     out = args.out or os.path.splitext(args.ckpt)[0] + SUFFIX
     try:
         ckpt = load_checkpoint(args.ckpt)

@@ -24,10 +24,21 @@ class RunFolderError(ValueError):
     """A run folder that cannot be used as asked; the message names it and the way out."""
 
 
+def check_run_name(name: str, flag: str = "--run") -> str:
+    """``name`` when it is one folder name under the runs folder; RunFolderError otherwise. A run's files must stay
+    in the runs folder the user named: no separator, no "." or "..", no absolute path, and no leading "." (the
+    runs folder's own .data-cache, .probe and .logs)."""
+    if not name or name.startswith(".") or os.sep in name or "/" in name or "\0" in name or os.path.isabs(name):
+        raise RunFolderError(f"{flag} {name!r}: a run name is one folder name under the runs folder (no '/', not "
+                             "'.' or '..', not starting with '.'), e.g. --run lr-2e-3; pass --runs-dir for another "
+                             "place")
+    return name
+
+
 def find_resume(runs_dir: str, name: str) -> tuple:
     """(run folder, checkpoint path, checkpoint) to resume: ``name`` under ``runs_dir``, or the newest run for
     "latest". A killed save's temporary files are removed first (and their paths printed)."""
-    run_dir = newest_run(runs_dir) if name == "latest" else os.path.join(runs_dir, name)
+    run_dir = newest_run(runs_dir) if name == "latest" else os.path.join(runs_dir, check_run_name(name, "--resume"))
     if run_dir is None or not os.path.isdir(run_dir):
         raise RunFolderError(f"--resume {name}: no such run under {runs_dir}; start a new run with make train")
     for path in ckpts.remove_temporaries(run_dir):

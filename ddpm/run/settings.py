@@ -15,7 +15,7 @@ from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES, max_sampling_
 from ddpm.data.shapes import SPLITS
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.model.unet import NORMS
-from ddpm.run.sampling_args import PRECISIONS
+from ddpm.run.sampling_args import PRECISIONS, SEED_MAX
 from ddpm.run.finetune import UNET_PARTS, parse_parts
 from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
 
@@ -23,7 +23,7 @@ from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
 def _int(lo=None, hi=None):
     def check(v):
         return (lo is None or v >= lo) and (hi is None or v <= hi)
-    text = f"an int in [{lo}, {'∞' if hi is None else hi}]"
+    text = f"an int in [{lo}, {'∞' if hi is None else '2**64 - 1' if hi == SEED_MAX else hi}]"
     return int, check, text
 
 
@@ -59,7 +59,7 @@ SCHEMA = {
     "DATASET": _choice(DATASETS),
     "DATA_DIR": _STR,
     "DATASET_SIZE": _int(1),
-    "DATASET_SEED": _int(0),
+    "DATASET_SEED": _int(0, SEED_MAX),
     "DATASET_SPLIT": _choice(SPLITS),
     "IMAGE_SIZE": _int(8, 256),
     "RESIZE": _choice(RESIZE_POLICIES),
@@ -117,7 +117,7 @@ SCHEMA = {
     "EPOCHS": _int(1),
     "GRAD_CLIP": _float(0, 1e6, lo_open=True),
     "EMA_DECAY": _float(0, 1, hi_open=True),
-    "SEED": _int(0),
+    "SEED": _int(0, SEED_MAX),
     "TRAIN_UNET_PARTS": (str, _parts_ok, "'all' or a comma-separated list of " + ", ".join(UNET_PARTS[1:])),
     "PRECISION": _choice(PRECISIONS),
     "CHANNELS_LAST": _BOOL,
