@@ -10,26 +10,22 @@ import argparse
 import math
 import os
 import re
-import sys
 import time
 
 import torch
 import torchvision.utils as vutils
 from tqdm import tqdm
 
-from ddpm.cli import command_line
+from ddpm.cli import command_line, fail
 from ddpm.files import atomic_write
 from ddpm.model.diffusion import SAMPLERS
-from ddpm.run.checkpoint import CheckpointError, all_checkpoints, newest_valid
+from ddpm.run import settings
+from ddpm.run.checkpoint import CheckpointError, all_checkpoints, architecture_diff, newest_valid, sampling_of
 from ddpm.run.export import load_model
 from ddpm.run.pipeline import Pipeline
-from ddpm.run.sampling_args import PRECISIONS, image_path_problems, sampling_problems
+from ddpm.run.sampling import PRECISIONS, image_path_problems, run_problems
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ARCHITECTURE_KEYS = ("IMAGE_SIZE", "BASE_CHANNELS", "CHANNEL_MULTS", "NUM_RES_BLOCKS", "ATTENTION_RESOLUTIONS",
-                     "ATTENTION_HEADS", "TIME_EMB_DIM", "NORM_GROUPS", "NORM", "LINEAR_BIAS", "POOLED_TEXT",
-                     "SCALE_SHIFT", "TEXT_ENCODER", "TRAIN_TEXT_TOWER", "TEXT_WIDTH", "TEXT_LAYERS", "TEXT_HEADS",
-                     "TEXT_CONTEXT_LENGTH", "TIMESTEPS", "BETA_SCHEDULE")
 MAX_IMAGES = 1024  # N: a bound against typos, not a memory estimate
 
 
@@ -51,45 +47,33 @@ def parse_args(argv):
     return p.parse_args(command_line(argv))
 
 
-def fail(message, code=2):
-    """One line on stderr and exit code 2 (bad input), never a traceback."""
-    print(f"sample.py: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
 def main(argv=None):
     args = parse_args(argv)
     prompt = args.prompt if args.prompt is not None else os.environ.get("PROMPT")
     if prompt is None:
-        fail('no prompt: make sample PROMPT="a red circle on a blue background"')
+        fail("sample.py", 'no prompt: make sample PROMPT="a red circle on a blue background"')
 
     if args.ckpt:
         try:
             path, ckpt = args.ckpt, load_model(args.ckpt)  # a .pt checkpoint or a .safetensors export
         except CheckpointError as err:
-            fail(str(err))
+            fail("sample.py", str(err))
     else:
         path, ckpt = newest_valid(all_checkpoints(args.runs_dir))
         if ckpt is None:
-            fail(f"no checkpoint under {args.runs_dir}: run `make train` first (or pass CKPT=path/to/ckpt.pt)")
+            fail("sample.py", f"no checkpoint under {args.runs_dir}: run `make train` first (or pass CKPT=path/to/ckpt.pt)")
 
-    s = ckpt["sampling"]
-    guidance = s["guidance_scale"] if args.guidance is None else args.guidance
-    steps = s["num_steps"] if args.steps is None else args.steps
-    sampler = args.sampler or s["sampler"]
-    eta = s["eta"] if args.eta is None else args.eta
-    timesteps = ckpt["diffusion_args"]["timesteps"]
+    s = sampling_of(ckpt).replace(guidance_scale=args.guidance, num_steps=args.steps, sampler=args.sampler, eta=args.eta)
     out = args.out or default_out(path, prompt)
-    problems = sampling_problems(n=args.n, n_max=MAX_IMAGES, guidance=guidance, steps=steps, timesteps=timesteps,
-                                 seed=args.seed, eta=eta, sampler=sampler) + image_path_problems(out)
-    if problems:
-        fail("; ".join(problems))
+    problems = s.problems(ckpt["diffusion_args"]["timesteps"]) + run_problems(n=args.n, n_max=MAX_IMAGES, seed=args.seed)
+    if problems := problems + image_path_problems(out):
+        fail("sample.py", "; ".join(problems))
 
     describe(path, ckpt)
     try:
         pipe = Pipeline.from_checkpoint(path, use_ema=not args.no_ema, checkpoint=ckpt, precision=args.precision)
     except CheckpointError as err:
-        fail(str(err))
+        fail("sample.py", str(err))
     if not prompt.strip():
         print("empty prompt: sampling unconditionally (the null prompt of classifier-free guidance)")
     unseen_words = getattr(pipe.text_encoder, "unseen_words", None)
@@ -99,17 +83,17 @@ def main(argv=None):
               "the model cannot follow these words")
 
     start = time.perf_counter()
-    images = pipe.generate([prompt] * args.n, guidance_scale=guidance, num_steps=steps, sampler=sampler, eta=eta,
-                           seed=args.seed, clip_x0=s["clip_x0"], progress=lambda it: tqdm(it, desc="sampling", leave=False))
+    images = pipe.generate([prompt] * args.n, seed=args.seed, progress=lambda it: tqdm(it, desc="sampling", leave=False),
+                           **s.as_dict())
     elapsed = time.perf_counter() - start
 
     try:  # atomically: a full disk leaves no half image behind
         atomic_write(out, lambda tmp: vutils.save_image(images * 0.5 + 0.5, tmp, nrow=int(math.ceil(math.sqrt(args.n))),
                                                          padding=2))
     except OSError as err:
-        fail(f"could not write {out} ({(err.strerror or str(err)).lower()}); nothing was written", code=1)
-    print(f"{args.n} images of {prompt!r} ({sampler}, {timesteps if sampler == 'ddpm' else steps} steps, "
-          f"guidance {guidance}) in {elapsed:.1f} s")
+        fail("sample.py", f"could not write {out} ({(err.strerror or str(err)).lower()}); nothing was written", code=1)
+    steps = pipe.diffusion.timesteps if s.sampler == "ddpm" else s.num_steps
+    print(f"{args.n} images of {prompt!r} ({s.sampler}, {steps} steps, guidance {s.guidance_scale}) in {elapsed:.1f} s")
     print(out)
     return out
 
@@ -123,11 +107,12 @@ def describe(path, ckpt):
         from ddpm.decisions import check as decisions
 
         decided, _ = decisions.replay(os.path.join(HERE, "decisions"))
-    except Exception:  # sampling never depends on today's decisions; the warning is best effort
+        today = {"unet_args": settings.unet_args(decided, context_dim=ckpt["unet_args"]["context_dim"]),
+                 "text_args": settings.text_args(decided), "diffusion_args": settings.diffusion_args(decided)}
+        drift = architecture_diff(ckpt, today, names=("checkpoint", "decisions now"), ignore=("vocab", "context_dim"),
+                                  label=settings.config_name, sep=", ")
+    except Exception:  # noqa: BLE001 - sampling never depends on today's decisions; the warning is best effort
         return
-    saved = ckpt["config"]
-    drift = [f"{k}: checkpoint {saved[k]!r}, decisions now {decided[k]!r}" for k in ARCHITECTURE_KEYS
-             if k in saved and k in decided and saved[k] != decided[k]]
     if drift:
         print("note: today's decisions describe a different model than this checkpoint (sampling uses the "
               "checkpoint's):\n  " + "\n  ".join(drift))

@@ -6,7 +6,8 @@ split here with ``shlex`` (quotes group words as a shell would), which never run
 backtick or a ``;`` in it stays a character of some argument. The variable is removed once read, so that a
 command's own subprocesses (a sweep's training runs) do not take it as theirs.
 
-``fail(prog, message)``: one line on stderr, exit code 2 (bad input), never a traceback.
+``fail(prog, message)``: one line on stderr, exit code 2 (bad input), never a traceback; ``error`` prints the
+same line and returns the code, for a ``main`` that returns its exit status.
 
 Below every room of ``ddpm/``, beside ``files.py``: imports nothing of the repo.
 """
@@ -18,10 +19,15 @@ import sys
 MAKE_ARGS = "DDPM_ARGS"
 
 
-def fail(prog: str, message: str, code: int = 2):
-    """Stop with ``prog: message`` on one line of stderr and exit ``code`` (2: the input was wrong)."""
+def error(prog: str, message: str, code: int = 2) -> int:
+    """Print ``prog: message`` on stderr (one line, or one per problem a message lists); returns ``code``."""
     print(f"{prog}: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
+    return code
+
+
+def fail(prog: str, message: str, code: int = 2):
+    """Stop with ``prog: message`` on stderr and exit ``code`` (2: the input was wrong)."""
+    sys.exit(error(prog, message, code))
 
 
 def command_line(argv=None, *, prog: str = None) -> list:

@@ -1,8 +1,11 @@
 """Files written atomically: a temporary file in the target's own folder, then ``os.replace`` over the target.
 
 A crash mid-write leaves the previous file whole (a rename within one file system is atomic; staging in /tmp
-would not be). Below every room of ``ddpm/``: the run's ``run.json``, the evaluation's report and the
-benchmark's Markdown all go through here. Imports nothing of the repo.
+would not be). ``durable=True`` also fsyncs the file and then its folder, so that the rename itself survives a
+power cut (checkpoints ask for it). A file gets the permissions the process's umask gives a new file (0644
+under umask 022), as ``open()`` would: ``mkstemp``'s 0600 would hide a shared model from everyone else. The one
+writer below every room of ``ddpm/``: checkpoints, exports, run.json, the probe, images, the reports.
+Imports nothing of the repo.
 """
 
 import json
@@ -13,7 +16,18 @@ from typing import Callable, Optional
 TMP_PREFIX = ".tmp-"
 
 
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
+def umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def atomic_write(path: str, write: Callable[[str], None], *, durable: bool = False) -> None:
     """Call ``write(tmp_path)``, then rename the temporary file over ``path``; on any error remove it and re-raise."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -21,26 +35,36 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask())
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    if durable:
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_bytes(blob: bytes, path: str, *, durable: bool = False) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(blob)
+    atomic_write(path, write, durable=durable)
 
 
 def write_text(text: str, path: str) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    atomic_write(path, write)
+    write_bytes(text.encode("utf-8"), path)
 
 
 def write_json(obj, path: str, *, allow_nan: bool = False) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=allow_nan, default=str)
-            f.write("\n")
-    atomic_write(path, write)
+    write_text(json.dumps(obj, indent=2, allow_nan=allow_nan, default=str) + "\n", path)
 
 
 def read_json(path: str) -> dict:

@@ -13,6 +13,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import traceback
 
 import pytest
@@ -254,7 +255,12 @@ class FullDisk(io.FileIO):
 
 
 def test_disk_full_during_save(previous, monkeypatch):
-    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(fd, mode))
+    import builtins
+
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, mode="r", *a, **k: FullDisk(path, mode.replace("b", ""))
+                        if mode == "wb" and os.path.basename(str(path)).startswith(ckpts.TMP_PREFIX)
+                        else real_open(path, mode, *a, **k))
     failed_save(*previous, match="no space left on device")
 
 
@@ -296,7 +302,7 @@ def test_read_only_file_system(previous, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(ckpts.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
     failed_save(*previous, match="read-only file system")
 
 

@@ -6,14 +6,14 @@ import sys
 import pytest
 
 from ddpm.measure import bench
-from ddpm.run import pipeline
+from ddpm.run import hardware
 
 LINE = re.compile(r"^train_speedup=\S+ eager_speedup=\S+ peak_fraction=\S+ sample64_s=\S+ ours_img_s=\S+ diffusers_img_s=\S+ min_per_1k_steps=\S+$")
 
 
 def test_quick_bench_runs_end_to_end(tmp_path, capsys, monkeypatch):
     pytest.importorskip("diffusers", reason="diffusers is a benchmark-only dependency: pip install -r requirements-bench.txt")
-    for module in (bench, pipeline):  # an AVX2 CPU, whatever this one has ("auto" resolves through pipeline's)
+    for module in (bench, hardware):  # an AVX2 CPU, whatever this one has ("auto" resolves through pipeline's)
         monkeypatch.setattr(module, "bf16_is_native", lambda device: False)
     out = tmp_path / "bench.md"
     assert bench.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out), "--runs", str(tmp_path),

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from ddpm.run import checkpoint as ckpts
-from ddpm.run import pipeline
-from ddpm.run.pipeline import Pipeline, resolve_precision
+from ddpm.run import hardware
+from ddpm.run.hardware import resolve_precision
+from ddpm.run.pipeline import Pipeline
 from ddpm.model.text import PromptTokenizer
 from ddpm.model.unet import UNet
 
@@ -51,7 +52,7 @@ def test_round_trip_gives_identical_samples(tmp_path, tiny_unet_args):
 @pytest.mark.parametrize("native", [True, False], ids=["bf16-native", "bf16-emulated"])
 def test_auto_precision_samples_as_the_device_allows(tmp_path, tiny_unet_args, monkeypatch, native):
     """ADR 0035: a checkpoint that says "auto" samples in bf16 autocast where the device has bf16, else in fp32."""
-    monkeypatch.setattr(pipeline, "bf16_is_native", lambda device: native)
+    monkeypatch.setattr(hardware, "bf16_is_native", lambda device: native)
     state = make_checkpoint(tiny_unet_args)
     state["sampling"]["precision"] = "auto"
     path = str(tmp_path / "ckpt.pt")
@@ -71,7 +72,7 @@ def test_auto_precision_samples_as_the_device_allows(tmp_path, tiny_unet_args, m
 
 
 def test_bf16_where_it_is_emulated_warns_and_names_the_way_out(monkeypatch):
-    monkeypatch.setattr(pipeline, "bf16_is_native", lambda device: False)
+    monkeypatch.setattr(hardware, "bf16_is_native", lambda device: False)
     with pytest.warns(UserWarning, match=r"capability .*10x slower in bf16 than in fp32.*--set PRECISION=auto"):
         assert resolve_precision("bf16", "cpu") == "bf16"  # what the user asked for, but not silently
     with pytest.warns(UserWarning, match=r"cuda device reports no native bf16") as record:
@@ -86,7 +87,7 @@ def test_bf16_where_it_is_emulated_warns_and_names_the_way_out(monkeypatch):
 
 def test_the_emulated_bf16_warning_shows_once_per_process(monkeypatch):
     """train.py and its preview pipeline both resolve an explicit bf16: the user reads the warning once."""
-    monkeypatch.setattr(pipeline, "bf16_is_native", lambda device: False)
+    monkeypatch.setattr(hardware, "bf16_is_native", lambda device: False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")  # Python's own filter for UserWarning: once per place and text
         resolve_precision("bf16", "cpu")  # as train.py calls it

@@ -8,7 +8,7 @@ import torch
 
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.model.text import PromptTokenizer, build_text_encoder, encode_in_batches
-from ddpm.run.pipeline import CompiledOrEager
+from ddpm.run.hardware import CompiledOrEager
 from ddpm.model.unet import UNet, attention, timestep_embedding
 
 

@@ -146,7 +146,7 @@ def test_quick_eval(small_probe):
 def test_the_probe_samples_at_its_own_settings_not_the_samples(monkeypatch):
     """train.py's probe reads PROBE_GUIDANCE_SCALE / PROBE_DDIM_ETA (ADR 0047): the yardstick of steps to a target
     stays put when GUIDANCE_SCALE or DDIM_ETA move."""
-    import train
+    from ddpm.training import monitor as train  # the loop's probe point
 
     seen = {}
     monkeypatch.setattr(train, "quick_eval", lambda pipe, probe, **kw: seen.update(kw) or {"joint_accuracy": 0.5})

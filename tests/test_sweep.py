@@ -146,7 +146,7 @@ def test_points_rank_by_missing_seeds_then_mean():
 
 
 def test_eval_every_steps_schedules_the_probe():
-    import train
+    from ddpm.training import monitor as train  # the loop's schedule of probe points
     state = types.SimpleNamespace(step=200, epoch=0)
     assert train.eval_due({"EVAL_EVERY_STEPS": 100, "EVAL_EVERY": 1}, state, False, stepped=True)
     assert not train.eval_due({"EVAL_EVERY_STEPS": 100, "EVAL_EVERY": 1}, state, True, stepped=False)  # skipped step

@@ -29,11 +29,10 @@ def tiny_argv(runs, *args):
     return ["--runs-dir", str(runs), *sets(*TINY), *args]
 
 
-def train_run(runs, *args, patch="", config_dir=None):
+def train_run(runs, *args, patch=""):
     """Run train.py's main in a fresh process after ``patch`` (Python source); returns the CompletedProcess."""
     argv = tiny_argv(runs, *args)
-    head = PATCH_HEAD if config_dir is None else PATCH_HEAD.replace("sys.path.insert(0,", f"sys.path.insert(0, {str(config_dir)!r}); sys.path.insert(1,")
-    code = head + textwrap.dedent(patch) + f"\ntrain.main({argv!r})\n"
+    code = PATCH_HEAD + textwrap.dedent(patch) + f"\ntrain.main({argv!r})\n"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
@@ -154,12 +153,13 @@ def test_non_finite_last_batch_still_ends_the_epoch(tmp_path):
 
 # ---- item 3: TensorBoard after a kill and a resume holds what an uninterrupted run holds -------------------
 KILL_AT_STEP_5 = """
-ema = train.ema_update
+from ddpm.training import step
+ema = step.ema_update
 def killed(*a, **k):
     if k["step"] == 5:
         os._exit(9)  # like kill -9: nothing is flushed or closed
     return ema(*a, **k)
-train.ema_update = killed
+step.ema_update = killed
 """
 
 
@@ -226,13 +226,13 @@ def test_config_py_errors_name_the_file_line_and_adr(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.py").write_text("LEARNING_RATE = 0.001\nBATCH_SIZE = (32\n")
-    one_line_error(train_run(tmp_path / "runs", config_dir=broken), "config.py:2: syntax error")
+    one_line_error(train_run(tmp_path / "runs", "--config", str(broken / "config.py")), "config.py:2: syntax error")
     bad_value = tmp_path / "value"
     bad_value.mkdir()
     source = re.sub(r"\nLEARNING_RATE = [^ ]+ ", "\nLEARNING_RATE = -4 ", open(os.path.join(ROOT, "config.py")).read())
     (bad_value / "config.py").write_text(source)
     adr = replay(os.path.join(ROOT, "decisions"))[1]["LEARNING_RATE"]  # the newest ADR that set it
-    one_line_error(train_run(tmp_path / "runs", "--exploratory", config_dir=bad_value), "LEARNING_RATE = -4",
+    one_line_error(train_run(tmp_path / "runs", "--exploratory", "--config", str(bad_value / "config.py")), "LEARNING_RATE = -4",
                    f"(set by ADR {adr:04d})")
     assert not (tmp_path / "runs").exists()
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import sample
-from ddpm.run.pipeline import bf16_is_native
+from ddpm.run.hardware import bf16_is_native
 from in_process import exits, one_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

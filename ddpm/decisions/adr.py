@@ -219,10 +219,22 @@ def rel_path(path: Path) -> str:
         return str(path)
 
 
+class ConfigError(ValueError):
+    """config.py cannot be read: missing, not UTF-8, or not Python; the message names the file and line."""
+
+
 def read_config_with_lines(path) -> tuple[dict, dict]:
-    """Top-level ``NAME = <literal>`` assignments of config.py (UPPER_CASE names): (values, line numbers)."""
-    source = Path(path).read_text(encoding="utf-8")
-    tree = ast.parse(source, filename=str(path))
+    """Top-level ``NAME = <literal>`` assignments of config.py (UPPER_CASE names): (values, line numbers).
+
+    The one reader of config.py: it is parsed, never executed. Raises ConfigError in one line naming the file
+    and line."""
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as err:
+        raise ConfigError(f"{err.filename or path}:{err.lineno}: syntax error: {err.msg}; fix that line") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err}); pass --config, or restore config.py (git checkout config.py)") from None
     values, lines = {}, {}
     for node in tree.body:
         if isinstance(node, ast.Assign):

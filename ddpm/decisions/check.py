@@ -27,6 +27,7 @@ from ddpm.decisions.adr import (  # noqa: F401
     fmt,
     load_adrs,
     parse_adr,
+    ConfigError,
     read_config,
     read_config_with_lines,
     rel_path,
@@ -90,7 +91,7 @@ def check(config_path, decisions_dir, *, index: bool = True) -> list[str]:
 
     try:
         current, lines = read_config_with_lines(config_path)
-    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+    except ConfigError as exc:
         errors.append(f"{rel_path(config_path)}: cannot read config: {exc}")
         current, lines = None, {}
     if current is not None:

@@ -9,13 +9,24 @@ is the mean gradient of the global batch, so N processes reproduce one process u
 What it does not do: elastic restarts (torchrun's ``--max-restarts`` relaunches the script, which then resumes
 from the newest checkpoint like any ``--resume``), sharded optimizers (FSDP/ZeRO), gradient accumulation.
 
-A rank that dies: torchrun's agent sees its exit and stops the others (``--max-restarts 0``); a rank that hangs
-or a peer that vanishes without the agent noticing (another node) makes the next collective fail after the
-process group's ``timeout`` with an error naming it, rather than wait forever.
+A rank that dies: torchrun's agent sees its exit and stops the others (``--max-restarts 0``). A rank that stops
+(SIGSTOP, a hung driver, a lost machine) is found by a heartbeat: every rank bumps its own counter in the
+rendezvous store every ``HEARTBEAT_SECONDS`` from a thread of its own, and watches the others'; a peer whose
+counter has not moved for ``HEARTBEAT_LIMIT`` seconds is taken for gone, and the watching rank ends with one line
+(``on_silent``), which makes torchrun stop the rest. Why a heartbeat and not a shorter collective timeout: a
+collective's wait says nothing about the peer, only about how long it took, and rank 0 legitimately works alone
+for minutes (training the probe the first time, decoding a dataset, a grid and a probe evaluation, a large
+checkpoint) while the others wait in the next collective; a timeout short enough to catch a stopped rank soon
+would end such runs, one long enough for them leaves a stopped rank holding the others for it (10 minutes). A
+heartbeat thread keeps beating through all of that work, and stops only with its process. The process group's
+``timeout`` stays as the last guard.
 """
 
 import datetime
 import os
+import sys
+import threading
+import time
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +34,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun for every process it starts
+HEARTBEAT_SECONDS = 5.0  # how often each rank shows it is alive
+HEARTBEAT_LIMIT = 60.0  # a peer silent this long is taken for stopped or lost (12 missed beats)
 
 
 @dataclass(frozen=True)
@@ -133,10 +146,50 @@ def seed_for(seed: int, rank: int, step: int = 0) -> int:
     return seed if rank == 0 and step == 0 else (seed * 1_000_003 + rank * 7_919 + step) % 2**63
 
 
-def teardown(world: World) -> None:
+class Heartbeat:
+    """Each rank's counter in the rendezvous store, bumped and watched from a daemon thread (see the module's
+    docstring). When a peer has been silent too long, the thread prints one line (ending with ``advice()``, what
+    is intact and how to resume) and ends this process (exit code 1), which torchrun answers by stopping every
+    rank."""
+
+    def __init__(self, world: World, *, advice=lambda: "", every: float = None, limit: float = None):
+        self.world, self.advice = world, advice
+        self.every, self.limit = every or HEARTBEAT_SECONDS, limit or HEARTBEAT_LIMIT
+        self.store = dist.PrefixStore("ddpm-heartbeat/", dist.distributed_c10d._get_default_store())
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ddpm-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        peers = [r for r in range(self.world.size) if r != self.world.rank]
+        seen = {r: (-1, time.monotonic()) for r in peers}  # rank → (counter, when it last moved)
+        while not self.stopped.wait(self.every):
+            try:
+                self.store.add(str(self.world.rank), 1)
+                now = time.monotonic()
+                for r in peers:
+                    count = self.store.add(str(r), 0)  # read without blocking: 0 where it never beat
+                    if count != seen[r][0]:
+                        seen[r] = (count, now)
+                    elif now - seen[r][1] > self.limit and not self.stopped.is_set():
+                        print(f"train.py: rank {r} has given no sign of life for {now - seen[r][1]:.0f} s (stopped, "
+                              f"hung or its machine lost); ending rank {self.world.rank} too, and torchrun the rest. "
+                              f"{self.advice()}", file=sys.stderr, flush=True)
+                        os._exit(1)  # the main thread may be blocked in a collective: end the process
+            except Exception:  # noqa: BLE001 - the store is gone: the run is ending; the collectives say why
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=2 * self.every)
+
+
+def teardown(world: World, heartbeat: "Heartbeat" = None) -> None:
     """Leaves the process group (after a barrier, so that no rank leaves while another still needs it)."""
     if world.distributed and dist.is_initialized():
         world.barrier()
+        if heartbeat is not None:
+            heartbeat.stop()
         dist.destroy_process_group()
 
 

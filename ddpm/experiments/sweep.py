@@ -39,7 +39,7 @@ from ddpm.experiments.search import draw_trials
 from ddpm.experiments.spec import Spec, SpecError, load
 from ddpm.measure.bench import model_size
 from ddpm.files import read_json, write_json
-from ddpm.run.state import RESUMABLE
+from ddpm.run.checkpoint import RESUMABLE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STDERR_TAIL = 2000  # characters of a failed trial's output kept in failed.json

@@ -57,7 +57,7 @@ from ddpm.decisions.adr import read_config  # an ast reader: config.py is never 
 from ddpm.files import write_text
 from ddpm.decisions.runs import load_runs
 from ddpm.model.unet import UNet
-from ddpm.run.pipeline import bf16_is_native, resolve_precision
+from ddpm.run.hardware import bf16_is_native, resolve_precision
 from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args  # noqa: F401
 
 DIFFUSERS_MISSING = (

@@ -25,6 +25,7 @@ import torchvision.utils as vutils
 
 from ddpm.data.load import Loaded, load_dataset
 from ddpm.files import write_json
+from ddpm.measure.distances import frechet_distance
 from ddpm.measure.probe import DEFAULT_SETTINGS, Probe, fit, load_or_train_probe, load_probe, save_probe, settings_hash
 
 MAX_CLASSES = 100
@@ -59,8 +60,6 @@ class CaptionProbe:
     def score(self, pipe, *, n: int, guidance_scale: float, num_steps: int, seed: int, batch_size: int = 64,
               sampler: str = "ddim", eta: float = 0.0) -> dict:
         """n samples per class caption: per-caption and overall accuracy, Fréchet distance to held-out reals."""
-        from ddpm.measure.evaluate import frechet_distance  # evaluate imports this module: no circle at import time
-
         start = time.perf_counter()
         prompts = [c for c in self.classes for _ in range(n)]
         images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=eta,
@@ -124,7 +123,6 @@ def training_probe(data: Loaded, *, cache_dir: str, image_size: int, log: Callab
 def evaluate_real(pipe, train_config: dict, *, runs_root: str, n: int, guidance_scale: float, num_steps: int,
                   seed: int, batch_size: int, log: Callable, sampler: str = "ddim", eta: float = 0.0) -> dict:
     """``make eval`` for a model trained on cifar10 or folder: the numbers of the module docstring."""
-    from ddpm.measure.evaluate import frechet_distance
     from ddpm.run.settings import data_args
 
     data = load_dataset(**{**data_args(train_config), "batch_size": 1}, cache_dir=os.path.join(runs_root, ".data-cache"),

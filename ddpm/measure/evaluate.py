@@ -42,9 +42,10 @@ import torch
 from ddpm.cli import command_line
 from ddpm.files import unwritable_reason
 from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
-from ddpm.run.sampling_args import PRECISIONS, sampling_problems
+from ddpm.run.sampling import PRECISIONS, Sampling, run_problems
 from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption, render
 from ddpm.model.diffusion import SAMPLERS
+from ddpm.measure.distances import diversity, frechet_distance
 from ddpm.measure.probe import accuracy, load_or_train_probe, load_probe, prompted_probability
 from ddpm.measure.report import fmt_number, json_safe, sweep_table, update_run_json, write_outputs
 
@@ -102,38 +103,6 @@ def render_real(combos: Sequence[tuple], n: int, *, seed: int, image_size: int) 
 
 
 # ---- metrics ------------------------------------------------------------------------------------------
-def _sqrtm_psd(m: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((m + m.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-
-def frechet_distance(a, b) -> float:
-    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2(Σ_a^½ Σ_b Σ_a^½)^½) of two feature sets (N, F), float64.
-
-    tr((Σ_a Σ_b)^½) is computed as tr((Σ_a^½ Σ_b Σ_a^½)^½), a symmetric PSD matrix, by eigendecomposition,
-    which stays real and stable when the covariances are singular (fewer samples than features).
-    """
-    a = np.asarray(torch.as_tensor(a).double().cpu().numpy())
-    b = np.asarray(torch.as_tensor(b).double().cpu().numpy())
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError("the Fréchet distance needs at least 2 samples per set")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root_a = _sqrtm_psd(cov_a)
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
-    fd = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
-    return max(fd, 0.0)
-
-
-def diversity(features: torch.Tensor, n: int) -> Optional[float]:
-    """Mean pairwise L2 distance among the n feature rows of each prompt (consecutive), averaged over prompts."""
-    if n < 2:
-        return None
-    f = features.reshape(-1, n, features.shape[-1]).double()
-    d = torch.cdist(f, f)  # (P, n, n)
-    return (d.sum(dim=(1, 2)) / (n * (n - 1))).mean().item()
-
-
 def score(probe, images: torch.Tensor, combos: Sequence[tuple], n: int, features: Optional[torch.Tensor] = None) -> dict:
     """Per-attribute accuracy, ``joint``, ``diversity`` of images generated n per combo in a row."""
     images = images.float().cpu()
@@ -367,9 +336,9 @@ def main(argv=None, *, log: Callable = None) -> int:
     args.eta = args.eta if args.eta is not None else own["eta"]
     eval_key = result_key(args, own)
     out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), eval_key.replace("_", "-"))
-    problems = sampling_problems(n=args.n, n_max=MAX_PER_PROMPT, guidance=args.guidance, steps=args.steps,
-                                 timesteps=state["diffusion_args"]["timesteps"], seed=args.seed, sweep=args.sweep,
-                                 sampler=args.sampler, eta=args.eta)
+    asked = Sampling(guidance_scale=args.guidance, num_steps=args.steps, sampler=args.sampler, eta=args.eta)
+    problems = asked.problems(state["diffusion_args"]["timesteps"])
+    problems += run_problems(n=args.n, n_max=MAX_PER_PROMPT, seed=args.seed, sweep=args.sweep)
     problems += [f"--batch-size {args.batch_size}: must be ≥ 1"] if args.batch_size < 1 else []
     problems += [f"--no-ema: {ckpt} holds no raw weights, only the EMA's; drop --no-ema or use a training checkpoint"
                  ] if args.no_ema and not state.get("unet") else []

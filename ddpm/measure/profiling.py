@@ -14,6 +14,7 @@ Profiling adds overhead, so read shares, not absolute times; ``make bench`` meas
 """
 
 import argparse
+import os
 import sys
 from collections import defaultdict
 
@@ -27,7 +28,7 @@ from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_st
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.files import write_text
 from ddpm.model.unet import UNet
-from ddpm.run.pipeline import resolve_precision
+from ddpm.run.hardware import resolve_precision
 
 # Kind of work of an operator, by the first pattern its name contains (checked in this order).
 KINDS = (
@@ -53,6 +54,8 @@ def profile_call(fn, *, warmup: int, iters: int) -> list:
     """(name, input shapes, self CPU µs) per operator of ``iters`` calls of ``fn`` after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
+    if not torch.cuda.is_available():  # kineto, the profiler's backend, logs its GPU probe's failure on a CPU machine
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # read at its first use: nothing below the fatal
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(iters):
             fn()

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.run import settings
-from ddpm.run.pipeline import CompiledOrEager, autocast, memory_format
+from ddpm.run.hardware import CompiledOrEager, autocast, memory_format
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,17 +1,15 @@
 """A trained model to hand on: EMA weights as ``.safetensors``, and beside it a JSON file that rebuilds it.
 
-``model.safetensors`` holds only tensors (no pickle, no optimizer state, no RNG): the EMA UNet as
-``unet.<name>`` and, where the text encoder was trained (the scratch encoder, or an open_clip tower under
-TRAIN_TEXT_TOWER, ADR 0031), the EMA text encoder as ``text_encoder.<name>``. A frozen pretrained open_clip tower
-is not stored, as in checkpoints: it is rebuilt from its open_clip name and pretrained tag. ``model.json`` (same
-stem) holds the constructor arguments (``unet_args``, ``text_args`` with the tokenizer settings and caption
-vocabulary, ``diffusion_args``), the sampling settings, the config snapshot and the provenance (config hash, ADR,
-commit, dataset, source run and step). The same JSON is also in the safetensors header (``__metadata__["ddpm"]``),
-so the weights file alone still says what it is.
+``model.safetensors`` holds only tensors (no pickle, no optimizer state, no RNG): what
+``ddpm.run.checkpoint.export_tensors`` says an export holds. ``model.json`` (same stem) holds the constructor
+arguments, the sampling settings, the config snapshot and the provenance (config hash, ADR, commit, dataset,
+source run and step). The same JSON is also in the safetensors header (``__metadata__["ddpm"]``), so the weights
+file alone still says what it is. Both files load with ``safetensors`` and ``json`` alone, and are written
+atomically with the permissions the umask gives (a shared model is readable by others); where the second file
+cannot be written, the first is taken back, so a full disk leaves no half export.
 
-Both files load with ``safetensors`` and ``json`` alone. ``load_model(path)`` reads either a training checkpoint
-or an export and returns the checkpoint-shaped dict that ``Pipeline.from_checkpoint``, ``sample.py``,
-``make eval`` and ``train.py --init-from`` use (EMA weights under both ``ema_*`` and plain keys).
+``load_model(path)`` reads either a training checkpoint or an export and returns the checkpoint-shaped dict that
+``Pipeline.from_checkpoint``, ``sample.py``, ``make eval`` and ``train.py --init-from`` use.
 Write: ``python -m ddpm.run.export --ckpt runs/<run>/checkpoints/<file>.pt [--out model.safetensors]`` (make export).
 """
 
@@ -23,15 +21,12 @@ import sys
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from ddpm.cli import command_line
-from ddpm.files import atomic_write, write_json
-from ddpm.run.checkpoint import CheckpointError, load_checkpoint, with_added_args
+from ddpm.cli import command_line, error
+from ddpm.files import unwritable_reason, write_bytes, write_text
+from ddpm.run.checkpoint import (ARGS_KEYS, EXPORT_FORMAT, EXPORT_VERSION, CheckpointError, export_tensors, from_export,
+                                 load_checkpoint)
 
-EXPORT_FORMAT = "ddpm-export"
-EXPORT_VERSION = 1
 SUFFIX = ".safetensors"
-PARTS = ("unet", "text_encoder")  # tensor name prefixes in the .safetensors file
-ARGS_KEYS = ("unet_args", "text_args", "diffusion_args")
 
 
 def json_path(weights_path: str) -> str:
@@ -66,26 +61,22 @@ def describe(ckpt: dict, *, source: str) -> dict:
 
 
 def export(ckpt: dict, out: str, *, source: str) -> dict:
-    """Write ``out`` (.safetensors) and its JSON from a loaded checkpoint; both atomically. Returns the JSON."""
+    """Write ``out`` (.safetensors) and its JSON from a loaded checkpoint; both atomically. Returns the JSON.
+    Raises ValueError for a wrong name, OSError when the files cannot be written (neither is left behind)."""
     if not is_export(out):
         raise ValueError(f"--out {out}: the weights file must end in {SUFFIX}")
     meta = describe(ckpt, source=source)
-    tensors = {f"unet.{k}": v.detach().contiguous() for k, v in ckpt["ema_unet"].items()}
-    if ckpt.get("ema_text_encoder") is not None:
-        tensors.update({f"text_encoder.{k}": v.detach().contiguous() for k, v in ckpt["ema_text_encoder"].items()})
-    blob = save(tensors, metadata={"ddpm": json.dumps(meta, default=str)})
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(blob)
-    atomic_write(out, write)
-    write_json(meta, json_path(out))
+    text = json.dumps(meta, default=str)
+    blob = save(export_tensors(ckpt), metadata={"ddpm": text})
+    existed = os.path.exists(out)
+    write_bytes(blob, out)
+    try:
+        write_text(json.dumps(meta, indent=2, default=str) + "\n", json_path(out))
+    except BaseException:
+        if not existed:  # no weights without the JSON that rebuilds them
+            os.remove(out)
+        raise
     return meta
-
-
-def _tuples(value):
-    """JSON lists back to the tuples the constructors were given (checkpoint args compare equal again)."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def load_export(path: str) -> dict:
@@ -104,23 +95,16 @@ def load_export(path: str) -> dict:
     if missing or meta.get("format") != EXPORT_FORMAT:
         raise CheckpointError(f"{meta_path}: not an export of this repo (missing {', '.join(missing) or 'format'}); "
                               "export the model again")
-    if meta.get("format_version", 0) > EXPORT_VERSION:
-        raise CheckpointError(f"{meta_path}: export format {meta['format_version']} is newer than this code; update the repo")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or version > EXPORT_VERSION:
+        raise CheckpointError(f"{meta_path}: export format {version!r} is not one this code reads (up to "
+                              f"{EXPORT_VERSION}); update the repo, or export the model again")
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({str(err)[:200]}); "
                               "it may be truncated, export the model again") from None
-    parts = {part: {k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(part + ".")} for part in PARTS}
-    if not parts["unet"]:
-        raise CheckpointError(f"{path}: holds no unet.* tensors; export the model again")
-    text = parts["text_encoder"] or None
-    prov = meta.get("provenance") or {}
-    return with_added_args({
-        "format": 1, **{k: {n: _tuples(v) for n, v in meta[k].items()} for k in ARGS_KEYS},
-        "sampling": meta["sampling"], "config": {k: _tuples(v) for k, v in meta["config"].items()},
-        "provenance": prov, "step": prov.get("step"), "run": prov.get("run"),
-        "ema_unet": parts["unet"], "unet": parts["unet"], "ema_text_encoder": text, "text_encoder": text})
+    return from_export(meta, tensors, meta_path)
 
 
 def load_model(path: str) -> dict:
@@ -136,10 +120,15 @@ def main(argv=None) -> int:
     out = args.out or os.path.splitext(args.ckpt)[0] + SUFFIX
     try:
         ckpt = load_checkpoint(args.ckpt)
+        reason = unwritable_reason(os.path.dirname(os.path.abspath(out)))
+        if reason:
+            raise ValueError(f"OUT={out}: {reason}; choose another place")
         meta = export(ckpt, out, source=args.ckpt)
     except (CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error("export", str(err))
+    except OSError as err:
+        return error("export", f"could not write {out} or its .json ({(err.strerror or str(err)).lower()}); nothing "
+                               "was written: free space, or choose another OUT=", code=1)
     n = sum(v.numel() for k in ("ema_unet", "ema_text_encoder") for v in (ckpt.get(k) or {}).values())
     print(f"exported {meta['provenance']['run']} step {ckpt['step']} ({n:,} EMA parameters) → {out} + {json_path(out)}")
     return 0

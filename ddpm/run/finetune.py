@@ -15,8 +15,8 @@ import hashlib
 import os
 
 from ddpm.model.unet import TransformerBlock
-from ddpm.run.checkpoint import CheckpointError
-from ddpm.run.export import ARGS_KEYS, load_model
+from ddpm.run.checkpoint import CheckpointError, architecture_diff, load_weights
+from ddpm.run.export import load_model
 
 UNET_PARTS = ("all", "down", "mid", "up", "attention")  # "attention": every TransformerBlock, at any level
 
@@ -33,18 +33,6 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def architecture_diff(base: dict, now: dict) -> list:
-    """``["unet_args.base_channels: base 32 vs run 64", ...]`` for every constructor argument that differs."""
-    diffs = []
-    for group in ARGS_KEYS:
-        old, new = base[group], now[group]
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                shown = [v if not isinstance(v, tuple) or len(v) < 12 else f"{len(v)} ids" for v in (old.get(key), new.get(key))]
-                diffs.append(f"{group}.{key}: base {shown[0]!r} vs run {shown[1]!r}")
-    return diffs
-
-
 def init_from(path: str, *, unet, ema_unet, text_encoder, ema_text, unet_args: dict, text_args: dict,
               diffusion_args: dict) -> dict:
     """Copy the base's EMA weights into the run's modules; returns the base's provenance entry for run.json."""
@@ -52,17 +40,21 @@ def init_from(path: str, *, unet, ema_unet, text_encoder, ema_text, unet_args: d
         base = load_model(path)
     except CheckpointError as err:
         raise FinetuneError(f"--init-from: {err}") from None
-    diffs = architecture_diff(base, {"unet_args": unet_args, "text_args": text_args, "diffusion_args": diffusion_args})
+    diffs = architecture_diff(base, {"unet_args": unet_args, "text_args": text_args, "diffusion_args": diffusion_args},
+                              names=("base", "run"))
     if diffs:
         raise FinetuneError(f"--init-from {path}: the base's architecture differs from this run's config in "
                             f"{len(diffs)} key(s):\n  " + "\n  ".join(diffs) +
                             "\nSet the run's config to the base's values (its JSON or run.json shows them), or pick "
                             "another base")
-    unet.load_state_dict(base["ema_unet"])
-    ema_unet.load_state_dict(base["ema_unet"])
-    if not text_encoder.frozen:
-        text_encoder.load_state_dict(base["ema_text_encoder"])
-        ema_text.load_state_dict(base["ema_text_encoder"])
+    try:  # its JSON may describe this run while its weights are another model's: one line, not torch's report
+        for module in (unet, ema_unet):
+            load_weights(path, "unet_args", module, base["ema_unet"])
+        if not text_encoder.frozen:
+            for module in (text_encoder, ema_text):
+                load_weights(path, "text_args", module, base["ema_text_encoder"])
+    except CheckpointError as err:
+        raise FinetuneError(f"--init-from: {err}") from None
     prov = base.get("provenance") or {}
     run = base.get("run") or os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
     return {"path": os.path.abspath(path), "sha256": sha256(path), "run": run, "step": base.get("step"),

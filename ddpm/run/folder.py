@@ -10,6 +10,7 @@ Errors a user can fix (no such run, an unwritable folder) are ``RunFolderError``
 """
 
 import datetime
+import glob
 import math
 import os
 
@@ -35,6 +36,16 @@ def check_run_name(name: str, flag: str = "--run") -> str:
     return name
 
 
+def restartable(run_dir: str) -> str:
+    """``run_dir`` for a new run: a name not used yet, or a folder whose first start stopped before its first
+    checkpoint (nothing to resume: the same command starts it afresh, and the old start's events are dropped when
+    the folder is opened). A folder with checkpoints raises RunFolderError."""
+    if ckpts.run_checkpoints(run_dir):
+        raise RunFolderError(f"run {run_dir} exists already: pick another --run name, or continue it with "
+                             f"--resume {os.path.basename(run_dir)}")
+    return run_dir
+
+
 def find_resume(runs_dir: str, name: str) -> tuple:
     """(run folder, checkpoint path, checkpoint) to resume: ``name`` under ``runs_dir``, or the newest run for
     "latest". A killed save's temporary files are removed first (and their paths printed)."""
@@ -43,9 +54,15 @@ def find_resume(runs_dir: str, name: str) -> tuple:
         raise RunFolderError(f"--resume {name}: no such run under {runs_dir}; start a new run with make train")
     for path in ckpts.remove_temporaries(run_dir):
         print(f"removed {path}, left by a save that was interrupted")
-    path, ckpt = ckpts.newest_valid(list(reversed(ckpts.run_checkpoints(run_dir))))
+    paths = ckpts.run_checkpoints(run_dir)
+    path, ckpt = ckpts.newest_valid(list(reversed(paths)))
+    if ckpt is None and not paths:
+        raise RunFolderError(f"--resume: {run_dir} has no checkpoint (it stopped before its first); start it again "
+                             f"with the command that started it: the same --run {os.path.basename(run_dir)} starts "
+                             "afresh (its overrides are in its run.json)")
     if ckpt is None:
-        raise RunFolderError(f"--resume: no valid checkpoint in {run_dir}; start a new run with make train")
+        raise RunFolderError(f"--resume: no checkpoint in {run_dir} loads ({len(paths)} unreadable); move the folder "
+                             "away, or start a new run with another --run name")
     return run_dir, path, ckpt
 
 
@@ -70,6 +87,9 @@ def open_run_folder(run_dir: str, record: dict, *, purge_step=None) -> SummaryWr
     """
     try:
         os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+        if purge_step is None:  # a new run: events of an earlier start that wrote no checkpoint are not this run's
+            for old in glob.glob(os.path.join(glob.escape(run_dir), "events.out.tfevents.*")):
+                os.remove(old)
         write_json(record, os.path.join(run_dir, "run.json"), allow_nan=True)
         return SummaryWriter(run_dir, purge_step=purge_step)
     except OSError as err:

@@ -6,6 +6,7 @@ start-up rather than an hour in.
 """
 
 import ast
+import difflib
 import math
 import re
 
@@ -15,7 +16,7 @@ from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES, max_sampling_
 from ddpm.data.shapes import SPLITS
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.model.unet import NORMS
-from ddpm.run.sampling_args import PRECISIONS, SEED_MAX
+from ddpm.run.sampling import PRECISIONS, SEED_MAX, Sampling
 from ddpm.run.finetune import UNET_PARTS, parse_parts
 from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
 
@@ -146,7 +147,7 @@ def validate(cfg: dict, *, origin: dict = None) -> dict:
     value came from when ``origin`` (KEY → "set by ADR 0007", say) knows it.
     """
     errors = [f"{k}: missing from config.py (expected {SCHEMA[k][2]})" for k in SCHEMA if k not in cfg]
-    errors += [f"{k}: unknown key (known keys: {', '.join(sorted(SCHEMA))})" for k in cfg if k not in SCHEMA]
+    errors += [f"{k}: {unknown(k)}" for k in cfg if k not in SCHEMA]
     for key, value in cfg.items():
         if key not in SCHEMA:
             continue
@@ -198,6 +199,12 @@ def _cross_checks(c: dict) -> list:
     return errors
 
 
+def unknown(key: str) -> str:
+    """"unknown key; did you mean LEARNING_RATE?" with the nearest known names, or where to find them all."""
+    near = difflib.get_close_matches(key.upper(), SCHEMA, n=3, cutoff=0.6)
+    return "unknown key; " + (f"did you mean {' or '.join(near)}?" if near else "config.py lists the known keys")
+
+
 def parse_overrides(items: list) -> dict:
     """["KEY=VALUE", ...] → {KEY: value}. VALUE is a Python literal; a bare word is taken as a string."""
     out = {}
@@ -207,7 +214,7 @@ def parse_overrides(items: list) -> dict:
         if not sep or not key:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set LEARNING_RATE=2e-4")
         if key not in SCHEMA:
-            raise ValueError(f"--set {key}: unknown key (known keys: {', '.join(sorted(SCHEMA))})")
+            raise ValueError(f"--set {key}: {unknown(key)}")
         try:
             out[key] = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
@@ -221,26 +228,48 @@ def config_from_module(module) -> dict:
 
 
 # ---- config values → constructor arguments (the only place that maps one to the other) ------------------
+# constructor argument → the config key it comes from, per component; read both ways (``config_name``)
+CONFIG_NAMES = {
+    "unet_args": {"image_size": "IMAGE_SIZE", "base_channels": "BASE_CHANNELS", "channel_mults": "CHANNEL_MULTS",
+                  "num_res_blocks": "NUM_RES_BLOCKS", "attention_resolutions": "ATTENTION_RESOLUTIONS",
+                  "time_emb_dim": "TIME_EMB_DIM", "attention_heads": "ATTENTION_HEADS", "norm_groups": "NORM_GROUPS",
+                  "dropout": "DROPOUT", "linear_bias": "LINEAR_BIAS", "norm": "NORM", "pooled_text": "POOLED_TEXT",
+                  "scale_shift": "SCALE_SHIFT"},
+    "text_args": {"kind": "TEXT_ENCODER", "context_length": "TEXT_CONTEXT_LENGTH", "width": "TEXT_WIDTH",
+                  "heads": "TEXT_HEADS", "layers": "TEXT_LAYERS", "open_clip_model": "OPEN_CLIP_MODEL",
+                  "open_clip_pretrained": "OPEN_CLIP_PRETRAINED", "train_tower": "TRAIN_TEXT_TOWER"},
+    "diffusion_args": {"timesteps": "TIMESTEPS", "schedule": "BETA_SCHEDULE", "beta_start": "BETA_START",
+                       "beta_end": "BETA_END", "prediction": "PREDICTION"},
+}
+
+
+def config_name(group: str, arg: str) -> str:
+    """``("unet_args", "norm")`` → ``"NORM"``: the config key a constructor argument comes from (else group.arg)."""
+    return CONFIG_NAMES.get(group, {}).get(arg, f"{group}.{arg}")
+
+
+def _args(group: str, cfg: dict) -> dict:
+    return {arg: tuple(cfg[name]) if isinstance(cfg[name], list) else cfg[name]
+            for arg, name in CONFIG_NAMES[group].items()}
+
+
 def text_args(cfg: dict) -> dict:
     """``build_text_encoder`` arguments; train.py adds ``vocab`` once it has tokenised the captions.
 
     TRAIN_TEXT_TOWER concerns the pretrained open_clip tower only; the scratch encoder is always trained, so
     there it is ignored and recorded as ``train_tower=False`` (ADR 0031).
     """
-    return dict(kind=cfg["TEXT_ENCODER"], context_length=cfg["TEXT_CONTEXT_LENGTH"], width=cfg["TEXT_WIDTH"],
-                heads=cfg["TEXT_HEADS"], layers=cfg["TEXT_LAYERS"], open_clip_model=cfg["OPEN_CLIP_MODEL"],
-                open_clip_pretrained=cfg["OPEN_CLIP_PRETRAINED"],
-                train_tower=cfg["TRAIN_TEXT_TOWER"] and cfg["TEXT_ENCODER"] == "open_clip")
+    args = _args("text_args", cfg)
+    return {**args, "train_tower": args["train_tower"] and args["kind"] == "open_clip"}
 
 
 def unet_args(cfg: dict, *, context_dim: int) -> dict:
     """``UNet`` arguments; ``context_dim`` is the text encoder's output width."""
-    return dict(image_size=cfg["IMAGE_SIZE"], in_channels=3, base_channels=cfg["BASE_CHANNELS"],
-                channel_mults=tuple(cfg["CHANNEL_MULTS"]), num_res_blocks=cfg["NUM_RES_BLOCKS"],
-                attention_resolutions=tuple(cfg["ATTENTION_RESOLUTIONS"]), time_emb_dim=cfg["TIME_EMB_DIM"],
-                context_dim=context_dim, attention_heads=cfg["ATTENTION_HEADS"], norm_groups=cfg["NORM_GROUPS"],
-                dropout=cfg["DROPOUT"], linear_bias=cfg["LINEAR_BIAS"], norm=cfg["NORM"],
-                pooled_text=cfg["POOLED_TEXT"], scale_shift=cfg["SCALE_SHIFT"])
+    args = _args("unet_args", cfg)
+    return {"image_size": args.pop("image_size"), "in_channels": 3, "base_channels": args.pop("base_channels"),
+            "channel_mults": tuple(args.pop("channel_mults")), "num_res_blocks": args.pop("num_res_blocks"),
+            "attention_resolutions": tuple(args.pop("attention_resolutions")), "time_emb_dim": args.pop("time_emb_dim"),
+            "context_dim": context_dim, **args}
 
 
 def data_args(cfg: dict) -> dict:
@@ -251,7 +280,12 @@ def data_args(cfg: dict) -> dict:
                 resize=cfg["RESIZE"], cifar10_caption=cfg["CIFAR10_CAPTION"])
 
 
+def sampling_args(cfg: dict) -> dict:
+    """A checkpoint's ``sampling``: the Sampling of GUIDANCE_SCALE, NUM_INFERENCE_STEPS, SAMPLER, DDIM_ETA and
+    CLIP_DENOISED, and the speed settings its samples are drawn with."""
+    return {**Sampling.from_config(cfg).as_dict(), "precision": cfg["PRECISION"], "channels_last": cfg["CHANNELS_LAST"]}
+
+
 def diffusion_args(cfg: dict) -> dict:
     """``GaussianDiffusion`` arguments."""
-    return dict(timesteps=cfg["TIMESTEPS"], schedule=cfg["BETA_SCHEDULE"], beta_start=cfg["BETA_START"],
-                beta_end=cfg["BETA_END"], prediction=cfg["PREDICTION"])
+    return _args("diffusion_args", cfg)
