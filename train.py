@@ -20,7 +20,7 @@ import torch
 
 from ddpm.cli import command_line, fail
 from ddpm.decisions import provenance
-from ddpm.decisions.adr import ConfigError, read_config
+from ddpm.decisions.config_file import ConfigError, read_config
 from ddpm.decisions.replay import replay
 from ddpm.distributed import ddp
 from ddpm.files import read_json

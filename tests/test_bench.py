@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ddpm.measure import bench
+from ddpm.measure import bench, peer, timing, workload
 from ddpm.run import hardware
 
 LINE = re.compile(r"^train_speedup=\S+ eager_speedup=\S+ peak_fraction=\S+ sample64_s=\S+ ours_img_s=\S+ diffusers_img_s=\S+ min_per_1k_steps=\S+$")
@@ -13,7 +13,7 @@ LINE = re.compile(r"^train_speedup=\S+ eager_speedup=\S+ peak_fraction=\S+ sampl
 
 def test_quick_bench_runs_end_to_end(tmp_path, capsys, monkeypatch):
     pytest.importorskip("diffusers", reason="diffusers is a benchmark-only dependency: pip install -r requirements-bench.txt")
-    for module in (bench, hardware):  # an AVX2 CPU, whatever this one has ("auto" resolves through pipeline's)
+    for module in (timing, hardware):  # an AVX2 CPU, whatever this one has ("auto" resolves through hardware's)
         monkeypatch.setattr(module, "bf16_is_native", lambda device: False)
     out = tmp_path / "bench.md"
     assert bench.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out), "--runs", str(tmp_path),
@@ -33,39 +33,39 @@ def test_quick_bench_runs_end_to_end(tmp_path, capsys, monkeypatch):
 
 
 def test_bf16_is_timed_only_where_it_is_native_or_asked_for(monkeypatch):
-    cpu = bench.torch.device("cpu")
-    monkeypatch.setattr(bench, "bf16_is_native", lambda device: False)
-    assert bench.timed_precisions("fp32", cpu) == ("fp32",)
-    assert bench.timed_precisions("bf16", cpu) == ("fp32", "bf16")  # PRECISION = "bf16" asks for it
-    monkeypatch.setattr(bench, "bf16_is_native", lambda device: True)
-    assert bench.timed_precisions("fp32", cpu) == ("fp32", "bf16")
+    cpu = timing.torch.device("cpu")
+    monkeypatch.setattr(timing, "bf16_is_native", lambda device: False)
+    assert timing.timed_precisions("fp32", cpu) == ("fp32",)
+    assert timing.timed_precisions("bf16", cpu) == ("fp32", "bf16")  # PRECISION = "bf16" asks for it
+    monkeypatch.setattr(timing, "bf16_is_native", lambda device: True)
+    assert timing.timed_precisions("fp32", cpu) == ("fp32", "bf16")
 
 
 def test_bench_refuses_a_bad_override_and_sizes_the_peak_per_device(capsys, tmp_path):
     assert bench.main(["--quick", "--out", str(tmp_path / "b.md"), "--set", "BASE_CHANNELS=0"]) == 2
     assert "BASE_CHANNELS = 0" in capsys.readouterr().err and not (tmp_path / "b.md").exists()
-    assert bench.matmul_size(bench.torch.device("cpu"), quick=False) == 2048
-    assert bench.matmul_size(bench.torch.device("cuda"), quick=False) == 8192  # 2048³ is below an H100's peak
-    assert not bench.tf32_in_use(bench.torch.device("cpu"))
+    assert timing.matmul_size(timing.torch.device("cpu"), quick=False) == 2048
+    assert timing.matmul_size(timing.torch.device("cuda"), quick=False) == 8192  # 2048³ is below an H100's peak
+    assert not bench.tf32_in_use(timing.torch.device("cpu"))
 
 
 def test_diffusers_matches_our_unet_closely():
     pytest.importorskip("diffusers", reason="diffusers is a benchmark-only dependency: pip install -r requirements-bench.txt")
     cfg = bench.read_config(bench.REPO_ROOT / "config.py")
-    args = bench.unet_args(cfg)
-    ours, theirs = bench.UNet(**args), bench.build_diffusers(args)
-    inputs = bench.make_inputs(1, image_size=args["image_size"], context_length=cfg["TEXT_CONTEXT_LENGTH"],
+    args = workload.unet_args(cfg)
+    ours, theirs = workload.UNet(**args), peer.build_diffusers(args)
+    inputs = workload.make_inputs(1, image_size=args["image_size"], context_length=cfg["TEXT_CONTEXT_LENGTH"],
                                context_dim=args["context_dim"], timesteps=cfg["TIMESTEPS"], device="cpu")
-    p_ours, p_theirs = bench.count_params(ours), bench.count_params(theirs)
-    f_ours, f_theirs = bench.forward_flops(ours, inputs), bench.forward_flops(theirs, inputs)
+    p_ours, p_theirs = workload.count_params(ours), workload.count_params(theirs)
+    f_ours, f_theirs = workload.forward_flops(ours, inputs), workload.forward_flops(theirs, inputs)
     assert abs(p_theirs / p_ours - 1) < 0.15, (p_ours, p_theirs)
     assert abs(f_theirs / f_ours - 1) < 0.15, (f_ours, f_theirs)
     assert theirs(*inputs).shape == ours(*inputs).shape
     # AdaGN (ADR 0034) is the same switch in both: each grows by the same scale projections.
     plain, adagn = {**args, "scale_shift": False}, {**args, "scale_shift": True}
-    grown = bench.count_params(bench.UNet(**adagn)) - bench.count_params(bench.UNet(**plain))
+    grown = workload.count_params(workload.UNet(**adagn)) - workload.count_params(workload.UNet(**plain))
     assert grown > 0
-    assert bench.count_params(bench.build_diffusers(adagn)) - bench.count_params(bench.build_diffusers(plain)) == grown
+    assert workload.count_params(peer.build_diffusers(adagn)) - workload.count_params(peer.build_diffusers(plain)) == grown
 
 
 def test_missing_diffusers_names_the_way_out(monkeypatch, capsys, tmp_path):

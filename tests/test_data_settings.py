@@ -21,7 +21,7 @@ def test_dataset_is_deterministic_in_range_and_captions_match_labels():
 
 
 def test_captions_use_an_before_a_vowel_and_parse_back():
-    from ddpm.measure.evaluate import parse_caption
+    from ddpm.measure.prompts import parse_caption
 
     assert caption("circle", "red", "orange", "small") == "a small red circle on an orange background"
     assert caption("star", "orange", "blue", "large") == "a large orange star on a blue background"

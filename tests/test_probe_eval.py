@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from ddpm.measure import evaluate as ev
+from ddpm.measure import distances, fid, report, scoring
+from ddpm.measure import prompts as pr
 from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption
 from ddpm.measure.probe import DEFAULT_SETTINGS, load_or_train_probe, load_probe, probe_path, save_probe, train_probe
 
@@ -27,7 +29,7 @@ class RealStandIn:
     def generate(self, prompts, *, guidance_scale, num_steps, sampler="ddim", eta=0.0, seed=0, batch_size=64):
         self.calls.append(dict(n=len(prompts), guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
                                sampler=sampler, eta=eta))
-        return ev.render_real([ev.parse_caption(p) for p in prompts], 1, seed=seed + 99, image_size=32)
+        return pr.render_real([pr.parse_caption(p) for p in prompts], 1, seed=seed + 99, image_size=32)
 
 
 class NoiseStandIn:
@@ -72,45 +74,45 @@ def test_probe_cache_roundtrip_is_atomic_and_reused(small_probe, tmp_path, monke
 
 
 def test_prompts_are_fixed_and_split():
-    seen, held = ev.eval_prompts()
-    assert (seen, held) == ev.eval_prompts()
-    assert len(seen) == ev.NUM_SEEN and len(held) == ev.NUM_HELDOUT
+    seen, held = pr.eval_prompts()
+    assert (seen, held) == pr.eval_prompts()
+    assert len(seen) == pr.NUM_SEEN and len(held) == pr.NUM_HELDOUT
     assert set(seen) <= set(all_combinations("train")) and set(held) <= set(all_combinations("heldout"))
     for combo in seen + held:
-        assert ev.parse_caption(caption(*combo)) == combo
+        assert pr.parse_caption(caption(*combo)) == combo
     with pytest.raises(ValueError, match="not a shapes caption"):
-        ev.parse_caption("a photo of a cat")
+        pr.parse_caption("a photo of a cat")
 
 
 def test_frechet_distance_zero_for_itself_and_grows_with_shift():
     rng = np.random.default_rng(0)
     a = torch.from_numpy(rng.normal(size=(300, 16)))
-    assert abs(ev.frechet_distance(a, a)) < 1e-6
+    assert abs(distances.frechet_distance(a, a)) < 1e-6
     b = torch.from_numpy(rng.normal(size=(300, 16)))
-    base = ev.frechet_distance(a, b)
-    shifted = [ev.frechet_distance(a, b + s) for s in (0.5, 1.0, 2.0)]
+    base = distances.frechet_distance(a, b)
+    shifted = [distances.frechet_distance(a, b + s) for s in (0.5, 1.0, 2.0)]
     assert base < shifted[0] < shifted[1] < shifted[2]
     assert shifted[1] == pytest.approx(base + 16, rel=0.1)  # a mean shift of 1 per dim adds ≈ F
-    assert ev.frechet_distance(a, 3 * a) > 10  # a change of scale, not of mean, is seen too
+    assert distances.frechet_distance(a, 3 * a) > 10  # a change of scale, not of mean, is seen too
     f = torch.randn(3, 128)
-    assert ev.frechet_distance(f, f) < 1e-6  # fewer samples than features: singular covariances are fine
+    assert distances.frechet_distance(f, f) < 1e-6  # fewer samples than features: singular covariances are fine
 
 
 def test_diversity():
     same = torch.ones(6, 4)  # 3 prompts × 2 identical samples
-    assert ev.diversity(same, 2) == 0.0
+    assert distances.diversity(same, 2) == 0.0
     two = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
-    assert ev.diversity(two, 2) == pytest.approx(5.0)
-    assert ev.diversity(two, 1) is None
+    assert distances.diversity(two, 2) == pytest.approx(5.0)
+    assert distances.diversity(two, 1) is None
 
 
 def test_perfect_stand_in_scores_near_ceiling_and_noise_near_chance(small_probe, tmp_path):
     probe, _ = small_probe
     stand_in = RealStandIn()
-    real = ev.evaluate(stand_in, probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[1.0, 3.0], log=lambda m: None,
+    real = scoring.evaluate(stand_in, probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[1.0, 3.0], log=lambda m: None,
                        sampler="dpmpp2m")
     assert {c["sampler"] for c in stand_in.calls} == {"dpmpp2m"} and real["settings"]["sampler"] == "dpmpp2m"
-    noise = ev.evaluate(NoiseStandIn(), probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[], log=lambda m: None)
+    noise = scoring.evaluate(NoiseStandIn(), probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[], log=lambda m: None)
     ceiling = real["ceiling"]
     assert real["seen"]["joint"] == pytest.approx(ceiling["seen"]["joint"], abs=0.15)
     assert real["heldout"]["joint"] == pytest.approx(ceiling["heldout"]["joint"], abs=0.2)
@@ -119,14 +121,14 @@ def test_perfect_stand_in_scores_near_ceiling_and_noise_near_chance(small_probe,
     assert noise["fd"] > 5 * real["fd"] and noise["fd"] > 5 * real["fd_real"]
     assert len(real["sweep"]) == 2 and [r["guidance_scale"] for r in real["sweep"]] == [1.0, 3.0]
 
-    paths = ev.write_outputs(real, str(tmp_path / "eval"))
+    paths = report.write_outputs(real, str(tmp_path / "eval"))
     for name in ("eval.json", "samples.png", "sweep.png", "sweep.md"):
         assert os.path.getsize(paths[name]) > 0
     data = json.loads(open(paths["eval.json"]).read())
     assert data["headline"]["joint_accuracy"] == real["seen"]["joint"] and "_images" not in data
     assert "| guidance |" in open(paths["sweep.md"]).read()
 
-    line = ev.headline_line(real["headline"])
+    line = scoring.headline_line(real["headline"])
     assert KEY_VALUE_LINE.match(line), line
     assert line.startswith("joint_accuracy=") and " ceiling=" in line and " heldout_joint_accuracy=" in line
     assert " fd=" in line and " diversity=" in line
@@ -135,12 +137,12 @@ def test_perfect_stand_in_scores_near_ceiling_and_noise_near_chance(small_probe,
 def test_quick_eval(small_probe):
     probe, _ = small_probe
     pipe = RealStandIn()
-    out = ev.quick_eval(pipe, probe, prompts=["a large red circle on a blue background", ("star", "blue", "red", "small")],
+    out = scoring.quick_eval(pipe, probe, prompts=["a large red circle on a blue background", ("star", "blue", "red", "small")],
                         n=2, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m", eta=0.25)
     assert pipe.calls == [dict(n=4, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m", eta=0.25)]
     for key in ("joint_accuracy", "shape_accuracy", "color_accuracy", "background_accuracy", "size_accuracy", "diversity", "fd"):
         assert isinstance(out[key], float), key
-    assert ev.quick_eval(pipe, probe, n=1, num_steps=1)["diversity"] is None  # default prompts, one sample each
+    assert scoring.quick_eval(pipe, probe, n=1, num_steps=1)["diversity"] is None  # default prompts, one sample each
 
 
 def test_the_probe_samples_at_its_own_settings_not_the_samples(monkeypatch):
@@ -236,10 +238,10 @@ def test_fid_for_folder_names_what_is_missing(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # as if not installed, whatever this machine has
-    with pytest.raises(ev.FidUnavailableError) as err:
-        ev.fid_for_folder(str(tmp_path), str(tmp_path))
+    with pytest.raises(fid.FidUnavailableError) as err:
+        fid.fid_for_folder(str(tmp_path), str(tmp_path))
     msg = str(err.value)
-    assert "pip install torch-fidelity" in msg and ev.FID_WEIGHTS_FILE in msg and "checkpoints" in msg
+    assert "pip install torch-fidelity" in msg and fid.FID_WEIGHTS_FILE in msg and "checkpoints" in msg
 
 
 def test_no_ema_evaluates_the_raw_weights_beside_the_ema_scores(small_probe, tmp_path, capsys):
@@ -288,7 +290,8 @@ def test_the_prompted_probability_comes_from_the_same_samples_and_orders_real_ab
     """The continuous signal (issue 40) is read off the very probe outputs the accuracy is: its argmax gives the
     accuracy, so the two cannot disagree about which images were scored; real renders of the prompts score above
     noise on every attribute."""
-    from ddpm.measure.evaluate import eval_prompts, labels_for, render_real, score
+    from ddpm.measure.prompts import eval_prompts, labels_for, render_real
+    from ddpm.measure.scoring import score
     from ddpm.measure.probe import prompted_probability
 
     probe, _ = small_probe

@@ -13,7 +13,7 @@ import types
 import numpy as np
 import pytest
 
-from ddpm.decisions.adr import read_config
+from ddpm.decisions.config_file import read_config
 from ddpm.decisions.check import check
 from ddpm.decisions.scaffold import from_results, new_adr
 from ddpm.experiments import sweep
@@ -113,8 +113,8 @@ def test_a_budget_longer_than_the_epochs_is_refused_before_training(tmp_path, ca
 def test_a_compute_budget_gives_each_point_the_steps_its_flops_allow():
     """budget_tflop: steps = TFLOP / (3 × forward FLOPs per image × batch), each point with its own model and batch,
     so that twice the batch trains half the steps and a wider model fewer."""
-    from ddpm.decisions.adr import read_config
-    from ddpm.measure.bench import model_size
+    from ddpm.decisions.config_file import read_config
+    from ddpm.measure.workload import model_size
 
     config = {**read_config(os.path.join(ROOT, "config.py")), **TINY}
     spec = types.SimpleNamespace(budget_steps=None, budget_fraction=None, budget_tflop=0.01, base={"BASE_CHANNELS": 8})

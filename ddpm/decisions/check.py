@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 # MISSING, same, read_config and parse_adr are also used as ``decisions.<name>`` by callers of the old home.
-from ddpm.cli import command_line
+from ddpm.cli import command_line, error
 from ddpm.decisions.adr import (  # noqa: F401
     ADR,
     MISSING,
@@ -27,12 +27,10 @@ from ddpm.decisions.adr import (  # noqa: F401
     fmt,
     load_adrs,
     parse_adr,
-    ConfigError,
-    read_config,
-    read_config_with_lines,
     rel_path,
     same,
 )
+from ddpm.decisions.config_file import ConfigError, read_config, read_config_with_lines  # noqa: F401
 from ddpm.decisions.replay import DEFAULT_CONFIG, DEFAULT_DIR, REPO_ROOT, _replay, diff, replay  # noqa: F401
 from ddpm.decisions.scaffold import new_adr
 
@@ -251,8 +249,7 @@ def main(argv=None) -> int:
                 results=args.results,
             )
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return error("error", str(exc))
         print(rel_path(path))
         return 0
     return 2  # pragma: no cover

@@ -1,14 +1,15 @@
 """Replaying the decisions: the constants that the Accepted ADRs decide, and how config.py differs from them.
 
 Below both the check (``check.py``) and the scaffold of new ADRs (``scaffold.py``), which each build on it.
-config.py is read with ``ast`` only (``adr.read_config``): it is never imported or executed here.
+config.py is read with ``ast`` only (``config_file.read_config``): it is never imported or executed here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ddpm.decisions.adr import ADR, MISSING, NEW, REMOVED, fmt, load_adrs, read_config, rel_path, same
+from ddpm.decisions.adr import ADR, MISSING, NEW, REMOVED, fmt, load_adrs, rel_path, same
+from ddpm.decisions.config_file import read_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config.py"

@@ -16,8 +16,9 @@ import json
 import re
 from pathlib import Path
 
-from ddpm.decisions.adr import (FILENAME_RE, MISSING, NEW, SECTION_RE, decision_lines, fmt, md_files, read_config,
+from ddpm.decisions.adr import (FILENAME_RE, MISSING, NEW, SECTION_RE, decision_lines, fmt, md_files,
                                 rel_path, same)
+from ddpm.decisions.config_file import read_config
 from ddpm.decisions.replay import DEFAULT_CONFIG, DEFAULT_DIR, diff
 
 DEFAULT_TEMPLATE = """# NNNN: Title

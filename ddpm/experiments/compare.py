@@ -22,7 +22,7 @@ import argparse
 import os
 import sys
 
-from ddpm.cli import command_line
+from ddpm.cli import command_line, error
 from ddpm.decisions.adr import fmt
 from ddpm.experiments.metrics import read_scalars
 from ddpm.experiments.results import describe, spread
@@ -116,8 +116,7 @@ def main(argv=None) -> int:
     try:
         points = [p for d in args.sweeps for p in sweep_points(d, args.threshold)]
     except CompareError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error("compare", str(err))
     print(f"`make compare SWEEPS=\"{' '.join(args.sweeps)}\"`\n\n{table(points, args.threshold)}")
     return 0
 

@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 from ddpm.experiments import results
 from ddpm.experiments.sweep import subprocess_runner, train_spec
 from ddpm.files import write_json, write_text
-from ddpm.measure.bench import model_size
+from ddpm.measure.workload import model_size
 from ddpm.measure.report import load_font, plot_panel, save_png
 
 MONOTONIC, NOT_MONOTONIC = "monotonic", "not monotonic"

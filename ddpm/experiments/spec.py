@@ -29,7 +29,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from ddpm.experiments.metrics import METRICS
-from ddpm.experiments.search import Dimension, config_value, dimension
+from ddpm.experiments.search import config_value, dimension
 from ddpm.run.settings import SCHEMA
 
 BUDGETS = ("budget_steps", "budget_fraction", "budget_tflop")
@@ -165,9 +165,3 @@ def _constants(table, where: str) -> dict:
         raise ValueError(f"{where}.SEED: the training seed is set by `seeds`")
     return {k: config_value(v) for k, v in table.items()}
 
-
-def dimensions_of(spec: Spec) -> list:
-    """The varied constants: a sweep's dimensions, or for a ladder the constants its rungs set."""
-    if spec.vary:
-        return spec.vary
-    return [Dimension(k, "choice", [r.get(k) for r in spec.rungs]) for k in dict.fromkeys(k for r in spec.rungs for k in r)]

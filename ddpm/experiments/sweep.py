@@ -30,14 +30,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ddpm.cli import command_line
-from ddpm.decisions.adr import fmt, read_config
+from ddpm.cli import command_line, error
+from ddpm.decisions.adr import fmt
+from ddpm.decisions.config_file import read_config
 from ddpm.decisions.provenance import architecture_drift
 from ddpm.experiments import results
 from ddpm.experiments.metrics import trial_metrics
 from ddpm.experiments.search import draw_trials
 from ddpm.experiments.spec import Spec, SpecError, load
-from ddpm.measure.bench import model_size
+from ddpm.measure.workload import model_size
 from ddpm.files import read_json, write_json
 from ddpm.run.checkpoint import RESUMABLE
 
@@ -318,13 +319,11 @@ def train_spec(argv, *, ladder: bool, runner):
     example = "decisions/ladders/width.toml" if ladder else "decisions/sweeps/lr.toml"
     args = parser(f"python -m ddpm.experiments.{kind}", example).parse_args(command_line(argv))
     if args.jobs < 1:
-        print(f"{kind}: --jobs {args.jobs}: must be ≥ 1 (runs trained at a time)", file=sys.stderr)
-        return 2
+        return error(kind, f"--jobs {args.jobs}: must be ≥ 1 (runs trained at a time)")
     try:
         spec, config, points, out_dir, plan = prepare(args, ladder=ladder)
     except SpecError as err:
-        print(f"{kind}: {err}", file=sys.stderr)
-        return 2
+        return error(kind, str(err))
     if args.dry_run:
         return 0
     runs = run_points(spec, points, out_dir, budget=plan["budget"], runner=runner, retry_failed=args.retry_failed,

@@ -38,192 +38,28 @@ the CLI reads config.py with ``ddpm.adr.read_config`` (an ``ast`` reader) and pa
 """
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
 from typing import Callable, Optional
 
 import torch
-import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from ddpm.cli import command_line
+from ddpm.cli import command_line, error
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.run import settings
 from ddpm.run.settings import parse_overrides, validate
-from ddpm.decisions.adr import read_config  # an ast reader: config.py is never executed here
+from ddpm.decisions.config_file import read_config  # an ast reader: config.py is never executed here
 from ddpm.files import write_text
 from ddpm.decisions.runs import load_runs
 from ddpm.model.unet import UNet
-from ddpm.run.hardware import bf16_is_native, resolve_precision
-from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args  # noqa: F401
-
-DIFFUSERS_MISSING = (
-    "diffusers is not installed; it is a benchmark-only dependency. Install it with "
-    "`.venv/bin/pip install -r requirements-bench.txt` (pinned there), then run `make bench` again."
-)
-
-
-# ---- configuration ------------------------------------------------------------------------------------
-def diffusers_args(args: dict) -> dict:
-    """A ``UNet2DConditionModel`` config mirroring our UNet's ``args``.
-
-    Same levels and widths (block_out_channels = base·mults), one ResNet per level down and two up
-    (diffusers' up blocks add one, like ours), cross-attention blocks exactly at our attention resolutions,
-    a cross-attention mid block, 3×3 stride-2 conv downsampling and nearest+conv upsampling, GroupNorm groups,
-    a 4·TIME_EMB_DIM time embedding. ``attention_head_dim`` is, for this class, the number of heads (a
-    historical misnomer, diffusers issue #2011). Left different, because the class does not expose them:
-    a linear proj_in/proj_out around each transformer, a GEGLU feed-forward (ours: GELU) and a
-    ``block_out_channels[0]``-wide sinusoidal timestep projection (ours: TIME_EMB_DIM). Ours without linear
-    biases or with RMSNorm (``linear_bias``, ``norm``; ADRs 0029, 0030) is still compared with diffusers' biases
-    and GroupNorm/LayerNorm, which the class offers no switch for; our pooled-text path (``pooled_text``, ADR
-    0032: a masked mean and one linear layer per image, well under 0.1 % of the FLOPs) has no counterpart there.
-    Our AdaGN (``scale_shift``, ADR 0034) is the class's ``resnet_time_scale_shift="scale_shift"``.
-    """
-    mults = args["channel_mults"]
-    res = [args["image_size"] // 2**i for i in range(len(mults))]
-    attn = [r in args["attention_resolutions"] for r in res]
-    return dict(
-        sample_size=args["image_size"], in_channels=args["in_channels"], out_channels=args["in_channels"],
-        block_out_channels=tuple(args["base_channels"] * m for m in mults),
-        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
-        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
-        mid_block_type="UNetMidBlock2DCrossAttn", layers_per_block=args["num_res_blocks"],
-        cross_attention_dim=args["context_dim"], attention_head_dim=args["attention_heads"],
-        norm_num_groups=args["norm_groups"], dropout=args["dropout"], time_embedding_dim=4 * args["time_emb_dim"],
-        use_linear_projection=True, downsample_padding=1, act_fn="silu",
-        resnet_time_scale_shift="scale_shift" if args.get("scale_shift") else "default",
-    )
-
-
-class DiffusersEps(nn.Module):
-    """Adapter: ``eps = model(x, t, context, context_mask)`` for a ``UNet2DConditionModel``."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, x, t, context, context_mask=None):
-        return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=context_mask).sample
-
-
-def build_diffusers(args: dict) -> nn.Module:
-    try:
-        from diffusers import UNet2DConditionModel
-    except ImportError as err:
-        raise ImportError(DIFFUSERS_MISSING) from err
-    return DiffusersEps(UNet2DConditionModel(**diffusers_args(args)))
-
+from ddpm.run.hardware import resolve_precision
+from ddpm.measure.peer import DIFFUSERS_MISSING, build_diffusers, diffusers_args
+from ddpm.measure.timing import (DTYPES, _device_name, matmul_gflops, matmul_size, round_robin,
+                                 sampling_step_seconds, tf32_in_use, tf32_matmul_gflops, timed_precisions)
+from ddpm.measure.workload import REPO_ROOT, TrainStep, count_params, forward_flops, make_inputs, unet_args
 
 # ---- measurements -------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_size(device: torch.device, quick: bool) -> int:
-    """n of the n³ peak matmul: large enough to reach the device's peak (8192 on a GPU, 2048 on a CPU)."""
-    return 512 if quick else 8192 if device.type == "cuda" else 2048
-
-
-def tf32_in_use(device: torch.device) -> bool:
-    """Whether fp32 convolutions or matmuls on ``device`` run in TF32 (CUDA only; cuDNN's convolutions by default)."""
-    return device.type == "cuda" and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
-
-
-def tf32_matmul_gflops(*, n: int, iters: int, device) -> float:
-    """The fp32 matmul with TF32 allowed for the measurement (the setting is restored after)."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        return matmul_gflops(torch.float32, n=n, iters=iters, device=device)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
-
-
-def matmul_gflops(dtype: torch.dtype, *, n: int = 2048, iters: int = 3, device="cpu") -> float:
-    """GFLOP/s of an n×n by n×n ``torch.mm`` (2n³ FLOPs), median of ``iters`` after one warm-up."""
-    device = torch.device(device)
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    times = []
-    for i in range(iters + 1):
-        _sync(device)
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        _sync(device)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def forward_flops(model: nn.Module, inputs: tuple) -> int:
-    """FLOPs of one fp32 forward on ``inputs`` (FlopCounterMode: convolutions, matmuls, attention)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(*inputs)
-    return counter.get_total_flops()
-
-
-def model_size(cfg: dict) -> dict:
-    """{"params", "fwd_flops_per_image"} of the UNet train.py builds from ``cfg`` (values as in config.py), counted
-    on CPU; a run's training compute is 3 × fwd_flops_per_image × images (issue 10's measure)."""
-    torch.manual_seed(0)
-    model = UNet(**unet_args(cfg)).eval()
-    inputs = make_inputs(2, image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"],
-                         context_dim=cfg["TEXT_WIDTH"], timesteps=cfg["TIMESTEPS"], device="cpu")
-    return {"params": count_params(model), "fwd_flops_per_image": forward_flops(model, inputs) // 2}
-
-
-def round_robin(steps: dict, *, warmup: int, iters: int, device) -> dict:
-    """name → list of ``iters`` seconds; each round runs one iteration of every variant, in order."""
-    device = torch.device(device)
-    times = {name: [] for name in steps}
-    for r in range(warmup + iters):
-        for name, step in steps.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            step()
-            _sync(device)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def sampling_step_seconds(model: nn.Module, images: int, *, warmup: int, iters: int, device, **kwargs) -> float:
-    """Median seconds of ``sampling_step(model, images, **kwargs)``."""
-    step = sampling_step(model, images, device=device, **kwargs)
-    seconds = round_robin({"sample": step}, warmup=warmup, iters=iters, device=device)["sample"]
-    model.train()
-    return statistics.median(seconds)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical CPUs"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def timed_precisions(precision_cfg: str, device: torch.device) -> tuple:
-    """fp32 always; bf16 too where the device computes it natively or the config trains in it (see the docstring)."""
-    return ("fp32", "bf16") if precision_cfg == "bf16" or bf16_is_native(device) else ("fp32",)
-
-
 def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, log: Callable = print) -> dict:
     """All measurements; ``cfg`` holds config.py's values (UPPER_CASE keys). Returns a results dict."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -424,13 +260,11 @@ def main(argv=None) -> int:
         overrides = parse_overrides(args.set)
         cfg = validate({**read_config(args.config), **overrides})
     except ValueError as err:
-        print(err, file=sys.stderr)
-        return 2
+        return error("bench", str(err))
     try:
         import diffusers  # noqa: F401
     except ImportError:
-        print(DIFFUSERS_MISSING, file=sys.stderr)
-        return 2
+        return error("bench", DIFFUSERS_MISSING)
     if args.threads:
         torch.set_num_threads(args.threads)
     res = run_bench(cfg, quick=args.quick, device=args.device, log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -14,7 +14,6 @@ the diversity measure of ``ddpm.measure.evaluate``.
 import hashlib
 import json
 import os
-import tempfile
 import time
 from typing import Callable, Optional
 
@@ -23,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ddpm.data.shapes import ATTRIBUTES, make_shapes_dataset
+from ddpm.files import atomic_write
 
 # Every setting that changes the trained probe; the cache file name hashes these.
 DEFAULT_SETTINGS = {
@@ -177,18 +177,8 @@ def fit(probe: Probe, batch: Callable, labels: dict, n: int, s: dict, log: Calla
 
 
 def save_probe(probe: Probe, info: dict, path: str) -> None:
-    """Write {state_dict, info} atomically: a temporary file in the same folder, then ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".probe-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        torch.save({"state_dict": probe.state_dict(), "info": info}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write {state_dict, info} atomically (``ddpm.files.atomic_write``)."""
+    atomic_write(path, lambda tmp: torch.save({"state_dict": probe.state_dict(), "info": info}, tmp))
 
 
 def load_probe(path: str):

@@ -22,7 +22,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ddpm.cli import command_line
-from ddpm.decisions.adr import read_config  # an ast reader: config.py is never executed here
+from ddpm.decisions.config_file import read_config  # an ast reader: config.py is never executed here
 from ddpm.run import settings
 from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args
 from ddpm.model.diffusion import GaussianDiffusion

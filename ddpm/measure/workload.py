@@ -1,5 +1,6 @@
-"""The workload that the benchmark and the profiler both time: our UNet as train.py builds it, synthetic inputs of
-the training shapes, one training step and one guided sampling step as calls.
+"""The workload that the benchmark and the profiler both time: our UNet as train.py builds it, its size (parameters
+and forward FLOPs, which a sweep's compute budget counts), synthetic inputs of the training shapes, one training
+step and one guided sampling step as calls.
 
 It lives apart from ``bench.py`` (which adds the diffusers comparison and the report) and ``profiling.py`` (which adds
 the profiler), so that neither owns what both need.
@@ -10,8 +11,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.unet import UNet
 from ddpm.run import settings
 from ddpm.run.hardware import CompiledOrEager, autocast, memory_format
 
@@ -78,3 +81,24 @@ def sampling_step(model: nn.Module, images: int, *, image_size: int, context_len
             model(x, t, ctx, mask)
 
     return step
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops(model: nn.Module, inputs: tuple) -> int:
+    """FLOPs of one fp32 forward on ``inputs`` (FlopCounterMode: convolutions, matmuls, attention)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return counter.get_total_flops()
+
+
+def model_size(cfg: dict) -> dict:
+    """{"params", "fwd_flops_per_image"} of the UNet train.py builds from ``cfg`` (values as in config.py), counted
+    on CPU; a run's training compute is 3 × fwd_flops_per_image × images (issue 10's measure)."""
+    torch.manual_seed(0)
+    model = UNet(**unet_args(cfg)).eval()
+    inputs = make_inputs(2, image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"],
+                         context_dim=cfg["TEXT_WIDTH"], timesteps=cfg["TIMESTEPS"], device="cpu")
+    return {"params": count_params(model), "fwd_flops_per_image": forward_flops(model, inputs) // 2}

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ddpm.measure.caption_probe import training_probe
-from ddpm.measure.evaluate import quick_eval
+from ddpm.measure.scoring import quick_eval
 from ddpm.measure.report import samples_sheet
 from ddpm.run import checkpoint as ckpts
 from ddpm.run.folder import last_good, save_grid, update_record
@@ -54,7 +54,7 @@ def eval_due(cfg, state, end_of_epoch, *, stepped) -> bool:
 
 
 def evaluate(preview, probe, cfg, writer, step) -> dict:
-    """The cheap probe evaluation (ddpm/measure/evaluate.py) at its fixed yardstick, PROBE_GUIDANCE_SCALE and
+    """The cheap probe evaluation (ddpm/measure/scoring.py) at its fixed yardstick, PROBE_GUIDANCE_SCALE and
     PROBE_DDIM_ETA (ADR 0046, 0047), not the samples' settings; its scores go to TensorBoard as eval/*."""
     scores = quick_eval(preview, probe, guidance_scale=cfg["PROBE_GUIDANCE_SCALE"], eta=cfg["PROBE_DDIM_ETA"],
                         num_steps=cfg["NUM_INFERENCE_STEPS"], sampler=cfg["SAMPLER"], seed=cfg["SEED"])
