@@ -324,6 +324,16 @@ def test_index_content(repo):
     assert table[2].endswith("| — |")
 
 
+def test_the_index_shows_an_adrs_finding_line_in_place_of_its_title(repo):
+    path = repo.add(4, "Try a thing", lines=["- LEARNING_RATE: 0.001 → 0.002"])
+    text = path.read_text().replace("## Context", "## Finding\n\n<!-- guidance -->\nIt helps on 5 of 5 seeds.\n\n## Context")
+    path.write_text(text)
+    decisions.update_index(repo.dir)
+    table = (repo.dir / "README.md").read_text()
+    assert "| [0004](0004-try-a-thing.md) | It helps on 5 of 5 seeds. | Accepted |" in table
+    assert "| [0002](0002-start-the-unet.md) | Start the UNet |" in table  # no Finding: the title
+
+
 def test_index_appended_when_markers_absent(repo):
     (repo.dir / "README.md").write_text("# Decisions\n")
     assert errors_matching(check(repo.config, repo.dir), "index is stale")

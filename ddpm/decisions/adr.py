@@ -77,6 +77,7 @@ class ADR:
     status: str = ""  # "Proposed", "Accepted", "Rejected", "Superseded", or the raw unknown text
     superseded_by: int | None = None
     status_line: int = 0
+    finding: str = ""  # the first line of an optional `## Finding` section: what was learned, for the index
     decisions: list[Decision] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -291,6 +292,8 @@ def parse_adr(path) -> ADR:
                     f"{where}:{lineno}: unknown status {status!r}: use Proposed, Accepted, Rejected or "
                     "`Superseded by NNNN`"
                 )
+        elif section == "finding" and line and not adr.finding:
+            adr.finding = line
         elif section == "decision" and (dm := DECISION_LINE_RE.match(line)):
             name, rest = dm.group(1), dm.group(2)
             try:

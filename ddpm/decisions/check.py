@@ -148,12 +148,14 @@ def newest_accepted(decisions_dir) -> tuple[int, str] | None:
 
 
 def render_index(adrs: list[ADR]) -> str:
-    rows = ["| ADR | Title | Status | Date | Constants |", "| --- | --- | --- | --- | --- |"]
+    """One row per ADR: its number, status, the constants it changed, and its finding (the `## Finding` line, else
+    its title, which the older records wrote as a finding), so the findings stay current without a README."""
+    rows = ["| ADR | Finding | Status | Date | Constants |", "| --- | --- | --- | --- | --- |"]
     for adr in adrs:
         names = ", ".join(f"`{d.name}`" for d in adr.decisions) or "—"
-        title = (adr.title or "?").replace("|", "\\|")
+        finding = (adr.finding or adr.title or "?").replace("|", "\\|")
         status = (adr.status_text or "?").replace("|", "\\|")
-        rows.append(f"| [{adr.label}]({adr.path.name}) | {title} | {status} | {adr.date or '?'} | {names} |")
+        rows.append(f"| [{adr.label}]({adr.path.name}) | {finding} | {status} | {adr.date or '?'} | {names} |")
     if not adrs:
         rows.append("| — | No ADRs yet | | | |")
     return "\n".join(rows)
