@@ -1,6 +1,6 @@
 # The front door. `make help` lists every target.
 PY      := .venv/bin/python
-STAMP   := .venv/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+STAMP   := .venv/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
 # What a user sets on the command line (PROMPT, CKPT, OUT, ARGS, ...) is data, never code. make hands each one to
@@ -23,7 +23,7 @@ help: ## list the targets
 	@echo "make train NPROC=N         the same, data-parallel in N processes (one per GPU; gloo on CPU) under torchrun"
 	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SAMPLER= ETA= SEED= CKPT= OUT="
 	@echo "make test                  the test suite (CPU, about 7 minutes on 2 cores)"
-	@echo "make lint                  ruff: syntax errors, undefined and unused names"
+	@echo "make lint                  ruff: syntax errors, undefined and unused names, import order, format"
 	@echo "make decisions             regenerate the ADR index and check config.py against the accepted ADRs"
 	@echo "make adr TITLE=\"...\"       write the next ADR, filled with config.py's undecided changes; SUPERSEDES=N"
 	@echo "make adr TITLE=\"...\" FROM=runs/<sweep>   the ADR from a sweep's best point, its table and command"
@@ -41,9 +41,9 @@ help: ## list the targets
 	@echo "make clean                 delete runs/ and caches (keeps .venv)"
 	@echo "Options: make train ARGS=\"--set LEARNING_RATE=2e-4 --resume\"; fine-tune: ARGS=\"--init-from model.safetensors\"   (python train.py --help for all)"
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt  # the pins pyproject.toml gives `pip install .` too
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(PY) -c "import torch, torchvision, open_clip; assert torch.__version__.startswith('2.14.1'), torch.__version__"
 	rm -f .venv/.installed-* && touch $@
 
@@ -61,8 +61,9 @@ sample: $(STAMP)
 test: $(BENCH_STAMP)  # the bench's own tests need diffusers
 	env -u DDPM_ARGS $(PY) -m pytest -q tests
 
-lint: $(STAMP)
-	$(PY) -m ruff check --select E9,F --exclude .venv .
+lint: $(STAMP)  # pyproject.toml's rules: syntax errors, undefined and unused names, import order; and the format
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 decisions: $(STAMP)
 	$(PY) -m ddpm.decisions.check index
