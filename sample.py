@@ -37,8 +37,12 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the checkpoint's")
     p.add_argument("--eta", type=float, default=None, help="DDIM η (default: the checkpoint's)")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="auto (bf16 where native, else fp32), fp32 or bf16 (default: the checkpoint's)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="auto (bf16 where native, else fp32), fp32 or bf16 (default: the checkpoint's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt", default=None, help="checkpoint file (default: the newest under runs/)")
     p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
@@ -61,11 +65,18 @@ def main(argv=None):
     else:
         path, ckpt = newest_valid(all_checkpoints(args.runs_dir))
         if ckpt is None:
-            fail("sample.py", f"no checkpoint under {args.runs_dir}: run `make train` first (or pass CKPT=path/to/ckpt.pt)")
+            fail(
+                "sample.py",
+                f"no checkpoint under {args.runs_dir}: run `make train` first (or pass CKPT=path/to/ckpt.pt)",
+            )
 
-    s = sampling_of(ckpt).replace(guidance_scale=args.guidance, num_steps=args.steps, sampler=args.sampler, eta=args.eta)
+    s = sampling_of(ckpt).replace(
+        guidance_scale=args.guidance, num_steps=args.steps, sampler=args.sampler, eta=args.eta
+    )
     out = args.out or default_out(path, prompt)
-    problems = s.problems(ckpt["diffusion_args"]["timesteps"]) + run_problems(n=args.n, n_max=MAX_IMAGES, seed=args.seed)
+    problems = s.problems(ckpt["diffusion_args"]["timesteps"]) + run_problems(
+        n=args.n, n_max=MAX_IMAGES, seed=args.seed
+    )
     if problems := problems + image_path_problems(out):
         fail("sample.py", "; ".join(problems))
 
@@ -79,17 +90,22 @@ def main(argv=None):
     unseen_words = getattr(pipe.text_encoder, "unseen_words", None)
     unseen = unseen_words(pipe.tokenizer, prompt) if unseen_words else []
     if unseen:
-        print(f"warning: {', '.join(repr(w) for w in unseen)} never appeared in the training captions; "
-              "the model cannot follow these words")
+        print(
+            f"warning: {', '.join(repr(w) for w in unseen)} never appeared in the training captions; "
+            "the model cannot follow these words"
+        )
 
     start = time.perf_counter()
-    images = pipe.generate([prompt] * args.n, seed=args.seed, progress=lambda it: tqdm(it, desc="sampling", leave=False),
-                           **s.as_dict())
+    images = pipe.generate(
+        [prompt] * args.n, seed=args.seed, progress=lambda it: tqdm(it, desc="sampling", leave=False), **s.as_dict()
+    )
     elapsed = time.perf_counter() - start
 
     try:  # atomically: a full disk leaves no half image behind
-        atomic_write(out, lambda tmp: vutils.save_image(images * 0.5 + 0.5, tmp, nrow=int(math.ceil(math.sqrt(args.n))),
-                                                         padding=2))
+        atomic_write(
+            out,
+            lambda tmp: vutils.save_image(images * 0.5 + 0.5, tmp, nrow=int(math.ceil(math.sqrt(args.n))), padding=2),
+        )
     except OSError as err:
         fail("sample.py", f"could not write {out} ({(err.strerror or str(err)).lower()}); nothing was written", code=1)
     steps = pipe.diffusion.timesteps if s.sampler == "ddpm" else s.num_steps
@@ -107,15 +123,26 @@ def describe(path, ckpt):
         from ddpm.decisions import check as decisions
 
         decided, _ = decisions.replay(os.path.join(HERE, "decisions"))
-        today = {"unet_args": settings.unet_args(decided, context_dim=ckpt["unet_args"]["context_dim"]),
-                 "text_args": settings.text_args(decided), "diffusion_args": settings.diffusion_args(decided)}
-        drift = architecture_diff(ckpt, today, names=("checkpoint", "decisions now"), ignore=("vocab", "context_dim"),
-                                  label=settings.config_name, sep=", ")
+        today = {
+            "unet_args": settings.unet_args(decided, context_dim=ckpt["unet_args"]["context_dim"]),
+            "text_args": settings.text_args(decided),
+            "diffusion_args": settings.diffusion_args(decided),
+        }
+        drift = architecture_diff(
+            ckpt,
+            today,
+            names=("checkpoint", "decisions now"),
+            ignore=("vocab", "context_dim"),
+            label=settings.config_name,
+            sep=", ",
+        )
     except Exception:  # noqa: BLE001 - sampling never depends on today's decisions; the warning is best effort
         return
     if drift:
-        print("note: today's decisions describe a different model than this checkpoint (sampling uses the "
-              "checkpoint's):\n  " + "\n  ".join(drift))
+        print(
+            "note: today's decisions describe a different model than this checkpoint (sampling uses the "
+            "checkpoint's):\n  " + "\n  ".join(drift)
+        )
 
 
 def default_out(ckpt_path, prompt):

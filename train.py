@@ -36,25 +36,54 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for this run")
-    p.add_argument("--run", "--run-name", dest="run", default=None,
-                   help="run name (default: the date and time); under torchrun, spell it --run-name")
-    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
-                   help="continue a run from its newest valid checkpoint (default: the newest run); it keeps its own "
-                        "config, and --set may change only what a resume may (EPOCHS, monitoring, previews, speed)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for this run"
+    )
+    p.add_argument(
+        "--run",
+        "--run-name",
+        dest="run",
+        default=None,
+        help="run name (default: the date and time); under torchrun, spell it --run-name",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="RUN",
+        help="continue a run from its newest valid checkpoint (default: the newest run); it keeps its own "
+        "config, and --set may change only what a resume may (EPOCHS, monitoring, previews, speed)",
+    )
     p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
     p.add_argument("--config", default=os.path.join(HERE, "config.py"), help="the constants (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
-    p.add_argument("--exploratory", action="store_true",
-                   help="train even though config.py differs from the accepted decisions; the run is marked exploratory")
+    p.add_argument(
+        "--exploratory",
+        action="store_true",
+        help="train even though config.py differs from the accepted decisions; the run is marked exploratory",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--init-from", metavar="PATH", help="start a new run (step 0, fresh optimizer) from the EMA weights "
-                   "of a checkpoint or an exported .safetensors model; the architecture must match")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                   help="a label recorded in run.json's provenance (a sweep stamps its name and trial this way)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of this process (default: torch's, one per core); make sweep ARGS=\"--jobs N\" "
-                        "gives each of its N runs at a time an equal share of the cores")
+    p.add_argument(
+        "--init-from",
+        metavar="PATH",
+        help="start a new run (step 0, fresh optimizer) from the EMA weights "
+        "of a checkpoint or an exported .safetensors model; the architecture must match",
+    )
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label recorded in run.json's provenance (a sweep stamps its name and trial this way)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help='CPU threads of this process (default: torch\'s, one per core); make sweep ARGS="--jobs N" '
+        "gives each of its N runs at a time an equal share of the cores",
+    )
     args = p.parse_args(command_line(argv))
     if args.max_steps is not None and args.max_steps < 1:
         bad_input(f"--max-steps {args.max_steps}: must be ≥ 1 (or left out to train EPOCHS epochs)")
@@ -83,11 +112,19 @@ def validated(cfg: dict, overrides: dict) -> dict:
 
 def check_decisions(config_file_values: dict, overrides: dict, exploratory: bool, config_path: str) -> dict:
     """Provenance of this run; refuses a config.py that the accepted decisions do not cover."""
-    prov = provenance.collect(config_file_values, overrides, repo_root=HERE,
-                              decisions_dir=os.path.join(HERE, "decisions"), config_path=config_path)
+    prov = provenance.collect(
+        config_file_values,
+        overrides,
+        repo_root=HERE,
+        decisions_dir=os.path.join(HERE, "decisions"),
+        config_path=config_path,
+    )
     if prov["decision_errors"] and not exploratory:
-        bad_input("config.py does not match the accepted decisions:\n  " + "\n  ".join(prov["decision_errors"]) +
-                  "\nWrite an ADR (make adr TITLE=\"...\"), or run anyway with: make train ARGS=--exploratory")
+        bad_input(
+            "config.py does not match the accepted decisions:\n  "
+            + "\n  ".join(prov["decision_errors"])
+            + '\nWrite an ADR (make adr TITLE="..."), or run anyway with: make train ARGS=--exploratory'
+        )
     prov["exploratory"] = bool(prov["decision_errors"] or overrides or exploratory)
     return prov
 
@@ -119,12 +156,18 @@ def configure(args) -> tuple:
         bad_input(str(err))
     cfg, changes, refused, ignored = resumed_config(ckpt["config"], config_file_values, overrides)
     if refused:
-        bad_input(f"cannot resume {run_dir} with a different " + ", ".join(refused) + ":\n  " +
-                  "\n  ".join(f"{k}: run {old!r}, --set {new!r}" for k, (old, new) in refused.items()) +
-                  "\nThese make the run what it is; start a new run for them (make train ARGS=\"--set ...\"). "
-                  "A resume may change: " + ", ".join(RESUMABLE))
+        bad_input(
+            f"cannot resume {run_dir} with a different "
+            + ", ".join(refused)
+            + ":\n  "
+            + "\n  ".join(f"{k}: run {old!r}, --set {new!r}" for k, (old, new) in refused.items())
+            + '\nThese make the run what it is; start a new run for them (make train ARGS="--set ..."). '
+            "A resume may change: " + ", ".join(RESUMABLE)
+        )
     if ignored:
-        print(f"note: config.py now differs from this run in {', '.join(ignored)}; the resumed run keeps its own values")
+        print(
+            f"note: config.py now differs from this run in {', '.join(ignored)}; the resumed run keeps its own values"
+        )
     return validated(cfg, changes), ckpt["provenance"], run_dir, (ckpt_path, ckpt, changes)
 
 
@@ -134,8 +177,16 @@ def main(argv=None):
         torch.set_num_threads(args.threads)  # before any work: it also sets OpenMP's, which compiled kernels use
     cfg, prov, run_dir, resume = configure(args)  # config.py once, --set, the decisions gate (a resume: its own)
     try:
-        run = build(cfg, prov, run_dir, runs_dir=args.runs_dir, device=args.device, max_steps=args.max_steps,
-                    resume=resume, init_path=args.init_from)  # data, text encoder, UNet, diffusion, optimizer, EMA
+        run = build(
+            cfg,
+            prov,
+            run_dir,
+            runs_dir=args.runs_dir,
+            device=args.device,
+            max_steps=args.max_steps,
+            resume=resume,
+            init_path=args.init_from,
+        )  # data, text encoder, UNet, diffusion, optimizer, EMA
         if run.finished:  # a resume of a run that has trained all its steps
             return finished(run, resume)
         prompts = open_folder(run, resumed=resume is not None, grid_size=cfg["SAMPLE_GRID_SIZE"])
@@ -175,8 +226,10 @@ def finished(run, resume) -> str:
     if run.world.main and read_json(record_path).get("step") != run.state.step:
         update_record(run.run_dir, step=run.state.step, epoch=run.state.epoch, final_loss=ckpt.get("loss"))
         print(f"run.json of {run.run_dir} brought up to its last checkpoint (step {run.state.step})")
-    print(f"run {run.run_dir} is finished: {run.state.step} of {run.total} steps done; nothing to do. To train on, "
-          f"resume with more epochs: make train ARGS=\"--resume {os.path.basename(run.run_dir)} --set EPOCHS=...\"")
+    print(
+        f"run {run.run_dir} is finished: {run.state.step} of {run.total} steps done; nothing to do. To train on, "
+        f'resume with more epochs: make train ARGS="--resume {os.path.basename(run.run_dir)} --set EPOCHS=..."'
+    )
     ddp.teardown(run.world, run.heartbeat)
     return run.run_dir
 

@@ -38,6 +38,9 @@ def command_line(argv=None, *, prog: str = None) -> list:
     try:
         words = shlex.split(extra)
     except ValueError as err:  # an unclosed quote
-        fail(prog or os.path.basename(sys.argv[0]), f"ARGS={extra!r}: {err} (quote each value as a shell would: "
-             f"ARGS='--set CIFAR10_CAPTION=\"a photo of {{}}\"')")
+        fail(
+            prog or os.path.basename(sys.argv[0]),
+            f"ARGS={extra!r}: {err} (quote each value as a shell would: "
+            f"ARGS='--set CIFAR10_CAPTION=\"a photo of {{}}\"')",
+        )
     return sys.argv[1:] + words

@@ -56,6 +56,7 @@ def write_bytes(blob: bytes, path: str, *, durable: bool = False) -> None:
     def write(tmp):
         with open(tmp, "wb") as f:
             f.write(blob)
+
     atomic_write(path, write, durable=durable)
 
 
@@ -91,7 +92,11 @@ def unwritable_reason(folder: str) -> Optional[str]:
     if not os.path.isdir(existing):
         return f"{existing} is not a folder"
     if existing != folder:
-        return None if os.access(existing, os.W_OK | os.X_OK) else f"cannot create folders in {existing} (permission denied)"
+        return (
+            None
+            if os.access(existing, os.W_OK | os.X_OK)
+            else f"cannot create folders in {existing} (permission denied)"
+        )
     try:
         with tempfile.TemporaryFile(dir=folder, prefix=TMP_PREFIX):
             pass

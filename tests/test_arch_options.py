@@ -37,8 +37,12 @@ def inputs(args, batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     size, dim = args["image_size"], args["context_dim"]
     mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:batch]
-    return (torch.randn(batch, 3, size, size, generator=g), torch.tensor([3, 17])[:batch],
-            torch.randn(batch, 5, dim, generator=g), mask)
+    return (
+        torch.randn(batch, 3, size, size, generator=g),
+        torch.tensor([3, 17])[:batch],
+        torch.randn(batch, 5, dim, generator=g),
+        mask,
+    )
 
 
 def randomised(net, seed=1):
@@ -55,8 +59,12 @@ def linear_biases(net):
 
 
 def tiny_train(runs, name, *extra):
-    args = ["--runs-dir", str(runs), "--exploratory",  # ADR numbers of parallel branches may gap
-            *sets(*TINY, "SAMPLE_GRID_SIZE=2", "NUM_INFERENCE_STEPS=2")]
+    args = [
+        "--runs-dir",
+        str(runs),
+        "--exploratory",  # ADR numbers of parallel branches may gap
+        *sets(*TINY, "SAMPLE_GRID_SIZE=2", "NUM_INFERENCE_STEPS=2"),
+    ]
     return train.main(args + (["--run", name] if "--resume" not in extra else []) + list(extra))
 
 
@@ -74,8 +82,9 @@ def test_no_linear_bias_removes_exactly_the_linear_biases(tiny_unet_args):
     assert {n.rsplit(".", 2)[-2] for n in dropped} >= {"temb", "out", "0", "2"}  # time projections, attention, ff, MLP
     assert "time_mlp.0.bias" in dropped and "time_mlp.2.bias" in dropped
     assert set(with_bias.state_dict()) - set(without.state_dict()) == dropped
-    assert sum(p.numel() for p in with_bias.parameters()) - sum(p.numel() for p in without.parameters()) == \
-        sum(with_bias.state_dict()[n].numel() for n in dropped)
+    assert sum(p.numel() for p in with_bias.parameters()) - sum(p.numel() for p in without.parameters()) == sum(
+        with_bias.state_dict()[n].numel() for n in dropped
+    )
     convs = [n for n, m in without.named_modules() if isinstance(m, nn.Conv2d)]
     assert all(without.get_submodule(n).bias is not None for n in convs)  # conv biases stay (ADR 0029)
 
@@ -96,7 +105,9 @@ def test_the_defaults_build_todays_unet(tiny_unet_args):
     spelled = UNet(**tiny_unet_args, linear_bias=True, norm="group", pooled_text=False, scale_shift=False).state_dict()
     assert list(today) == list(spelled) and all(torch.equal(today[k], spelled[k]) for k in today)
     net = UNet(**tiny_unet_args)
-    assert any(isinstance(m, nn.GroupNorm) for m in net.modules()) and any(isinstance(m, nn.LayerNorm) for m in net.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in net.modules()) and any(
+        isinstance(m, nn.LayerNorm) for m in net.modules()
+    )
 
 
 # ---- NORM (ADR 0030) ------------------------------------------------------------------------------------------
@@ -104,15 +115,23 @@ def test_rms_replaces_every_group_and_layer_norm_and_changes_the_output(tiny_une
     torch.manual_seed(0)
     group = randomised(UNet(**tiny_unet_args))
     rms = UNet(**tiny_unet_args, norm="rms").eval()
+
     def kinds(net, cls):
         return [n for n, m in net.named_modules() if type(m) is cls]
+
     assert not kinds(rms, nn.GroupNorm) and not kinds(rms, nn.LayerNorm)
     assert kinds(rms, GroupRMSNorm) == kinds(group, nn.GroupNorm)  # the same places, feature maps
     assert [n for n, m in rms.named_modules() if isinstance(m, nn.RMSNorm)] == kinds(group, nn.LayerNorm)  # tokens
     # Every weight carries over but the norms' shifts β, which RMSNorm does not have (eq. 4: a gain only).
     missing, unexpected = rms.load_state_dict(group.state_dict(), strict=False)
-    assert not missing and unexpected and all(k.rsplit(".", 1)[0] in kinds(group, nn.GroupNorm) +
-                                              kinds(group, nn.LayerNorm) and k.endswith(".bias") for k in unexpected)
+    assert (
+        not missing
+        and unexpected
+        and all(
+            k.rsplit(".", 1)[0] in kinds(group, nn.GroupNorm) + kinds(group, nn.LayerNorm) and k.endswith(".bias")
+            for k in unexpected
+        )
+    )
     x = inputs(tiny_unet_args)
     with torch.no_grad():
         a, b = group(*x), rms(*x)
@@ -164,8 +183,11 @@ def test_pooled_is_the_mean_over_the_unmasked_tokens():
 def time_inputs_of_the_blocks(net, x):
     """What every residual block's time projection receives, (blocks, B, 4·TIME_EMB_DIM), for inputs ``x``."""
     seen = []
-    hooks = [m.temb.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
-             for m in net.modules() if isinstance(m, ResBlock)]
+    hooks = [
+        m.temb.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+        for m in net.modules()
+        if isinstance(m, ResBlock)
+    ]
     with torch.no_grad():
         net(*x)
     for h in hooks:
@@ -178,14 +200,16 @@ def test_pooled_text_brings_the_prompt_to_every_residual_block(tiny_unet_args):
     plain = randomised(UNet(**tiny_unet_args))
     with_path = UNet(**tiny_unet_args, pooled_text=True).eval()
     assert set(with_path.state_dict()) - set(plain.state_dict()) == {"text_to_time.weight", "text_to_time.bias"}
-    with_path.load_state_dict({**plain.state_dict(), **{k: v for k, v in with_path.state_dict().items()
-                                                          if k.startswith("text_to_time")}})
+    with_path.load_state_dict(
+        {**plain.state_dict(), **{k: v for k, v in with_path.state_dict().items() if k.startswith("text_to_time")}}
+    )
     x, t, ctx, mask = inputs(tiny_unet_args)
     other = (x, t, ctx.flip(0), mask.flip(0))  # the same images and timesteps, the prompts swapped
     # Without the path the residual blocks see only the timestep; with it, the prompt too.
     assert torch.equal(time_inputs_of_the_blocks(plain, (x, t, ctx, mask)), time_inputs_of_the_blocks(plain, other))
-    assert not torch.allclose(time_inputs_of_the_blocks(with_path, (x, t, ctx, mask)),
-                              time_inputs_of_the_blocks(with_path, other), atol=1e-4)
+    assert not torch.allclose(
+        time_inputs_of_the_blocks(with_path, (x, t, ctx, mask)), time_inputs_of_the_blocks(with_path, other), atol=1e-4
+    )
     with torch.no_grad():
         assert not torch.allclose(with_path(x, t, ctx, mask), plain(x, t, ctx, mask), atol=1e-4)
         with_path.text_to_time.weight.zero_()
@@ -243,14 +267,20 @@ def test_scale_shift_brings_the_timestep_and_the_pooled_prompt_in_as_scales(tiny
 # ---- settings: validation and constructor arguments ----------------------------------------------------------
 def config():
     import config as module
+
     return settings.config_from_module(module)
 
 
-@pytest.mark.parametrize("key, value, allowed", [("NORM", "layer", "one of 'group', 'rms'"),
-                                                 ("LINEAR_BIAS", 0, "True or False"),
-                                                 ("POOLED_TEXT", 1, "True or False"),
-                                                 ("SCALE_SHIFT", "on", "True or False"),
-                                                 ("TRAIN_TEXT_TOWER", "yes", "True or False")])
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("NORM", "layer", "one of 'group', 'rms'"),
+        ("LINEAR_BIAS", 0, "True or False"),
+        ("POOLED_TEXT", 1, "True or False"),
+        ("SCALE_SHIFT", "on", "True or False"),
+        ("TRAIN_TEXT_TOWER", "yes", "True or False"),
+    ],
+)
 def test_bad_values_are_one_line_naming_the_allowed_ones(key, value, allowed):
     with pytest.raises(ValueError) as err:
         settings.validate({**config(), key: value})
@@ -259,8 +289,16 @@ def test_bad_values_are_one_line_naming_the_allowed_ones(key, value, allowed):
 
 
 def test_settings_pass_the_options_on_and_scratch_ignores_the_tower_flag():
-    cfg = settings.validate({**config(), "NORM": "rms", "LINEAR_BIAS": False, "TRAIN_TEXT_TOWER": True,
-                             "POOLED_TEXT": True, "SCALE_SHIFT": True})
+    cfg = settings.validate(
+        {
+            **config(),
+            "NORM": "rms",
+            "LINEAR_BIAS": False,
+            "TRAIN_TEXT_TOWER": True,
+            "POOLED_TEXT": True,
+            "SCALE_SHIFT": True,
+        }
+    )
     args = settings.unet_args(cfg, context_dim=16)
     assert args["norm"] == "rms" and args["linear_bias"] is False and args["pooled_text"] is True
     assert args["scale_shift"] is True
@@ -268,16 +306,37 @@ def test_settings_pass_the_options_on_and_scratch_ignores_the_tower_flag():
     opened = {**cfg, "TEXT_ENCODER": "open_clip", "OPEN_CLIP_PRETRAINED": "x.pt"}
     assert settings.text_args(opened)["train_tower"] is True
     with pytest.raises(ValueError, match="scratch encoder is always trained"):
-        build_text_encoder(kind="scratch", context_length=8, width=16, heads=2, layers=1, open_clip_model="",
-                           open_clip_pretrained="", vocab=(1, 2), train_tower=True)
+        build_text_encoder(
+            kind="scratch",
+            context_length=8,
+            width=16,
+            heads=2,
+            layers=1,
+            open_clip_model="",
+            open_clip_pretrained="",
+            vocab=(1, 2),
+            train_tower=True,
+        )
 
 
 # ---- the options through train.py, the checkpoint, export and sample.py ---------------------------------------
 @pytest.fixture(scope="module")
 def unet_options_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    tiny_train(runs, "rms", "--max-steps", "2", "--set", "NORM=rms", "--set", "LINEAR_BIAS=False",
-               "--set", "POOLED_TEXT=True", "--set", "SCALE_SHIFT=True")
+    tiny_train(
+        runs,
+        "rms",
+        "--max-steps",
+        "2",
+        "--set",
+        "NORM=rms",
+        "--set",
+        "LINEAR_BIAS=False",
+        "--set",
+        "POOLED_TEXT=True",
+        "--set",
+        "SCALE_SHIFT=True",
+    )
     return runs, newest(runs / "rms")
 
 
@@ -291,7 +350,9 @@ def test_unet_options_are_recorded_and_rebuilt_from_the_checkpoint(unet_options_
     pipe = Pipeline.from_checkpoint(str(path))
     assert pipe.unet.text_to_time is not None
     assert all(m.scale_shift for m in pipe.unet.modules() if isinstance(m, ResBlock))
-    assert not linear_biases(pipe.unet) and not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in pipe.unet.modules())
+    assert not linear_biases(pipe.unet) and not any(
+        isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in pipe.unet.modules()
+    )
     trained = UNet(**ckpt["unet_args"])
     trained.load_state_dict(ckpt["ema_unet"])
     x = inputs(ckpt["unet_args"], seed=3)
@@ -299,7 +360,9 @@ def test_unet_options_are_recorded_and_rebuilt_from_the_checkpoint(unet_options_
         assert torch.allclose(pipe.unet(*x), trained.eval()(*x), atol=1e-6)
     out = str(runs / "rms.safetensors")
     export(ckpt, out, source=str(path))
-    images = [Pipeline.from_checkpoint(p).generate(PROMPTS, guidance_scale=3.0, num_steps=2, seed=1) for p in (str(path), out)]
+    images = [
+        Pipeline.from_checkpoint(p).generate(PROMPTS, guidance_scale=3.0, num_steps=2, seed=1) for p in (str(path), out)
+    ]
     assert torch.equal(images[0], images[1])
     sample.describe(str(path), ckpt)  # today's decisions are "group" with biases: sample.py says so
     said = capsys.readouterr().out
@@ -316,8 +379,13 @@ def test_checkpoints_and_exports_from_before_the_options_load_as_today(unet_opti
     export(load_checkpoint(str(path)), str(out), source=str(path))
     described = tmp_path / os.path.basename(json_path(str(out)))
     meta = json.loads(described.read_text())
-    for group, key in (("unet_args", "linear_bias"), ("unet_args", "norm"), ("unet_args", "pooled_text"),
-                       ("unet_args", "scale_shift"), ("text_args", "train_tower")):
+    for group, key in (
+        ("unet_args", "linear_bias"),
+        ("unet_args", "norm"),
+        ("unet_args", "pooled_text"),
+        ("unet_args", "scale_shift"),
+        ("text_args", "train_tower"),
+    ):
         del meta[group][key]  # as an export written before these arguments existed
     described.write_text(json.dumps(meta))
     loaded = load_model(str(out))  # as --init-from compares it with a run's arguments
@@ -331,8 +399,11 @@ def test_checkpoints_and_exports_from_before_the_options_load_as_today(unet_opti
 def tiny_clip(tmp_path_factory):
     """(model name, weights file) of a tiny open_clip model, random weights, saved locally."""
     folder = tmp_path_factory.mktemp("clip")
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-           "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     (folder / "tiny-tower-clip.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(folder / "tiny-tower-clip.json")
     torch.manual_seed(0)
@@ -343,8 +414,16 @@ def tiny_clip(tmp_path_factory):
 
 def tower(tiny_clip, train_tower):
     name, weights = tiny_clip
-    return build_text_encoder(kind="open_clip", context_length=12, width=0, heads=0, layers=0, open_clip_model=name,
-                              open_clip_pretrained=str(weights), train_tower=train_tower)
+    return build_text_encoder(
+        kind="open_clip",
+        context_length=12,
+        width=0,
+        heads=0,
+        layers=0,
+        open_clip_model=name,
+        open_clip_pretrained=str(weights),
+        train_tower=train_tower,
+    )
 
 
 def test_a_trained_tower_moves_under_an_optimizer_step_and_a_frozen_one_cannot(tiny_clip):
@@ -355,8 +434,9 @@ def test_a_trained_tower_moves_under_an_optimizer_step_and_a_frozen_one_cannot(t
     assert not frozen(tokens).requires_grad and not optim.param_groups([(frozen.parameters(), 1e-2)])
     before = {k: v.clone() for k, v in trained.state_dict().items()}
     assert "positional_embedding" in before  # trained too, so stored
-    opt = optim.build_optimizer("adamw", optim.param_groups([(trained.parameters(), 1e-2)]), betas=(0.9, 0.999),
-                                eps=1e-8, weight_decay=0.0)
+    opt = optim.build_optimizer(
+        "adamw", optim.param_groups([(trained.parameters(), 1e-2)]), betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+    )
     trained(tokens).pow(2).mean().backward()
     opt.step()
     moved = [k for k, v in trained.state_dict().items() if not torch.equal(v, before[k])]
@@ -369,8 +449,14 @@ def tower_runs(tiny_clip, tmp_path_factory):
     """A 2-step run training the tiny tower, and the same run as 1 step + a resume."""
     name, weights = tiny_clip
     runs = tmp_path_factory.mktemp("runs")
-    extra = sets("TEXT_ENCODER=open_clip", f"OPEN_CLIP_MODEL={name}", f"OPEN_CLIP_PRETRAINED={weights}",
-                 "TEXT_CONTEXT_LENGTH=12", "TRAIN_TEXT_TOWER=True", "TEXT_LEARNING_RATE=0.01")
+    extra = sets(
+        "TEXT_ENCODER=open_clip",
+        f"OPEN_CLIP_MODEL={name}",
+        f"OPEN_CLIP_PRETRAINED={weights}",
+        "TEXT_CONTEXT_LENGTH=12",
+        "TRAIN_TEXT_TOWER=True",
+        "TEXT_LEARNING_RATE=0.01",
+    )
     tiny_train(runs, "straight", "--max-steps", "2", *extra)
     tiny_train(runs, "halves", "--max-steps", "1", *extra)
     tiny_train(runs, "halves", "--resume", "halves", "--max-steps", "2", *extra)
@@ -386,8 +472,10 @@ def test_the_trained_tower_is_uncached_trained_at_its_rate_and_stored(tiny_clip,
     pretrained = torch.load(tiny_clip[1], map_location="cpu", weights_only=True)
     stored = ckpt["text_encoder"]
     assert stored is not None and ckpt["ema_text_encoder"] is not None
+
     def key(k):  # ours hold CLIP's text parts under .tower
         return k.removeprefix("tower.")
+
     assert set(map(key, stored)) <= set(pretrained)
     moved = [k for k, v in stored.items() if not torch.equal(v, pretrained[key(k)])]
     assert "positional_embedding" in moved and any(k.startswith("tower.transformer.") for k in moved)

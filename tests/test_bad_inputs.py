@@ -18,12 +18,12 @@ import traceback
 
 import pytest
 import torch
+from in_process import exits, one_line
 
 import sample
 from ddpm.measure import evaluate as ev
 from ddpm.run import checkpoint as ckpts
 from ddpm.run.pipeline import Pipeline
-from in_process import exits, one_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt")
@@ -85,8 +85,10 @@ def inconsistent(folder, change):
 @pytest.fixture
 def no_sampling(monkeypatch):
     """Bad input must be refused before any image is sampled or any probe trained."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("sampling started before the input was checked")
+
     monkeypatch.setattr(Pipeline, "generate", refuse)
     monkeypatch.setattr(ev, "load_or_train_probe", refuse)
 
@@ -176,13 +178,25 @@ def test_sample_that_cannot_write_its_image_leaves_nothing(tmp_path, capsys, mon
 
 
 # ---- item 10: eval's parameters are validated like sample's, by the same function ----------------------------
-@pytest.mark.parametrize("args, expected", [
-    (["--guidance", "nan"], "GUIDANCE=nan"), (["--guidance", "inf"], "GUIDANCE=inf"),
-    (["--guidance", "-1"], "GUIDANCE=-1"), (["--steps", "0"], "STEPS=0"), (["--steps", "999999"], "STEPS=999999"),
-    (["--n", "0"], "N=0"), (["--seed", "-1"], "SEED=-1"), (["--seed", str(2**64)], f"SEED={2**64}"),
-    (["--sweep", "1,nan"], "SWEEP"), (["--sweep", "2,-3"], "SWEEP"),
-    (["--sampler", "dpmpp2m", "--steps", "20"], "STEPS=20: must be in [1, 19]"),  # the fixture's 20 TIMESTEPS less t=0
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--guidance", "nan"], "GUIDANCE=nan"),
+        (["--guidance", "inf"], "GUIDANCE=inf"),
+        (["--guidance", "-1"], "GUIDANCE=-1"),
+        (["--steps", "0"], "STEPS=0"),
+        (["--steps", "999999"], "STEPS=999999"),
+        (["--n", "0"], "N=0"),
+        (["--seed", "-1"], "SEED=-1"),
+        (["--seed", str(2**64)], f"SEED={2**64}"),
+        (["--sweep", "1,nan"], "SWEEP"),
+        (["--sweep", "2,-3"], "SWEEP"),
+        (
+            ["--sampler", "dpmpp2m", "--steps", "20"],
+            "STEPS=20: must be in [1, 19]",
+        ),  # the fixture's 20 TIMESTEPS less t=0
+    ],
+)
 def test_eval_validates_its_parameters_like_sample(tmp_path, capsys, no_sampling, args, expected):
     code, err = exits(ev.main, ["--ckpt", FIXTURE, "--out", str(tmp_path / "eval"), *args], capsys)
     line = one_line(err)
@@ -258,9 +272,15 @@ def test_disk_full_during_save(previous, monkeypatch):
     import builtins
 
     real_open = builtins.open
-    monkeypatch.setattr(builtins, "open", lambda path, mode="r", *a, **k: FullDisk(path, mode.replace("b", ""))
-                        if mode == "wb" and os.path.basename(str(path)).startswith(ckpts.TMP_PREFIX)
-                        else real_open(path, mode, *a, **k))
+    monkeypatch.setattr(
+        builtins,
+        "open",
+        lambda path, mode="r", *a, **k: (
+            FullDisk(path, mode.replace("b", ""))
+            if mode == "wb" and os.path.basename(str(path)).startswith(ckpts.TMP_PREFIX)
+            else real_open(path, mode, *a, **k)
+        ),
+    )
     failed_save(*previous, match="no space left on device")
 
 
@@ -330,15 +350,26 @@ def test_leftover_temporaries_are_removed_and_never_listed(previous):
 
 
 # ---- the same, end to end: the command lines, in a subprocess ---------------------------------------------
-@pytest.mark.parametrize("command, expected", [
-    ([os.path.join(ROOT, "sample.py"), "--prompt", "x", "--ckpt", FIXTURE, "--seed", "99999999999999999999"],
-     "SEED=99999999999999999999"),
-    (["-m", "ddpm.measure.evaluate", "--ckpt", "truncated.pt"], "truncated or corrupt"),
-])
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        (
+            [os.path.join(ROOT, "sample.py"), "--prompt", "x", "--ckpt", FIXTURE, "--seed", "99999999999999999999"],
+            "SEED=99999999999999999999",
+        ),
+        (["-m", "ddpm.measure.evaluate", "--ckpt", "truncated.pt"], "truncated or corrupt"),
+    ],
+)
 def test_command_line_ends_in_one_line_with_exit_code_2(tmp_path, command, expected):
     bad_file(str(tmp_path), "truncated")
-    proc = subprocess.run([sys.executable, *command], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])})
+    proc = subprocess.run(
+        [sys.executable, *command],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])},
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert expected in proc.stderr.strip().splitlines()[-1]
     assert sorted(os.listdir(tmp_path)) == ["truncated.pt"]

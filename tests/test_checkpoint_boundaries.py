@@ -8,12 +8,12 @@ import warnings
 import pytest
 import torch
 
+from ddpm.model.text import PromptTokenizer
+from ddpm.model.unet import UNet
 from ddpm.run import checkpoint as ckpts
 from ddpm.run import hardware
 from ddpm.run.hardware import resolve_precision
 from ddpm.run.pipeline import Pipeline
-from ddpm.model.text import PromptTokenizer
-from ddpm.model.unet import UNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,31 +21,58 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def make_checkpoint(tiny_unet_args, step=1):
     torch.manual_seed(step)
     tokens, mask = PromptTokenizer(context_length=12)(["a red circle on a blue background", ""])
-    text_args = dict(kind="scratch", context_length=12, width=16, heads=2, layers=1, open_clip_model="",
-                     open_clip_pretrained="", vocab=tuple(sorted(set(tokens[mask].tolist()))))
+    text_args = dict(
+        kind="scratch",
+        context_length=12,
+        width=16,
+        heads=2,
+        layers=1,
+        open_clip_model="",
+        open_clip_pretrained="",
+        vocab=tuple(sorted(set(tokens[mask].tolist()))),
+    )
     from ddpm.model.text import build_text_encoder
+
     unet, text = UNet(**tiny_unet_args), build_text_encoder(**text_args)
     for p in unet.parameters():
         torch.nn.init.normal_(p, std=0.1)
-    return {"format": 1, "unet_args": tiny_unet_args, "text_args": text_args,
-            "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
-            "sampling": dict(guidance_scale=2.0, num_steps=4, sampler="ddim", eta=0.0, clip_x0=True,
-                             precision="fp32", channels_last=False),
-            "unet": unet.state_dict(), "ema_unet": unet.state_dict(), "text_encoder": text.state_dict(),
-            "ema_text_encoder": text.state_dict(), "config": {"SEED": 0}, "step": step}
+    return {
+        "format": 1,
+        "unet_args": tiny_unet_args,
+        "text_args": text_args,
+        "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
+        "sampling": dict(
+            guidance_scale=2.0,
+            num_steps=4,
+            sampler="ddim",
+            eta=0.0,
+            clip_x0=True,
+            precision="fp32",
+            channels_last=False,
+        ),
+        "unet": unet.state_dict(),
+        "ema_unet": unet.state_dict(),
+        "text_encoder": text.state_dict(),
+        "ema_text_encoder": text.state_dict(),
+        "config": {"SEED": 0},
+        "step": step,
+    }
 
 
 def test_round_trip_gives_identical_samples(tmp_path, tiny_unet_args):
     state = make_checkpoint(tiny_unet_args)
     path = str(tmp_path / "run" / "checkpoints" / "ckpt-a.pt")
     ckpts.save_atomic(state, path)
-    a = Pipeline.from_checkpoint(path).generate(["a red circle on a blue background"] * 2, guidance_scale=2.0,
-                                                num_steps=4, seed=5)
-    b = Pipeline.from_checkpoint(path).generate(["a red circle on a blue background"] * 2, guidance_scale=2.0,
-                                                num_steps=4, seed=5)
+    a = Pipeline.from_checkpoint(path).generate(
+        ["a red circle on a blue background"] * 2, guidance_scale=2.0, num_steps=4, seed=5
+    )
+    b = Pipeline.from_checkpoint(path).generate(
+        ["a red circle on a blue background"] * 2, guidance_scale=2.0, num_steps=4, seed=5
+    )
     assert a.shape == (2, 3, 8, 8) and torch.equal(a, b)
-    c = Pipeline.from_checkpoint(path).generate(["a red circle on a blue background"] * 2, guidance_scale=2.0,
-                                                num_steps=4, seed=6)
+    c = Pipeline.from_checkpoint(path).generate(
+        ["a red circle on a blue background"] * 2, guidance_scale=2.0, num_steps=4, seed=6
+    )
     assert not torch.equal(a, c)
 
 
@@ -153,7 +180,9 @@ def test_prune_keeps_newest(tmp_path):
         (folder / ckpts.checkpoint_name(epoch, epoch * 10)).write_bytes(b"x")
     ckpts.prune(str(tmp_path), keep=2)
     assert [os.path.basename(p) for p in ckpts.run_checkpoints(str(tmp_path))] == [
-        ckpts.checkpoint_name(3, 30), ckpts.checkpoint_name(4, 40)]
+        ckpts.checkpoint_name(3, 30),
+        ckpts.checkpoint_name(4, 40),
+    ]
 
 
 def python_sources():
@@ -163,8 +192,13 @@ def python_sources():
 def test_nothing_under_ddpm_imports_config():
     for path in glob.glob(os.path.join(ROOT, "ddpm", "*.py")):
         for node in ast.walk(ast.parse(open(path).read())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert "config" not in [n.split(".")[0] for n in names], f"{path} imports config"
 
 

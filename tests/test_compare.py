@@ -29,19 +29,38 @@ def write_sweep(root, name, *, batch, curves, base=None, overrides=None, failed=
 
 
 def rows_of(text, first_cell):
-    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith(f"| {first_cell}")]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith(f"| {first_cell}")
+    ]
 
 
 def test_images_to_threshold_count_the_batch_and_the_seeds_that_got_there(tmp_path, capsys):
-    a = write_sweep(tmp_path, "small", batch=32, base={"EPOCHS": 5}, overrides={"MIN_SNR_GAMMA": 0.0}, curves=[
-        {"color": [(50, 0.5), (100, 0.95)], "joint": [(50, 0.0), (100, 0.25)]},
-        {"color": [(50, 0.9), (100, 1.0)], "joint": [(50, 0.0), (100, 0.0)]},
-    ])
-    b = write_sweep(tmp_path, "large", batch=64, base={"EPOCHS": 5}, overrides={"MIN_SNR_GAMMA": 5.0}, curves=[
-        {"color": [(50, 0.95), (100, 0.5)], "joint": [(50, 0.0), (100, 1.0)]},
-        {"color": [(50, 0.1), (100, 0.2)], "joint": [(50, 0.0), (100, 0.0)]},
-        {"color": [(50, 0.1), (100, 0.2)], "joint": [(50, 0.0), (100, 0.0)]},
-    ], failed=(2,))
+    a = write_sweep(
+        tmp_path,
+        "small",
+        batch=32,
+        base={"EPOCHS": 5},
+        overrides={"MIN_SNR_GAMMA": 0.0},
+        curves=[
+            {"color": [(50, 0.5), (100, 0.95)], "joint": [(50, 0.0), (100, 0.25)]},
+            {"color": [(50, 0.9), (100, 1.0)], "joint": [(50, 0.0), (100, 0.0)]},
+        ],
+    )
+    b = write_sweep(
+        tmp_path,
+        "large",
+        batch=64,
+        base={"EPOCHS": 5},
+        overrides={"MIN_SNR_GAMMA": 5.0},
+        curves=[
+            {"color": [(50, 0.95), (100, 0.5)], "joint": [(50, 0.0), (100, 1.0)]},
+            {"color": [(50, 0.1), (100, 0.2)], "joint": [(50, 0.0), (100, 0.0)]},
+            {"color": [(50, 0.1), (100, 0.2)], "joint": [(50, 0.0), (100, 0.0)]},
+        ],
+        failed=(2,),
+    )
     assert compare.main([a, b]) == 0
     out = capsys.readouterr().out
     (small_final,), (large_final,) = rows_of(out, "small/t0")[:1], rows_of(out, "large/t0")[:1]

@@ -40,7 +40,8 @@ def test_heldout_pairs_never_in_training_split():
 def test_foreground_pixels_have_the_named_colour():
     data = make_shapes_dataset(size=1, seed=3, image_size=32)
     img = ((data.images[0] + 1) * 127.5).round()  # (3, H, W)
-    from ddpm.data.shapes import COLORS, COLOR_NAMES
+    from ddpm.data.shapes import COLOR_NAMES, COLORS
+
     fg = torch.tensor(COLORS[COLOR_NAMES[data.labels["color"][0]]], dtype=torch.float32)
     bg = torch.tensor(COLORS[COLOR_NAMES[data.labels["background"][0]]], dtype=torch.float32)
     pixels = img.flatten(1).T
@@ -48,12 +49,15 @@ def test_foreground_pixels_have_the_named_colour():
     assert ((pixels - bg).abs().sum(1) < 3).sum() > 200
 
 
-@pytest.mark.parametrize("images,match", [
-    (torch.rand(4, 3, 8, 8), r"scaled to \[0, 1\]"),
-    (torch.rand(4, 3, 8, 8) * 255, r"must lie in \[-1, 1\]"),
-    (torch.zeros(4, 3, 8, 8) - 0.5, "no contrast"),
-    (torch.rand(4, 8, 8, 3) * 2 - 1, r"must be \(N, 3, 8, 8\)"),
-])
+@pytest.mark.parametrize(
+    "images,match",
+    [
+        (torch.rand(4, 3, 8, 8), r"scaled to \[0, 1\]"),
+        (torch.rand(4, 3, 8, 8) * 255, r"must lie in \[-1, 1\]"),
+        (torch.zeros(4, 3, 8, 8) - 0.5, "no contrast"),
+        (torch.rand(4, 8, 8, 3) * 2 - 1, r"must be \(N, 3, 8, 8\)"),
+    ],
+)
 def test_check_images_rejects_wrongly_scaled_data(images, match):
     with pytest.raises(ValueError, match=match):
         check_images(images, image_size=8)
@@ -63,17 +67,20 @@ def test_repo_config_is_valid():
     validate(config_from_module(config))
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("LEARNING_RATE", "1e-3", "LEARNING_RATE = '1e-3' \\(str\\): expected a number"),
-    ("BATCH_SIZE", 0, "BATCH_SIZE = 0 \\(int\\): expected an int in \\[1"),
-    ("BATCH_SIZE", True, "BATCH_SIZE = True \\(bool\\)"),
-    ("IMAGE_SIZE", 33, "IMAGE_SIZE = 33: must be divisible by 2\\^2"),
-    ("CAPTION_DROPOUT", 1.5, "CAPTION_DROPOUT = 1.5"),
-    ("BETA_SCHEDULE", "quadratic", "one of 'linear', 'cosine'"),
-    ("ATTENTION_RESOLUTIONS", (4,), "ATTENTION_RESOLUTIONS contains 4"),
-    ("NUM_INFERENCE_STEPS", 2000, "NUM_INFERENCE_STEPS = 2000: must be ≤ 1000 \\(TIMESTEPS = 1000\\)"),
-    ("GUIDANCE_SCALE", float("nan"), "GUIDANCE_SCALE = nan"),
-])
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("LEARNING_RATE", "1e-3", "LEARNING_RATE = '1e-3' \\(str\\): expected a number"),
+        ("BATCH_SIZE", 0, "BATCH_SIZE = 0 \\(int\\): expected an int in \\[1"),
+        ("BATCH_SIZE", True, "BATCH_SIZE = True \\(bool\\)"),
+        ("IMAGE_SIZE", 33, "IMAGE_SIZE = 33: must be divisible by 2\\^2"),
+        ("CAPTION_DROPOUT", 1.5, "CAPTION_DROPOUT = 1.5"),
+        ("BETA_SCHEDULE", "quadratic", "one of 'linear', 'cosine'"),
+        ("ATTENTION_RESOLUTIONS", (4,), "ATTENTION_RESOLUTIONS contains 4"),
+        ("NUM_INFERENCE_STEPS", 2000, "NUM_INFERENCE_STEPS = 2000: must be ≤ 1000 \\(TIMESTEPS = 1000\\)"),
+        ("GUIDANCE_SCALE", float("nan"), "GUIDANCE_SCALE = nan"),
+    ],
+)
 def test_validation_names_key_value_and_allowed(key, value, match):
     cfg = {**config_from_module(config), key: value}
     with pytest.raises(ValueError, match=match):
@@ -98,7 +105,10 @@ def test_unknown_and_missing_keys_are_reported():
 
 def test_overrides_parse_literals_and_bare_words():
     assert parse_overrides(["LEARNING_RATE=2e-4", "BETA_SCHEDULE=linear", "CHANNEL_MULTS=(1, 2)"]) == {
-        "LEARNING_RATE": 2e-4, "BETA_SCHEDULE": "linear", "CHANNEL_MULTS": (1, 2)}
+        "LEARNING_RATE": 2e-4,
+        "BETA_SCHEDULE": "linear",
+        "CHANNEL_MULTS": (1, 2),
+    }
     with pytest.raises(ValueError, match="unknown key"):
         parse_overrides(["LR=1"])
     with pytest.raises(ValueError, match="expected KEY=VALUE"):

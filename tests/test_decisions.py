@@ -79,7 +79,10 @@ def repo(tmp_path):
     r.add(
         2,
         "Start the UNet",
-        lines=["- LEARNING_RATE: (new) → 1e-3 (a common default (for AdamW) → fine)", "- CHANNEL_MULTS: (new) -> (1, 2, 2)"],
+        lines=[
+            "- LEARNING_RATE: (new) → 1e-3 (a common default (for AdamW) → fine)",
+            "- CHANNEL_MULTS: (new) -> (1, 2, 2)",
+        ],
     )
     r.add(3, "Text tower", lines=['- OPEN_CLIP_MODEL: (new) → "ViT-B-32"'])
     return r
@@ -98,7 +101,12 @@ def errors_matching(errors, *needles):
         (" 5e-6 → 5e-5 (10x for plateau breaking)", 5e-6, 5e-5, "10x for plateau breaking"),
         (" 5e-6 -> 5e-5", 5e-6, 5e-5, None),
         (" (new) → (16, 8)", decisions.NEW, (16, 8), None),
-        (" (8,) → (16, 8) (attention at 16 (and 8) → more context)", (8,), (16, 8), "attention at 16 (and 8) → more context"),
+        (
+            " (8,) → (16, 8) (attention at 16 (and 8) → more context)",
+            (8,),
+            (16, 8),
+            "attention at 16 (and 8) → more context",
+        ),
         (' "ViT-B-32" → "ViT-B 16 -> x" (a name with spaces)', "ViT-B-32", "ViT-B 16 -> x", "a name with spaces"),
         (' "a->b" -> "c (d)"', "a->b", "c (d)", None),
         (" True → False", True, False, None),
@@ -319,14 +327,19 @@ def test_index_content(repo):
     assert text.startswith("# Decisions\n\nProse about the format.\n") and text.endswith("\nTrailing prose.\n")
     table = text.split("<!-- adr-index:start -->\n")[1].split("\n<!-- adr-index:end -->")[0].splitlines()
     assert len(table) == 2 + 5
-    assert table[3] == "| [0002](0002-start-the-unet.md) | Start the UNet | Accepted | 2026-11-23 | `LEARNING_RATE`, `CHANNEL_MULTS` |"
+    assert (
+        table[3]
+        == "| [0002](0002-start-the-unet.md) | Start the UNet | Accepted | 2026-11-23 | `LEARNING_RATE`, `CHANNEL_MULTS` |"
+    )
     assert table[5].startswith("| [0004](0004-pipe-title.md) | Pipe \\| title | Superseded by 0005 |")
     assert table[2].endswith("| — |")
 
 
 def test_the_index_shows_an_adrs_finding_line_in_place_of_its_title(repo):
     path = repo.add(4, "Try a thing", lines=["- LEARNING_RATE: 0.001 → 0.002"])
-    text = path.read_text().replace("## Context", "## Finding\n\n<!-- guidance -->\nIt helps on 5 of 5 seeds.\n\n## Context")
+    text = path.read_text().replace(
+        "## Context", "## Finding\n\n<!-- guidance -->\nIt helps on 5 of 5 seeds.\n\n## Context"
+    )
     path.write_text(text)
     decisions.update_index(repo.dir)
     table = (repo.dir / "README.md").read_text()
@@ -394,7 +407,11 @@ def test_round_trip(repo, capsys):
     assert newest_accepted(repo.dir) == (4, "Raise the learning rate!")
 
     prov = provenance.collect(
-        read_config(repo.config), {}, repo_root=str(repo.root), decisions_dir=str(repo.dir), config_path=str(repo.config)
+        read_config(repo.config),
+        {},
+        repo_root=str(repo.root),
+        decisions_dir=str(repo.dir),
+        config_path=str(repo.config),
     )
     assert prov["adr"] == {"number": 4, "title": "Raise the learning rate!"}
     assert prov["decisions_ok"] is True and prov["decision_errors"] == [] and prov["exploratory"] is False

@@ -57,7 +57,9 @@ def test_p_sample_matches_ddpm_eq_11_with_dummy_network():
     assert torch.allclose(out, expected, atol=1e-5)
     # At t = 0 no noise is added.
     last = d.p_sample(x, torch.zeros(2, dtype=torch.long), eps, clip_x0=False, noise=z)
-    assert torch.allclose(last, d.p_sample(x, torch.zeros(2, dtype=torch.long), eps, clip_x0=False, noise=torch.zeros_like(z)))
+    assert torch.allclose(
+        last, d.p_sample(x, torch.zeros(2, dtype=torch.long), eps, clip_x0=False, noise=torch.zeros_like(z))
+    )
 
 
 def test_ddim_step_eta0_is_deterministic_formula():
@@ -106,8 +108,17 @@ def test_sampler_with_guidance_one_skips_the_unconditional_branch():
         return torch.zeros_like(x)
 
     ctx, mask = torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool)
-    kw = dict(context=ctx, context_mask=mask, null_context=ctx[:1], null_mask=mask[:1], sampler="ddim",
-              num_steps=4, eta=0.0, clip_x0=True, generator=torch.Generator().manual_seed(0))
+    kw = dict(
+        context=ctx,
+        context_mask=mask,
+        null_context=ctx[:1],
+        null_mask=mask[:1],
+        sampler="ddim",
+        num_steps=4,
+        eta=0.0,
+        clip_x0=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     out = d.sample(model, (2, 3, 4, 4), guidance_scale=1.0, **kw)
     assert batches == [2] * 4 and out.shape == (2, 3, 4, 4) and out.abs().max() <= 1
     batches.clear()
@@ -124,8 +135,17 @@ def test_ddpm_sampler_runs_all_timesteps_and_is_seeded():
         return 0.1 * x
 
     ctx, mask = torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.bool)
-    kw = dict(context=ctx, context_mask=mask, null_context=None, null_mask=None, guidance_scale=1.0,
-              sampler="ddpm", num_steps=1, eta=0.0, clip_x0=False)
+    kw = dict(
+        context=ctx,
+        context_mask=mask,
+        null_context=None,
+        null_mask=None,
+        guidance_scale=1.0,
+        sampler="ddpm",
+        num_steps=1,
+        eta=0.0,
+        clip_x0=False,
+    )
     a = d.sample(model, (1, 3, 4, 4), generator=torch.Generator().manual_seed(3), **kw)
     assert calls == list(range(11, -1, -1))
     b = d.sample(model, (1, 3, 4, 4), generator=torch.Generator().manual_seed(3), **kw)

@@ -47,11 +47,22 @@ def test_samplers_turn_a_v_network_into_the_images_of_the_same_eps_network(sampl
         return 0.3 * x + context.mean(dim=(1, 2)).view(-1, 1, 1, 1)
 
     def v_net(x, t, context, mask):  # the same network, answering in v: v = (ε − √(1−ᾱ)·x_t)/√ᾱ
-        return (eps_net(x, t, context, mask) - at(v_d.sqrt_one_minus_alphas_cumprod, t) * x) / at(v_d.sqrt_alphas_cumprod, t)
+        return (eps_net(x, t, context, mask) - at(v_d.sqrt_one_minus_alphas_cumprod, t) * x) / at(
+            v_d.sqrt_alphas_cumprod, t
+        )
 
     ctx, mask = torch.randn(4, 2, 3), torch.ones(4, 2, dtype=torch.bool)
-    kw = dict(context=ctx, context_mask=mask, null_context=torch.zeros(1, 2, 3), null_mask=mask[:1], guidance_scale=3.0,
-              sampler=sampler, num_steps=8, eta=0.0, clip_x0=True)
+    kw = dict(
+        context=ctx,
+        context_mask=mask,
+        null_context=torch.zeros(1, 2, 3),
+        null_mask=mask[:1],
+        guidance_scale=3.0,
+        sampler=sampler,
+        num_steps=8,
+        eta=0.0,
+        clip_x0=True,
+    )
     a = eps_d.sample(eps_net, (4, 3, 4, 4), generator=torch.Generator().manual_seed(0), **kw)
     b = v_d.sample(v_net, (4, 3, 4, 4), generator=torch.Generator().manual_seed(0), **kw)
     assert torch.allclose(a, b, atol=1e-4)
@@ -63,7 +74,9 @@ def test_offset_noise_shifts_each_image_channel_and_zero_draws_as_before():
     offset = make_noise((512, 3, 8, 8), 0.5, torch.Generator().manual_seed(0))
     means = offset.mean(dim=(2, 3))  # (B, C): variance 1/64 + 0.5² with the offset, 1/64 without
     assert 0.2 < means.var().item() < 0.33 and plain.mean(dim=(2, 3)).var().item() < 0.03
-    assert torch.allclose(offset - plain, (offset - plain)[:, :, :1, :1].expand_as(offset), atol=1e-6), "constant per image and channel"
+    assert torch.allclose(offset - plain, (offset - plain)[:, :, :1, :1].expand_as(offset), atol=1e-6), (
+        "constant per image and channel"
+    )
 
 
 def test_a_checkpoint_from_before_prediction_existed_loads_as_epsilon():

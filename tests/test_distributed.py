@@ -11,9 +11,9 @@ import sys
 
 import pytest
 import torch
+from test_train_sample import ROOT, TINY, final_state, sets
 
 from ddpm.distributed import ddp
-from test_train_sample import ROOT, TINY, final_state, sets
 
 FAST = [*TINY, "PRECISION=fp32", "GENERATE_SAMPLES_EVERY=100"]  # fp32: the comparison is against float tolerance
 POISON = """
@@ -42,10 +42,27 @@ print(f"rank {rank}: {steps[0]} optimizer steps", flush=True)
 def launch(nproc, runs, name, *extra, script=os.path.join(ROOT, "train.py"), env=None, ok=True):
     naming = [] if "--resume" in extra else ["--run-name", name]  # torchrun takes --run for its --run-path
     args = ["--runs-dir", str(runs), *naming, *sets(*FAST)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), script,
-           *args, *extra] if nproc > 1 else [sys.executable, script, *args, *extra]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
-           **(env or {})}
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(nproc),
+            script,
+            *args,
+            *extra,
+        ]
+        if nproc > 1
+        else [sys.executable, script, *args, *extra]
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)  # a hang fails here
     assert (proc.returncode == 0) == ok, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
@@ -70,7 +87,9 @@ def test_two_processes_write_one_run(runs):
     writers = {p.name.split(".")[-2] for p in run_dir.glob("events.out.tfevents.*")}  # …<host>.<pid>.<n>
     assert len(writers) == 1  # one process wrote events (two files: add_hparams writes its own)
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == [
-        "ckpt-epoch0001-step0000004.pt", "ckpt-epoch0001-step0000005.pt"]
+        "ckpt-epoch0001-step0000004.pt",
+        "ckpt-epoch0001-step0000005.pt",
+    ]
     assert len(list((run_dir / "samples").glob("*.png"))) == 1  # the last step's grid, from rank 0 alone
     assert final_state(runs, "two")["step"] == 5
 
@@ -95,7 +114,9 @@ def test_a_nan_on_one_rank_makes_every_rank_skip(tmp_path):
     proc = launch(2, tmp_path, "nan", "--max-steps", "3", script=str(script))
     # two processes share one stdout, so their lines may run together: find the reports, not the lines
     assert sorted(re.findall(r"rank \d: \d+ optimizer steps", proc.stdout)) == [
-        "rank 0: 3 optimizer steps", "rank 1: 3 optimizer steps"]  # 4 batches drawn, the poisoned one skipped
+        "rank 0: 3 optimizer steps",
+        "rank 1: 3 optimizer steps",
+    ]  # 4 batches drawn, the poisoned one skipped
     state = final_state(tmp_path, "nan")
     assert state["step"] == 3 and state["batch_in_epoch"] == 4
     assert all(torch.isfinite(t).all() for t in state["unet"].values())

@@ -11,19 +11,32 @@ MU, S = 0.3, 0.5  # the data: every pixel ~ N(MU, S²), independent
 
 def gaussian_oracle(diffusion):
     """ε(x_t, t) of the exact posterior mean E[x_0 | x_t] = μ + α·s²/(α²s² + σ²)·(x_t − α·μ)."""
+
     def eps(x, t, context, mask):
         a = diffusion.alphas_cumprod[t].double().view(-1, 1, 1, 1)
         alpha, sigma2 = a.sqrt(), 1 - a
         x0 = MU + alpha * S**2 / (a * S**2 + sigma2) * (x.double() - alpha * MU)
         return ((x.double() - alpha * x0) / sigma2.sqrt()).float()
+
     return eps
 
 
 def run(diffusion, sampler, steps, seed=0):
     ctx, mask = torch.zeros(256, 1, 4), torch.ones(256, 1, dtype=torch.bool)
-    return diffusion.sample(gaussian_oracle(diffusion), (256, 3, 4, 4), context=ctx, context_mask=mask, null_context=None,
-                            null_mask=None, guidance_scale=1.0, sampler=sampler, num_steps=steps, eta=0.0, clip_x0=False,
-                            generator=torch.Generator().manual_seed(seed))
+    return diffusion.sample(
+        gaussian_oracle(diffusion),
+        (256, 3, 4, 4),
+        context=ctx,
+        context_mask=mask,
+        null_context=None,
+        null_mask=None,
+        guidance_scale=1.0,
+        sampler=sampler,
+        num_steps=steps,
+        eta=0.0,
+        clip_x0=False,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def exact(diffusion, seed=0):
@@ -38,11 +51,15 @@ def test_dpm_solver_is_second_order_and_closer_than_ddim_at_few_steps():
     (first order), and from 10 steps on the solver is the closer of the two: on its own table, which leaves out
     t = 0 (ADR 0045). On DDIM's table it was not, at 10-20 steps: 0.084 against 0.053 at 10 (ADR 0022)."""
     for schedule in ("cosine", "linear"):
-        diffusion = GaussianDiffusion(timesteps=1000, schedule=schedule, beta_start=1e-4, beta_end=0.02,
-                                      prediction="epsilon")
+        diffusion = GaussianDiffusion(
+            timesteps=1000, schedule=schedule, beta_start=1e-4, beta_end=0.02, prediction="epsilon"
+        )
         truth = exact(diffusion)
-        err = {(sampler, n): (run(diffusion, sampler, n).double() - truth).abs().mean().item()
-               for sampler in ("ddim", "dpmpp2m") for n in (10, 20, 40)}
+        err = {
+            (sampler, n): (run(diffusion, sampler, n).double() - truth).abs().mean().item()
+            for sampler in ("ddim", "dpmpp2m")
+            for n in (10, 20, 40)
+        }
         assert err["ddim", 10] / err["ddim", 20] < 2.5 and err["ddim", 20] / err["ddim", 40] < 2.5, (schedule, err)
         assert err["dpmpp2m", 10] / err["dpmpp2m", 40] > 12, (schedule, err)  # 4² would be exact second order
         assert all(err["dpmpp2m", n] < 0.7 * err["ddim", n] for n in (10, 20, 40)), (schedule, err)
@@ -64,7 +81,9 @@ def test_the_solvers_table_is_ddims_without_t0_as_diffusers_spaces_it():
 
 
 def test_first_step_equals_ddims_and_the_table_runs_down_in_range():
-    diffusion = GaussianDiffusion(timesteps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02, prediction="epsilon")
+    diffusion = GaussianDiffusion(
+        timesteps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02, prediction="epsilon"
+    )
     table = ddim_timesteps(1000, 20).tolist()
     assert table[0] == 999 and table[-1] == 0 and all(a > b for a, b in zip(table, table[1:]))
     g = torch.Generator().manual_seed(0)
@@ -87,6 +106,20 @@ def test_sample_py_names_the_solver_and_its_steps(tmp_path, capsys):
 
     fixture = os.path.join(os.path.dirname(__file__), "data", "ckpt-format1-pre-layout.pt")  # 20 TIMESTEPS
     out = tmp_path / "grid.png"
-    sample.main(["--prompt", "a red circle on a blue background", "--n", "1", "--ckpt", fixture, "--sampler", "dpmpp2m",
-                 "--steps", "3", "--out", str(out)])
+    sample.main(
+        [
+            "--prompt",
+            "a red circle on a blue background",
+            "--n",
+            "1",
+            "--ckpt",
+            fixture,
+            "--sampler",
+            "dpmpp2m",
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert "(dpmpp2m, 3 steps," in capsys.readouterr().out and out.stat().st_size > 0  # not the 20 TIMESTEPS

@@ -44,8 +44,9 @@ def base(tmp_path_factory):
 def test_export_samples_the_same_images_as_the_checkpoint(base):
     _, ckpt, out = base
     prompts = ["a small red circle on a blue background", "a big green star on a white background"]
-    images = [Pipeline.from_checkpoint(str(p)).generate(prompts, guidance_scale=3.0, num_steps=3, seed=7)
-              for p in (ckpt, out)]
+    images = [
+        Pipeline.from_checkpoint(str(p)).generate(prompts, guidance_scale=3.0, num_steps=3, seed=7) for p in (ckpt, out)
+    ]
     assert torch.equal(images[0], images[1])
 
 
@@ -88,10 +89,15 @@ def test_init_from_starts_at_step_0_from_the_base_trains_only_the_chosen_parts_a
     b = info["provenance"]["base"]
     assert b["path"] == os.path.abspath(out) and b["sha256"] == sha256(out) and b["run"] == "base" and b["step"] == 4
     row = runs_table.row(next(e for e in runs_table.load_runs(runs) if e["name"] == "ft"))
-    assert row[runs_table.COLUMNS.index("OVERRIDES")].startswith("base base@4 ") and "TRAIN_UNET_PARTS" in row[runs_table.COLUMNS.index("OVERRIDES")]
+    assert (
+        row[runs_table.COLUMNS.index("OVERRIDES")].startswith("base base@4 ")
+        and "TRAIN_UNET_PARTS" in row[runs_table.COLUMNS.index("OVERRIDES")]
+    )
     # its checkpoints are ordinary ones: it resumes, and keeps its base
-    train.main(["--runs-dir", str(runs), "--resume", "ft", "--exploratory", "--max-steps", "3"] +
-               sets(*TINY, "TRAIN_UNET_PARTS=up"))
+    train.main(
+        ["--runs-dir", str(runs), "--resume", "ft", "--exploratory", "--max-steps", "3"]
+        + sets(*TINY, "TRAIN_UNET_PARTS=up")
+    )
     info = json.loads((runs / "ft" / "run.json").read_text())
     assert info["step"] == 3 and info["provenance"]["base"]["sha256"] == sha256(out)
 
@@ -141,7 +147,9 @@ def test_frozen_parameters_do_not_move_and_the_share_is_the_count(tiny_unet_args
     unet = UNet(**tiny_unet_args)
     trainable, share, text = select_trainable(unet, parse_parts("mid,attention"))
     names = unet_part_names(unet, ("mid", "attention"))
-    assert any(".self_attn." in n for n in names if n.startswith("down.")) and all(not n.startswith("conv_") for n in names)
+    assert any(".self_attn." in n for n in names if n.startswith("down.")) and all(
+        not n.startswith("conv_") for n in names
+    )
     total = sum(p.numel() for p in unet.parameters())
     assert share == sum(p.numel() for p in trainable) / total and f"{share:.0%} UNET" in text
     before = {n: p.detach().clone() for n, p in unet.named_parameters()}

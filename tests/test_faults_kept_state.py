@@ -10,7 +10,10 @@ import time
 
 import pytest
 import torch
+from in_process import exits, one_line
 from safetensors.torch import save_file
+from test_train_faults import checkpoints, events, load, ok, one_line_error, train_run
+from test_train_sample import ROOT, TINY, sets
 
 import sample
 import train
@@ -18,9 +21,6 @@ from ddpm.experiments import sweep
 from ddpm.run import checkpoint as ckpts
 from ddpm.run.export import export, json_path, load_export
 from ddpm.run.export import main as export_main
-from in_process import exits, one_line
-from test_train_faults import checkpoints, events, load, ok, one_line_error, train_run
-from test_train_sample import ROOT, TINY, sets
 
 
 def snapshot(run_dir):
@@ -122,11 +122,24 @@ step.ema_update = stop
 def test_a_stopped_rank_ends_the_run_within_the_heartbeat_not_the_timeout(tmp_path):
     script = tmp_path / "stopping_train.py"
     script.write_text(f"import sys, os\nsys.path.insert(0, {ROOT!r})\n{STOP_RANK_1}\nimport train\ntrain.main()\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-           "--runs-dir", str(tmp_path), "--run-name", "halt", *sets(*TINY, "PRECISION=fp32", "EPOCHS=3")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        "--runs-dir",
+        str(tmp_path),
+        "--run-name",
+        "halt",
+        *sets(*TINY, "PRECISION=fp32", "EPOCHS=3"),
+    ]
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode != 0 and time.monotonic() - start < 200, proc.stderr[-2000:]
     assert "rank 1 has given no sign of life" in proc.stderr and "is intact" in proc.stderr, proc.stderr[-2000:]
     assert [p.name for p in checkpoints(tmp_path / "halt")] == ["ckpt-epoch0001-step0000004.pt"]
@@ -149,8 +162,14 @@ vutils.save_image = read_only
 
 def test_a_runs_folder_turning_read_only_is_one_line_naming_the_checkpoint(tmp_path):
     proc = train_run(tmp_path, "--run", "ro", "--set", "EPOCHS=2", patch=READ_ONLY_AT_SECOND_GRID)
-    one_line_error(proc, "cannot write the sample grid", "read-only file system",
-                   "ckpt-epoch0001-step0000004.pt, is intact", "--resume ro", code=1)
+    one_line_error(
+        proc,
+        "cannot write the sample grid",
+        "read-only file system",
+        "ckpt-epoch0001-step0000004.pt, is intact",
+        "--resume ro",
+        code=1,
+    )
     assert load(checkpoints(tmp_path / "ro")[-1])["step"] == 4
 
 
@@ -193,8 +212,10 @@ def test_a_checkpoint_whose_format_is_a_string_is_refused_and_resume_takes_the_o
     ckpts.save_atomic(state, str(newest))
     with pytest.raises(ckpts.CheckpointError, match="format is str '1', not int"):
         ckpts.load_checkpoint(str(newest))
-    for main, argv in ((sample.main, ["--prompt", "a red star", "--ckpt", str(newest)]),
-                       (lambda a: sys.exit(export_main(a)), ["--ckpt", str(newest)])):
+    for main, argv in (
+        (sample.main, ["--prompt", "a red star", "--ckpt", str(newest)]),
+        (lambda a: sys.exit(export_main(a)), ["--ckpt", str(newest)]),
+    ):
         code, err = exits(main, argv, capsys)
         assert code == 2 and "not int" in one_line(err)
     path, ckpt = ckpts.newest_valid(list(reversed(ckpts.run_checkpoints(str(run)))))
@@ -204,19 +225,24 @@ def test_a_checkpoint_whose_format_is_a_string_is_refused_and_resume_takes_the_o
 def test_init_from_an_export_whose_weights_are_another_width_is_one_line(trained, tmp_path, capsys):
     out = tmp_path / "base.safetensors"
     export(load(checkpoints(trained)[-1]), str(out), source=str(checkpoints(trained)[-1]))
-    tensors = {k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) if v.ndim else v
-               for k, v in load_export(str(out))["ema_unet"].items()}
+    tensors = {
+        k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) if v.ndim else v
+        for k, v in load_export(str(out))["ema_unet"].items()
+    }
     save_file({f"unet.{k}": v for k, v in tensors.items()}, str(out))  # the JSON still describes the run
     code, err = exits(train.main, ["--runs-dir", str(tmp_path), *sets(*TINY), "--init-from", str(out)], capsys)
     assert code == 2 and "do not match its weights" in one_line(err) and "\n" not in err.strip()
 
 
-@pytest.mark.parametrize("spoil, needle", [
-    (lambda meta: meta.pop("sampling"), "missing sampling"),
-    (lambda meta: meta.__setitem__("sampling", {**meta["sampling"], "num_steps": "50"}), "num_steps is '50'"),
-    (lambda meta: meta.__setitem__("unet_args", [1, 2]), "unet_args is list"),
-    (lambda meta: meta.__setitem__("format_version", "1"), "export format '1'"),
-])
+@pytest.mark.parametrize(
+    "spoil, needle",
+    [
+        (lambda meta: meta.pop("sampling"), "missing sampling"),
+        (lambda meta: meta.__setitem__("sampling", {**meta["sampling"], "num_steps": "50"}), "num_steps is '50'"),
+        (lambda meta: meta.__setitem__("unet_args", [1, 2]), "unet_args is list"),
+        (lambda meta: meta.__setitem__("format_version", "1"), "export format '1'"),
+    ],
+)
 def test_an_export_json_with_wrong_types_is_one_line(trained, tmp_path, capsys, spoil, needle):
     out = tmp_path / "model.safetensors"
     export(load(checkpoints(trained)[-1]), str(out), source=str(checkpoints(trained)[-1]))
@@ -233,8 +259,13 @@ def test_an_export_json_with_wrong_types_is_one_line(trained, tmp_path, capsys, 
 def test_the_profile_is_quiet_about_a_gpu_it_does_not_have(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU machine: the profiler has a GPU to talk about")
-    proc = subprocess.run([sys.executable, "-m", "ddpm.measure.profiling", "--quick", "--out", str(tmp_path / "p.md")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ddpm.measure.profiling", "--quick", "--out", str(tmp_path / "p.md")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "gpuGetDeviceCount" not in proc.stderr and "ERROR:" not in proc.stderr, proc.stderr[-2000:]
 

@@ -13,14 +13,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from in_process import exits, one_line
 from PIL import Image
+from test_train_sample import ROOT, TINY, sets
 
 import sample
 import train
 from ddpm.data import cifar10, folder
 from ddpm.data.load import DataError, load_dataset
-from in_process import exits, one_line
-from test_train_sample import ROOT, TINY, sets
 
 VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
 OLD_CKPT = os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt")  # a tiny checkpoint of ADR 0013's day
@@ -29,8 +29,14 @@ OLD_CKPT = os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt")  # 
 def make(*args, timeout=300):
     if not os.path.exists(VENV_PY):
         pytest.skip("the make targets need the .venv that make test creates")
-    return subprocess.run(["make", "-s", "-C", ROOT, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={k: v for k, v in os.environ.items() if k not in ("PROMPT", "DDPM_ARGS")})
+    return subprocess.run(
+        ["make", "-s", "-C", ROOT, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k not in ("PROMPT", "DDPM_ARGS")},
+    )
 
 
 # ---- item 1: a CIFAR-10 pickle that asks to run code ----------------------------------------------------------
@@ -55,11 +61,18 @@ def write_cifar(root, n=12, *, batch_1=None):
     base.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(1, 6):
-        batch = {"batch_label": "training batch", "labels": [int(x) for x in rng.integers(0, 10, n)],
-                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "filenames": [b"x.png"] * n}
+        batch = {
+            "batch_label": "training batch",
+            "labels": [int(x) for x in rng.integers(0, 10, n)],
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": [b"x.png"] * n,
+        }
         (base / f"data_batch_{i}").write_bytes(pickle.dumps(batch_1 if i == 1 and batch_1 is not None else batch))
-    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-            "num_cases_per_batch": n, "num_vis": 3072}
+    meta = {
+        "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+        "num_cases_per_batch": n,
+        "num_vis": 3072,
+    }
     (base / "batches.meta").write_bytes(pickle.dumps(meta))
     return root
 
@@ -76,8 +89,9 @@ def test_a_cifar_pickle_that_asks_to_run_code_is_refused_and_nothing_runs(tmp_pa
 
 def test_cifar_batches_in_the_format_still_load_and_official_sizes_are_checked(tmp_path):
     root = write_cifar(tmp_path / "cifar", n=12)
-    loaded = load_dataset(dataset="cifar10", data_dir=str(root), image_size=32, batch_size=4,
-                          cache_dir=str(tmp_path / "c"))
+    loaded = load_dataset(
+        dataset="cifar10", data_dir=str(root), image_size=32, batch_size=4, cache_dir=str(tmp_path / "c")
+    )
     assert len(loaded.images) == 60 and loaded.captions[0].startswith("a photo of a")
     assert loaded.info["md5"] == "not the official files (12 images a batch): not checked"
     bad = write_cifar(tmp_path / "official-size", n=cifar10.OFFICIAL_BATCH)  # the official count, other bytes
@@ -89,8 +103,12 @@ def test_the_restricted_unpickler_admits_only_what_the_format_holds():
     for allowed in ({b"a": [1, 2.5, "s", b"b", None, True]}, np.arange(6, dtype=np.uint8).reshape(2, 3)):
         loaded = cifar10.safe_loads(pickle.dumps(allowed, protocol=2))
         assert repr(loaded) == repr(allowed)
-    for refused, name in ((Payload("x"), "posix.system"), (ValueError("x"), "builtins.ValueError"),
-                          (np.array([object()]), "builtins.object"), (Codec(), "codec 'rot13'")):
+    for refused, name in (
+        (Payload("x"), "posix.system"),
+        (ValueError("x"), "builtins.ValueError"),
+        (np.array([object()]), "builtins.object"),
+        (Codec(), "codec 'rot13'"),
+    ):
         with pytest.raises(pickle.UnpicklingError, match=name):
             cifar10.safe_loads(pickle.dumps(refused))
 
@@ -98,8 +116,10 @@ def test_the_restricted_unpickler_admits_only_what_the_format_holds():
 # ---- item 2: make variables are data ------------------------------------------------------------------------
 def hostile(folder):
     """A value that runs ``touch`` if make or the shell interprets it, in each way they could."""
-    return (f'"; touch {folder}/pwned-q; " $(shell touch {folder}/pwned-m) `touch {folder}/pwned-b` '
-            f"$$(touch {folder}/pwned-d) ' x")
+    return (
+        f'"; touch {folder}/pwned-q; " $(shell touch {folder}/pwned-m) `touch {folder}/pwned-b` '
+        f"$$(touch {folder}/pwned-d) ' x"
+    )
 
 
 def test_no_make_variable_runs_anything(tmp_path):
@@ -107,8 +127,13 @@ def test_no_make_variable_runs_anything(tmp_path):
     names = ["CKPT", "OUT", "N", "GUIDANCE", "STEPS", "SAMPLER", "ETA", "SEED", "PROMPT", "ARGS"]
     proc = make("sample", *[f"{name}={bad}" for name in names])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    for target, variables in (("export", ["CKPT", "OUT"]), ("sweep", ["SPEC", "ARGS"]), ("eval", ["CKPT", "ARGS"]),
-                              ("adr", ["TITLE", "FROM", "SUPERSEDES"]), ("compare", ["SWEEPS"])):
+    for target, variables in (
+        ("export", ["CKPT", "OUT"]),
+        ("sweep", ["SPEC", "ARGS"]),
+        ("eval", ["CKPT", "ARGS"]),
+        ("adr", ["TITLE", "FROM", "SUPERSEDES"]),
+        ("compare", ["SWEEPS"]),
+    ):
         proc = make(target, *[f"{name}={bad}" for name in variables], f"NPROC=$(shell touch {tmp_path}/pwned-n)")
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, (target, proc.stderr[-2000:])
     assert not [p for p in os.listdir(tmp_path) if p.startswith("pwned")]
@@ -159,8 +184,9 @@ def image(path, colour=(255, 0, 0)):
 
 
 def load_folder(root, tmp_path, **kw):
-    return load_dataset(dataset="folder", data_dir=str(root), image_size=8, batch_size=1,
-                        cache_dir=str(tmp_path / "cache"), **kw)
+    return load_dataset(
+        dataset="folder", data_dir=str(root), image_size=8, batch_size=1, cache_dir=str(tmp_path / "cache"), **kw
+    )
 
 
 def test_a_caption_file_linked_outside_the_folder_is_not_read(tmp_path):
@@ -185,8 +211,9 @@ def test_a_caption_file_linked_outside_the_folder_is_not_read(tmp_path):
 def test_duplicate_file_names_in_metadata_name_both_lines(tmp_path):
     root = tmp_path / "data"
     image(root / "a.png")
-    (root / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "one"}\n\n'
-                                         '{"file_name": "./a.png", "text": "two"}\n')
+    (root / "metadata.jsonl").write_text(
+        '{"file_name": "a.png", "text": "one"}\n\n{"file_name": "./a.png", "text": "two"}\n'
+    )
     with pytest.raises(DataError) as err:
         load_folder(root, tmp_path)
     assert "metadata.jsonl:3" in str(err.value) and "line 1" in str(err.value) and "a.png" in str(err.value)
@@ -291,6 +318,7 @@ def test_a_decode_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch
 
     root = two_images(tmp_path)
     if os.geteuid() == 0:  # root writes into read-only folders: inject what a read-only mount answers
+
         def read_only(*a, **k):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 

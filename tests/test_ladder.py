@@ -12,15 +12,18 @@ from ddpm.experiments.ladder import INCONCLUSIVE, MONOTONIC, NOT_MONOTONIC, TOO_
 from tests.test_sweep import ROOT, TINY, FakeRunner
 
 
-@pytest.mark.parametrize("values, direction, expected", [
-    ([[1.0, 1.1], [0.8, 0.85], [0.5, 0.6]], "min", MONOTONIC),  # gaps 0.225, 0.275 > spreads ≤ 0.1
-    ([[1.0, 1.1], [0.8, 0.85], [0.95, 1.0]], "min", NOT_MONOTONIC),  # the third rung is clearly worse
-    ([[1.0, 1.3], [0.9, 1.2], [0.5, 0.6]], "min", INCONCLUSIVE),  # gap 0.1 < spread 0.3
-    ([[0.2, 0.3], [0.6, 0.7]], "max", MONOTONIC),  # accuracy: higher is better
-    ([[0.6, 0.7], [0.2, 0.3]], "max", NOT_MONOTONIC),
-    ([[1.0], [0.5, 0.6]], "min", TOO_FEW_SEEDS),  # one seed: no spread to compare with
-    ([[1.0, None], [0.5, 0.6]], "min", TOO_FEW_SEEDS),  # a failed seed leaves one value
-])
+@pytest.mark.parametrize(
+    "values, direction, expected",
+    [
+        ([[1.0, 1.1], [0.8, 0.85], [0.5, 0.6]], "min", MONOTONIC),  # gaps 0.225, 0.275 > spreads ≤ 0.1
+        ([[1.0, 1.1], [0.8, 0.85], [0.95, 1.0]], "min", NOT_MONOTONIC),  # the third rung is clearly worse
+        ([[1.0, 1.3], [0.9, 1.2], [0.5, 0.6]], "min", INCONCLUSIVE),  # gap 0.1 < spread 0.3
+        ([[0.2, 0.3], [0.6, 0.7]], "max", MONOTONIC),  # accuracy: higher is better
+        ([[0.6, 0.7], [0.2, 0.3]], "max", NOT_MONOTONIC),
+        ([[1.0], [0.5, 0.6]], "min", TOO_FEW_SEEDS),  # one seed: no spread to compare with
+        ([[1.0, None], [0.5, 0.6]], "min", TOO_FEW_SEEDS),  # a failed seed leaves one value
+    ],
+)
 def test_verdicts(values, direction, expected):
     assert verdict(values, direction) == expected
 
@@ -39,8 +42,10 @@ class LadderRunner(FakeRunner):
         code, tail = super().__call__(cmd + ["--set", "LEARNING_RATE=0"], log_path)
         path = os.path.join(cmd[cmd.index("--runs-dir") + 1], self.calls[-1], "run.json")
         record = json.load(open(path))
-        record.update(final_loss=1.0 / width + 0.001 * seed,
-                      quality_curve=[{"step": record["step"], "joint_accuracy": width / 16 + 0.01 * seed}])
+        record.update(
+            final_loss=1.0 / width + 0.001 * seed,
+            quality_curve=[{"step": record["step"], "joint_accuracy": width / 16 + 0.01 * seed}],
+        )
         json.dump(record, open(path, "w"))
         return code, tail
 
@@ -48,8 +53,10 @@ class LadderRunner(FakeRunner):
 def test_a_two_rung_ladder(tmp_path):
     base = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items())
     spec = tmp_path / "w.toml"
-    spec.write_text(f"name = \"w\"\nseeds = 2\nbudget_steps = 3\n[base]\n{base}\n"
-                    "[[rung]]\nBASE_CHANNELS = 8\n[[rung]]\nBASE_CHANNELS = 16\n")
+    spec.write_text(
+        f'name = "w"\nseeds = 2\nbudget_steps = 3\n[base]\n{base}\n'
+        "[[rung]]\nBASE_CHANNELS = 8\n[[rung]]\nBASE_CHANNELS = 16\n"
+    )
     runner = LadderRunner()
     assert ladder.main([str(spec), "--runs-dir", str(tmp_path / "runs")], runner=runner) == 0
     assert runner.calls == ["r0-s0", "r0-s1", "r1-s0", "r1-s1"]
@@ -62,8 +69,12 @@ def test_a_two_rung_ladder(tmp_path):
     text = open(tmp_path / "runs" / "w" / "results.md").read()
     assert "final_loss: **monotonic**" in text and f"{large['params']:,}" in text
     assert os.path.getsize(tmp_path / "runs" / "w" / "results.png") > 0
-    adr = new_adr("Width", config_path=os.path.join(ROOT, "config.py"), decisions_dir=tmp_path / "decisions",
-                  results=tmp_path / "runs" / "w").read_text()
+    adr = new_adr(
+        "Width",
+        config_path=os.path.join(ROOT, "config.py"),
+        decisions_dir=tmp_path / "decisions",
+        results=tmp_path / "runs" / "w",
+    ).read_text()
     assert "Verdict on final_accuracy: monotonic.\n\n## Decision" in adr  # a heading after a blank line
 
 
@@ -72,8 +83,10 @@ def test_a_compute_matched_ladder_trains_the_wider_rung_fewer_steps(tmp_path):
     the budget, and a second start skips the finished runs (their status is read against the rung's steps)."""
     base = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items())
     spec = tmp_path / "iso.toml"
-    spec.write_text(f"name = \"iso\"\nseeds = 2\nbudget_tflop = 0.002\n[base]\n{base}\n"
-                    "[[rung]]\nBASE_CHANNELS = 8\n[[rung]]\nBASE_CHANNELS = 16\n")
+    spec.write_text(
+        f'name = "iso"\nseeds = 2\nbudget_tflop = 0.002\n[base]\n{base}\n'
+        "[[rung]]\nBASE_CHANNELS = 8\n[[rung]]\nBASE_CHANNELS = 16\n"
+    )
     commands = []
     runner = LadderRunner()
     argv = [str(spec), "--runs-dir", str(tmp_path / "runs")]

@@ -49,7 +49,9 @@ def imports(path, dotted, *, top_level_only=False):
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             found += [base] + [f"{base}.{a.name}" for a in node.names]
     return found
 
@@ -88,7 +90,9 @@ def test_rooms_import_only_downwards():
 
 
 def test_nothing_under_ddpm_imports_config():
-    offenders = [d for d, p in modules().items() if any(n == "config" or n.startswith("config.") for n in imports(p, d))]
+    offenders = [
+        d for d, p in modules().items() if any(n == "config" or n.startswith("config.") for n in imports(p, d))
+    ]
     assert not offenders, offenders
 
 
@@ -109,7 +113,7 @@ def test_no_import_circles():
         state[node] = "open"
         for nxt in graph[node]:
             if state.get(nxt) == "open":
-                cycle.append(stack[stack.index(nxt):] + [nxt])
+                cycle.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"

@@ -8,8 +8,8 @@ import torch
 
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.model.text import PromptTokenizer, build_text_encoder, encode_in_batches
-from ddpm.run.hardware import CompiledOrEager
 from ddpm.model.unet import UNet, attention, timestep_embedding
+from ddpm.run.hardware import CompiledOrEager
 
 
 def test_timestep_embedding_shape_and_values():
@@ -112,6 +112,7 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     def broken_compile(module):
         def call(*args):
             raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
         return call
 
     monkeypatch.setattr(torch, "compile", broken_compile)
@@ -153,8 +154,16 @@ def test_scratch_encoder_has_rows_only_for_its_vocabulary():
     tok = PromptTokenizer(context_length=8)
     tokens, mask = tok(["a red circle", "a blue square"])
     vocab = tuple(sorted(set(tokens[mask].tolist())))
-    enc = build_text_encoder(kind="scratch", context_length=8, width=16, heads=2, layers=1,
-                             open_clip_model="", open_clip_pretrained="", vocab=vocab)
+    enc = build_text_encoder(
+        kind="scratch",
+        context_length=8,
+        width=16,
+        heads=2,
+        layers=1,
+        open_clip_model="",
+        open_clip_pretrained="",
+        vocab=vocab,
+    )
     assert enc.net.token_embedding.num_embeddings == len(vocab) + 1
     assert enc(tokens).shape == (2, 8, 16)
     assert enc.unknown_words(tokens, mask) == 0
@@ -164,14 +173,18 @@ def test_scratch_encoder_has_rows_only_for_its_vocabulary():
 
 def test_unknown_encoder_kind_is_named():
     with pytest.raises(ValueError, match="unknown text encoder kind 'bert'"):
-        build_text_encoder(kind="bert", context_length=8, width=16, heads=2, layers=1,
-                           open_clip_model="", open_clip_pretrained="")
+        build_text_encoder(
+            kind="bert", context_length=8, width=16, heads=2, layers=1, open_clip_model="", open_clip_pretrained=""
+        )
 
 
 def test_pretrained_open_clip_tower_loads_from_a_local_file(tmp_path):
     """The pretrained path, offline: save a randomly initialised open_clip model, load it by name + file."""
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-           "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     (tmp_path / "tiny-test-clip.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / "tiny-test-clip.json")
     torch.manual_seed(0)
@@ -179,8 +192,15 @@ def test_pretrained_open_clip_tower_loads_from_a_local_file(tmp_path):
     weights = tmp_path / "tiny.pt"
     torch.save(source.state_dict(), weights)
 
-    enc = build_text_encoder(kind="open_clip", context_length=12, width=0, heads=0, layers=0,
-                             open_clip_model="tiny-test-clip", open_clip_pretrained=str(weights))
+    enc = build_text_encoder(
+        kind="open_clip",
+        context_length=12,
+        width=0,
+        heads=0,
+        layers=0,
+        open_clip_model="tiny-test-clip",
+        open_clip_pretrained=str(weights),
+    )
     assert enc.frozen and not any(p.requires_grad for p in enc.parameters())
     tokens, _ = PromptTokenizer(context_length=12, open_clip_model="tiny-test-clip")(["a red circle", ""])
     out = encode_in_batches(enc, tokens, batch_size=1)
@@ -191,8 +211,22 @@ def test_pretrained_open_clip_tower_loads_from_a_local_file(tmp_path):
     assert torch.allclose(out, expected, atol=1e-5)
 
     with pytest.raises(ValueError, match="TEXT_CONTEXT_LENGTH=16"):
-        build_text_encoder(kind="open_clip", context_length=16, width=0, heads=0, layers=0,
-                           open_clip_model="tiny-test-clip", open_clip_pretrained=str(weights))
+        build_text_encoder(
+            kind="open_clip",
+            context_length=16,
+            width=0,
+            heads=0,
+            layers=0,
+            open_clip_model="tiny-test-clip",
+            open_clip_pretrained=str(weights),
+        )
     with pytest.raises(FileNotFoundError, match="no such weights file"):
-        build_text_encoder(kind="open_clip", context_length=12, width=0, heads=0, layers=0,
-                           open_clip_model="tiny-test-clip", open_clip_pretrained=str(tmp_path / "missing.pt"))
+        build_text_encoder(
+            kind="open_clip",
+            context_length=12,
+            width=0,
+            heads=0,
+            layers=0,
+            open_clip_model="tiny-test-clip",
+            open_clip_pretrained=str(tmp_path / "missing.pt"),
+        )

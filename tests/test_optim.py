@@ -20,8 +20,9 @@ def two_steps(model, name="adamw", lrs=(1e-2, 1e-2), scales=(1.0, -3.0), **kw):
     (Two, with different gradients: after one, Adam's update is ±lr like Lion's, and the betas do not show.)"""
     model = copy.deepcopy(model)
     first, rest = model[0], model[1:]
-    opt = optim.build_optimizer(name, optim.param_groups([(first.parameters(), lrs[0]), (rest.parameters(), lrs[1])]),
-                                **{**DEFAULTS, **kw})
+    opt = optim.build_optimizer(
+        name, optim.param_groups([(first.parameters(), lrs[0]), (rest.parameters(), lrs[1])]), **{**DEFAULTS, **kw}
+    )
     for scale in scales:
         opt.zero_grad()
         (scale * model(torch.linspace(-1, 1, 12).reshape(3, 4)).pow(2).sum()).backward()
@@ -93,8 +94,9 @@ def test_lr_factor_constant_is_todays_warmup_and_cosine_decays_to_the_floor():
 
 
 def test_optimizer_reaches_set_lr(model):
-    opt = optim.build_optimizer("adamw", optim.param_groups([(model[0].parameters(), 1e-3), (model[2].parameters(), 4e-3)]),
-                                **DEFAULTS)
+    opt = optim.build_optimizer(
+        "adamw", optim.param_groups([(model[0].parameters(), 1e-3), (model[2].parameters(), 4e-3)]), **DEFAULTS
+    )
     optim.set_lr(opt, 0.5)
     assert [g["lr"] for g in opt.param_groups] == [5e-4, 2e-3]
 
@@ -103,7 +105,9 @@ def test_accumulating_k_micro_batches_matches_one_batch(tiny_unet_args):
     """Same images, captions, t and noise: 4 micro-batches of 2 give the gradient of one batch of 8."""
     torch.manual_seed(0)
     unet = UNet(**tiny_unet_args)
-    diffusion = GaussianDiffusion(timesteps=100, schedule="cosine", beta_start=1e-4, beta_end=0.02, prediction="epsilon")
+    diffusion = GaussianDiffusion(
+        timesteps=100, schedule="cosine", beta_start=1e-4, beta_end=0.02, prediction="epsilon"
+    )
     g = torch.Generator().manual_seed(1)
     x0, noise = torch.randn(8, 3, 8, 8, generator=g), torch.randn(8, 3, 8, 8, generator=g)
     t = torch.randint(0, 100, (8,), generator=g)
@@ -115,6 +119,7 @@ def test_accumulating_k_micro_batches_matches_one_batch(tiny_unet_args):
         def loss_of(part):
             losses = diffusion.loss_per_sample(unet, x0[part], t[part], noise[part], context[part], mask[part])
             return (diffusion.min_snr_weights(t[part], 5.0) * losses).mean(), losses
+
         loss, losses = optim.accumulate(loss_of, 8, steps)
         return loss, losses, torch.cat([p.grad.flatten() for p in unet.parameters()])
 
@@ -132,6 +137,7 @@ def test_a_non_finite_micro_batch_makes_the_step_non_finite():
         calls.append(part)
         value = w * (float("nan") if len(calls) == 2 else 1.0)
         return value, value.detach().expand(2)
+
     loss, losses = optim.accumulate(loss_of, 8, 4)
     assert not torch.isfinite(loss) and len(calls) == 4, "every backward runs (DDP needs each rank in it)"
     assert not torch.isfinite(w.grad), "the caller sees it in the gradient norm and skips the update"
@@ -139,6 +145,7 @@ def test_a_non_finite_micro_batch_makes_the_step_non_finite():
 
 def test_settings_refuse_an_accumulation_that_does_not_divide_the_batch():
     import config
+
     cfg = {**settings.config_from_module(config), "BATCH_SIZE": 32, "GRAD_ACCUM_STEPS": 3}
     with pytest.raises(ValueError, match="GRAD_ACCUM_STEPS = 3: must divide BATCH_SIZE = 32"):
         settings.validate(cfg)

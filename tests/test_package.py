@@ -10,11 +10,11 @@ import textwrap
 import pytest
 import torch
 from PIL import Image
+from test_train_sample import ROOT
 
 from ddpm import Pipeline
 from ddpm.run.checkpoint import load_checkpoint, sampling_of
 from ddpm.run.export import export
-from test_train_sample import ROOT
 
 OLD_CKPT = os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt")
 
@@ -22,9 +22,24 @@ OLD_CKPT = os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt")
 def test_the_installed_package_imports_and_its_pipeline_returns_pil_images(tmp_path):
     source, target = tmp_path / "source", tmp_path / "site"  # a copy: a build leaves build/ and *.egg-info behind
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", "runs", ".git", "__pycache__", "*.egg-info"))
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                              "--no-index", "--target", str(target), str(source)], capture_output=True, text=True,
-                             timeout=300)
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     assert (target / "ddpm" / "run" / "pipeline.py").exists() and not (target / "tests").exists()
     code = textwrap.dedent(f"""
@@ -36,8 +51,14 @@ def test_the_installed_package_imports_and_its_pipeline_returns_pil_images(tmp_p
         print(type(images[0]).__name__, images[0].size, len(images), pipe.sampling.num_steps)
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={**env, "PYTHONPATH": str(target)})
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "PYTHONPATH": str(target)},
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     steps = sampling_of(load_checkpoint(OLD_CKPT)).num_steps
     assert run.stdout.split()[:4] == ["Image", "(8,", "8)", "2"] and run.stdout.split()[-1] == str(steps)
@@ -49,8 +70,10 @@ def test_the_pipeline_reads_a_run_folder_a_checkpoint_and_an_export_alike(tmp_pa
     shutil.copy(OLD_CKPT, run / "ckpt-epoch0001-step0000002.pt")
     export(load_checkpoint(OLD_CKPT), str(tmp_path / "m.safetensors"), source=OLD_CKPT)
     prompts = ["a red circle on a blue background"] * 2
-    outs = [Pipeline.from_pretrained(p, device="cpu")(prompts, output_type="pt", seed=3)
-            for p in (tmp_path / "run", OLD_CKPT, tmp_path / "m.safetensors")]
+    outs = [
+        Pipeline.from_pretrained(p, device="cpu")(prompts, output_type="pt", seed=3)
+        for p in (tmp_path / "run", OLD_CKPT, tmp_path / "m.safetensors")
+    ]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
     pipe = Pipeline.from_pretrained(OLD_CKPT)
     own = pipe(prompts, output_type="pt", seed=3)

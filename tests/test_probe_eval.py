@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.measure import evaluate as ev
-from ddpm.measure import distances, fid, report, scoring
-from ddpm.measure import prompts as pr
 from ddpm.data.shapes import ATTRIBUTES, all_combinations, caption
+from ddpm.measure import distances, fid, report, scoring
+from ddpm.measure import evaluate as ev
+from ddpm.measure import prompts as pr
 from ddpm.measure.probe import DEFAULT_SETTINGS, load_or_train_probe, load_probe, probe_path, save_probe, train_probe
 
 SMALL = dict(train_size=1500, test_size=300, epochs=4)
@@ -27,8 +27,11 @@ class RealStandIn:
         self.calls = []
 
     def generate(self, prompts, *, guidance_scale, num_steps, sampler="ddim", eta=0.0, seed=0, batch_size=64):
-        self.calls.append(dict(n=len(prompts), guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
-                               sampler=sampler, eta=eta))
+        self.calls.append(
+            dict(
+                n=len(prompts), guidance_scale=guidance_scale, num_steps=num_steps, seed=seed, sampler=sampler, eta=eta
+            )
+        )
         return pr.render_real([pr.parse_caption(p) for p in prompts], 1, seed=seed + 99, image_size=32)
 
 
@@ -109,8 +112,9 @@ def test_diversity():
 def test_perfect_stand_in_scores_near_ceiling_and_noise_near_chance(small_probe, tmp_path):
     probe, _ = small_probe
     stand_in = RealStandIn()
-    real = scoring.evaluate(stand_in, probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[1.0, 3.0], log=lambda m: None,
-                       sampler="dpmpp2m")
+    real = scoring.evaluate(
+        stand_in, probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[1.0, 3.0], log=lambda m: None, sampler="dpmpp2m"
+    )
     assert {c["sampler"] for c in stand_in.calls} == {"dpmpp2m"} and real["settings"]["sampler"] == "dpmpp2m"
     noise = scoring.evaluate(NoiseStandIn(), probe, n=2, guidance_scale=3.0, num_steps=1, sweep=[], log=lambda m: None)
     ceiling = real["ceiling"]
@@ -137,10 +141,27 @@ def test_perfect_stand_in_scores_near_ceiling_and_noise_near_chance(small_probe,
 def test_quick_eval(small_probe):
     probe, _ = small_probe
     pipe = RealStandIn()
-    out = scoring.quick_eval(pipe, probe, prompts=["a large red circle on a blue background", ("star", "blue", "red", "small")],
-                        n=2, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m", eta=0.25)
+    out = scoring.quick_eval(
+        pipe,
+        probe,
+        prompts=["a large red circle on a blue background", ("star", "blue", "red", "small")],
+        n=2,
+        guidance_scale=2.0,
+        num_steps=3,
+        seed=5,
+        sampler="dpmpp2m",
+        eta=0.25,
+    )
     assert pipe.calls == [dict(n=4, guidance_scale=2.0, num_steps=3, seed=5, sampler="dpmpp2m", eta=0.25)]
-    for key in ("joint_accuracy", "shape_accuracy", "color_accuracy", "background_accuracy", "size_accuracy", "diversity", "fd"):
+    for key in (
+        "joint_accuracy",
+        "shape_accuracy",
+        "color_accuracy",
+        "background_accuracy",
+        "size_accuracy",
+        "diversity",
+        "fd",
+    ):
         assert isinstance(out[key], float), key
     assert scoring.quick_eval(pipe, probe, n=1, num_steps=1)["diversity"] is None  # default prompts, one sample each
 
@@ -152,8 +173,15 @@ def test_the_probe_samples_at_its_own_settings_not_the_samples(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(train, "quick_eval", lambda pipe, probe, **kw: seen.update(kw) or {"joint_accuracy": 0.5})
-    cfg = dict(GUIDANCE_SCALE=3.0, DDIM_ETA=0.5, PROBE_GUIDANCE_SCALE=5.0, PROBE_DDIM_ETA=0.0, NUM_INFERENCE_STEPS=7,
-               SAMPLER="ddim", SEED=2)
+    cfg = dict(
+        GUIDANCE_SCALE=3.0,
+        DDIM_ETA=0.5,
+        PROBE_GUIDANCE_SCALE=5.0,
+        PROBE_DDIM_ETA=0.0,
+        NUM_INFERENCE_STEPS=7,
+        SAMPLER="ddim",
+        SEED=2,
+    )
     writer = type("W", (), {"add_scalar": lambda self, *a: None})()
     assert train.evaluate(None, None, cfg, writer, step=10)["joint_accuracy"] == 0.5
     assert seen == dict(guidance_scale=5.0, eta=0.0, num_steps=7, sampler="ddim", seed=2)
@@ -163,33 +191,67 @@ def _tiny_checkpoint(path, raw_seed=None):
     """A randomly initialised checkpoint in this repo's format, small enough to sample in a second; with
     ``raw_seed``, its raw UNet's weights are its EMA UNet's plus noise of that seed (the output layer starts at
     zero, so another initialisation alone would sample the same images)."""
-    from ddpm.run.checkpoint import FORMAT_VERSION, save_atomic
     from ddpm.model.text import build_text_encoder, tokenizer_for
     from ddpm.model.unet import UNet
+    from ddpm.run.checkpoint import FORMAT_VERSION, save_atomic
 
-    text_args = dict(kind="scratch", context_length=16, width=16, heads=2, layers=1, open_clip_model="ViT-B-32",
-                     open_clip_pretrained="")
+    text_args = dict(
+        kind="scratch",
+        context_length=16,
+        width=16,
+        heads=2,
+        layers=1,
+        open_clip_model="ViT-B-32",
+        open_clip_pretrained="",
+    )
     if "vocab" in inspect.signature(build_text_encoder).parameters:
         tokens, mask = tokenizer_for(text_args)([caption(*c) for c in all_combinations("all")] + [""])
         text_args["vocab"] = tuple(sorted(set(tokens[mask].tolist())))
-    unet_args = dict(image_size=32, in_channels=3, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
-                     attention_resolutions=(16,), time_emb_dim=8, context_dim=16, attention_heads=2, norm_groups=4,
-                     dropout=0.0)
+    unet_args = dict(
+        image_size=32,
+        in_channels=3,
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(16,),
+        time_emb_dim=8,
+        context_dim=16,
+        attention_heads=2,
+        norm_groups=4,
+        dropout=0.0,
+    )
     torch.manual_seed(0)
     unet, text = UNet(**unet_args), build_text_encoder(**text_args)
     raw = unet.state_dict()
     if raw_seed is not None:
         g = torch.Generator().manual_seed(raw_seed)
         raw = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in raw.items()}
-    save_atomic({
-        "format": FORMAT_VERSION, "unet_args": unet_args, "text_args": text_args,
-        "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
-        "sampling": dict(guidance_scale=3.0, num_steps=2, sampler="ddim", eta=0.0, clip_x0=True, precision="fp32",
-                         channels_last=False),
-        "config": {"BASE_CHANNELS": 8, "GUIDANCE_SCALE": 2.0, "NUM_INFERENCE_STEPS": 2}, "provenance": {},
-        "unet": raw, "ema_unet": unet.state_dict(),
-        "text_encoder": text.state_dict(), "ema_text_encoder": text.state_dict(), "step": 0, "epoch": 0,
-    }, str(path))
+    save_atomic(
+        {
+            "format": FORMAT_VERSION,
+            "unet_args": unet_args,
+            "text_args": text_args,
+            "diffusion_args": dict(timesteps=20, schedule="cosine", beta_start=1e-4, beta_end=0.02),
+            "sampling": dict(
+                guidance_scale=3.0,
+                num_steps=2,
+                sampler="ddim",
+                eta=0.0,
+                clip_x0=True,
+                precision="fp32",
+                channels_last=False,
+            ),
+            "config": {"BASE_CHANNELS": 8, "GUIDANCE_SCALE": 2.0, "NUM_INFERENCE_STEPS": 2},
+            "provenance": {},
+            "unet": raw,
+            "ema_unet": unet.state_dict(),
+            "text_encoder": text.state_dict(),
+            "ema_text_encoder": text.state_dict(),
+            "step": 0,
+            "epoch": 0,
+        },
+        str(path),
+    )
 
 
 def _tiny_run(small_probe, tmp_path, run_json: dict, raw_seed=None):
@@ -207,8 +269,9 @@ def _tiny_run(small_probe, tmp_path, run_json: dict, raw_seed=None):
 def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
     run, ckpt, probe_file = _tiny_run(small_probe, tmp_path, {"name": "r1", "step": 10, "final_loss": float("nan")})
 
-    rc = ev.main(["--runs", str(tmp_path / "runs"), "--n", "2", "--sweep", "1,3", "--probe", probe_file],
-                 log=lambda m: None)
+    rc = ev.main(
+        ["--runs", str(tmp_path / "runs"), "--n", "2", "--sweep", "1,3", "--probe", probe_file], log=lambda m: None
+    )
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert KEY_VALUE_LINE.match(lines[-1]), lines[-1]
@@ -226,8 +289,26 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
     assert data["settings"]["sampler"] == "ddim"  # the checkpoint names none: DDIM, as before SAMPLER existed
 
     other = tmp_path / "dpm"
-    assert ev.main(["--ckpt", str(ckpt), "--n", "2", "--sweep", "none", "--probe", probe_file, "--sampler", "dpmpp2m",
-                    "--out", str(other)], log=lambda m: None) == 0
+    assert (
+        ev.main(
+            [
+                "--ckpt",
+                str(ckpt),
+                "--n",
+                "2",
+                "--sweep",
+                "none",
+                "--probe",
+                probe_file,
+                "--sampler",
+                "dpmpp2m",
+                "--out",
+                str(other),
+            ],
+            log=lambda m: None,
+        )
+        == 0
+    )
     data = json.loads((other / "eval.json").read_text())
     assert data["settings"]["sampler"] == "dpmpp2m"
     run_json = json.loads((run / "run.json").read_text())
@@ -254,7 +335,9 @@ def test_no_ema_evaluates_the_raw_weights_beside_the_ema_scores(small_probe, tmp
     assert ema["use_ema"] is True and raw["use_ema"] is False
     assert raw["fd"] != ema["fd"]  # other weights, other samples: the flag reached the pipeline
     run_json = json.loads((run / "run.json").read_text())
-    assert run_json["eval"]["fd"] == ema["fd"] and run_json["eval_raw"]["fd"] == raw["fd"]  # neither overwrote the other
+    assert (
+        run_json["eval"]["fd"] == ema["fd"] and run_json["eval_raw"]["fd"] == raw["fd"]
+    )  # neither overwrote the other
 
     no_raw = tmp_path / "no-raw.pt"
     state = torch.load(ckpt, weights_only=True)
@@ -274,14 +357,21 @@ def test_other_sampling_settings_are_scored_beside_the_runs_own(small_probe, tmp
     assert ev.main(common + ["--guidance", "1", "--seed", "3"], log=lambda m: None) == 0
     assert ev.main(common + ["--eta", "1"], log=lambda m: None) == 0  # the checkpoint's own DDIM_ETA is 0
     run_json = json.loads((run / "run.json").read_text())
-    for key, sampler, steps, guidance, seed, eta in (("eval", "ddim", 2, 2.0, 0, 0.0),
-                                                     ("eval_dpmpp2m_3", "dpmpp2m", 3, 2.0, 0, 0.0),
-                                                     ("eval_g1_seed3", "ddim", 2, 1.0, 3, 0.0),
-                                                     ("eval_eta1", "ddim", 2, 2.0, 0, 1.0)):
+    for key, sampler, steps, guidance, seed, eta in (
+        ("eval", "ddim", 2, 2.0, 0, 0.0),
+        ("eval_dpmpp2m_3", "dpmpp2m", 3, 2.0, 0, 0.0),
+        ("eval_g1_seed3", "ddim", 2, 1.0, 3, 0.0),
+        ("eval_eta1", "ddim", 2, 2.0, 0, 1.0),
+    ):
         data = json.loads((run / key.replace("_", "-") / "eval.json").read_text())
         s = data["settings"]
-        assert (s["sampler"], s["num_steps"], s["guidance_scale"], s["seed"], s["eta"]) == (sampler, steps, guidance,
-                                                                                          seed, eta)
+        assert (s["sampler"], s["num_steps"], s["guidance_scale"], s["seed"], s["eta"]) == (
+            sampler,
+            steps,
+            guidance,
+            seed,
+            eta,
+        )
         assert run_json[key]["fd"] == data["headline"]["fd"]  # each study kept its own scores
     assert run_json["eval_eta1"]["fd"] != run_json["eval"]["fd"]  # η reached the sampler: other samples
 
@@ -290,9 +380,9 @@ def test_the_prompted_probability_comes_from_the_same_samples_and_orders_real_ab
     """The continuous signal (issue 40) is read off the very probe outputs the accuracy is: its argmax gives the
     accuracy, so the two cannot disagree about which images were scored; real renders of the prompts score above
     noise on every attribute."""
+    from ddpm.measure.probe import prompted_probability
     from ddpm.measure.prompts import eval_prompts, labels_for, render_real
     from ddpm.measure.scoring import score
-    from ddpm.measure.probe import prompted_probability
 
     probe, _ = small_probe
     combos = eval_prompts()[0][:6]

@@ -104,13 +104,16 @@ def test_bad_images_raise_badfile_naming_the_path(tmp_path, monkeypatch):
 
 
 # ---- captions -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw, text, note", [
-    ("a café\n".encode(), "a café", None),
-    (codecs.BOM_UTF8 + "a  café".encode(), "a café", None),
-    (codecs.BOM_UTF16_LE + "a café".encode("utf-16-le"), "a café", None),
-    (codecs.BOM_UTF16_BE + "a café".encode("utf-16-be"), "a café", None),
-    ("a café".encode("latin-1"), "a café", "caption is not UTF-8; read as latin-1"),
-])
+@pytest.mark.parametrize(
+    "raw, text, note",
+    [
+        ("a café\n".encode(), "a café", None),
+        (codecs.BOM_UTF8 + "a  café".encode(), "a café", None),
+        (codecs.BOM_UTF16_LE + "a café".encode("utf-16-le"), "a café", None),
+        (codecs.BOM_UTF16_BE + "a café".encode("utf-16-be"), "a café", None),
+        ("a café".encode("latin-1"), "a café", "caption is not UTF-8; read as latin-1"),
+    ],
+)
 def test_caption_bytes_decode(raw, text, note):
     assert folder.decode_caption(raw, "x.txt") == (text, note)
 
@@ -138,8 +141,14 @@ def make_folder(root, n=8, layout="sidecar", captions=None):
 
 
 def load(root, tmp_path, **kw):
-    args = dict(dataset="folder", data_dir=str(root), image_size=8, batch_size=2, cache_dir=str(tmp_path / "cache"),
-                log=lambda msg: None)
+    args = dict(
+        dataset="folder",
+        data_dir=str(root),
+        image_size=8,
+        batch_size=2,
+        cache_dir=str(tmp_path / "cache"),
+        log=lambda msg: None,
+    )
     return load_dataset(**{**args, **kw})
 
 
@@ -256,8 +265,15 @@ def make_cifar(root, per_batch=4):
         labels = [(i + j) % 10 for j in range(per_batch)]
         data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         with open(base / f"data_batch_{i}", "wb") as f:
-            pickle.dump({"batch_label": f"training batch {i} of 5", "labels": labels, "data": data,
-                         "filenames": [f"{j}.png" for j in range(per_batch)]}, f)
+            pickle.dump(
+                {
+                    "batch_label": f"training batch {i} of 5",
+                    "labels": labels,
+                    "data": data,
+                    "filenames": [f"{j}.png" for j in range(per_batch)],
+                },
+                f,
+            )
     with open(base / "batches.meta", "wb") as f:
         pickle.dump({"label_names": CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
     return root

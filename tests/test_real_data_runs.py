@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import pytest
-from PIL import Image
-
-from train import main as train_main
 from in_process import exits, one_line
+from PIL import Image
 from test_real_data import make_cifar
 from test_train_sample import ROOT, TINY, sets
+
+from train import main as train_main
 
 CAPTIONS = ["a red square", "a blue square", "a green disc", "a white bar"]
 COLOURS = [(220, 30, 30), (40, 70, 220), (30, 170, 50), (245, 245, 245)]
@@ -23,8 +23,14 @@ COLOURS = [(220, 30, 30), (40, 70, 220), (30, 170, 50), (245, 245, 245)]
 
 def run(script, *args):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, *([os.path.join(ROOT, script)] if script.endswith(".py") else ["-m", script]),
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, *([os.path.join(ROOT, script)] if script.endswith(".py") else ["-m", script]), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +87,9 @@ def test_cifar10_trains_and_samples_and_free_text_eval_is_skipped(tmp_path):
     assert "in-training probe evaluation skipped" in proc.stdout
     assert json.loads((runs / "c" / "run.json").read_text())["provenance"]["data"]["dataset"] == "cifar10"
     ckpt = sorted((runs / "c" / "checkpoints").glob("*.pt"))[-1]
-    proc = run("sample.py", "--prompt", "a photo of a cat", "--n", "1", "--ckpt", str(ckpt), "--out", str(tmp_path / "c.png"))
+    proc = run(
+        "sample.py", "--prompt", "a photo of a cat", "--n", "1", "--ckpt", str(ckpt), "--out", str(tmp_path / "c.png")
+    )
     assert proc.returncode == 0 and "never appeared" not in proc.stdout, proc.stderr[-2000:]
     proc = run("ddpm.measure.evaluate", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--sweep", "none")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -90,8 +98,11 @@ def test_cifar10_trains_and_samples_and_free_text_eval_is_skipped(tmp_path):
 
 def test_bad_data_exits_2_with_one_line(tmp_path, capsys):
     """In this process: the data is read before any work (train.py's command line: test_train_faults.py)."""
-    code, err = exits(train_main, ["--runs-dir", str(tmp_path), "--exploratory",
-                                   *sets(*TINY, "DATASET=cifar10", f"DATA_DIR={tmp_path}")], capsys)
+    code, err = exits(
+        train_main,
+        ["--runs-dir", str(tmp_path), "--exploratory", *sets(*TINY, "DATASET=cifar10", f"DATA_DIR={tmp_path}")],
+        capsys,
+    )
     assert code == 2 and "cifar-10-batches-py" in one_line(err) and "data_batch_1" in err
     code, err = exits(train_main, ["--runs-dir", str(tmp_path), *sets(*TINY, "DATASET=folder")], capsys)
     assert code == 2 and "DATA_DIR is empty" in one_line(err)

@@ -13,8 +13,8 @@ import types
 import numpy as np
 import pytest
 
-from ddpm.decisions.config_file import read_config
 from ddpm.decisions.check import check
+from ddpm.decisions.config_file import read_config
 from ddpm.decisions.scaffold import from_results, new_adr
 from ddpm.experiments import sweep
 from ddpm.experiments.metrics import steps_to_target, trial_metrics, window_mean
@@ -23,15 +23,32 @@ from ddpm.experiments.search import Dimension, dimension, draw_trials
 from ddpm.experiments.spec import SpecError, load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(DATASET_SIZE=64, IMAGE_SIZE=16, BATCH_SIZE=16, NORM_GROUPS=4, ATTENTION_HEADS=2, TEXT_WIDTH=16,
-            TEXT_HEADS=2, TEXT_LAYERS=1, TIME_EMB_DIM=16, TIMESTEPS=50, NUM_INFERENCE_STEPS=3, SAMPLE_GRID_SIZE=4,
-            EPOCHS=2, WARMUP_STEPS=2, EVAL_EVERY=0, COMPILE=False)  # as tests/test_train_sample.py's TINY
+TINY = dict(
+    DATASET_SIZE=64,
+    IMAGE_SIZE=16,
+    BATCH_SIZE=16,
+    NORM_GROUPS=4,
+    ATTENTION_HEADS=2,
+    TEXT_WIDTH=16,
+    TEXT_HEADS=2,
+    TEXT_LAYERS=1,
+    TIME_EMB_DIM=16,
+    TIMESTEPS=50,
+    NUM_INFERENCE_STEPS=3,
+    SAMPLE_GRID_SIZE=4,
+    EPOCHS=2,
+    WARMUP_STEPS=2,
+    EVAL_EVERY=0,
+    COMPILE=False,
+)  # as tests/test_train_sample.py's TINY
 
 
 def write_spec(path, *, vary, base=None, **keys):
     """A spec file from Python values (TOML written by hand: tomllib only reads)."""
+
     def lit(v):
         return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
     lines = [f"{k} = {lit(v)}" for k, v in keys.items()]
     lines += ["[base]"] + [f"{k} = {lit(v)}" for k, v in (base or {}).items()]
     for name, table in vary.items():
@@ -66,22 +83,32 @@ def test_other_kinds_stay_in_range_and_choices_are_balanced():
 
 
 def test_the_sweep_seed_decides_the_trials():
-    dims = [dimension("LEARNING_RATE", {"log_uniform": [1e-4, 1e-2]}), dimension("EMA_DECAY", {"one_minus_10_pow": [-3, -1]})]
+    dims = [
+        dimension("LEARNING_RATE", {"log_uniform": [1e-4, 1e-2]}),
+        dimension("EMA_DECAY", {"one_minus_10_pow": [-3, -1]}),
+    ]
     assert draw_trials(dims, 5, seed=7) == draw_trials(dims, 5, seed=7)
     assert draw_trials(dims, 5, seed=7) != draw_trials(dims, 5, seed=8)
 
 
-@pytest.mark.parametrize("keys, vary, needle", [
-    (dict(trials=2, budget_steps=3, colour="red"), {"LEARNING_RATE": {"value": 0.001}}, "unknown key 'colour'"),
-    (dict(trials=2), {"LEARNING_RATE": {"value": 0.001}}, "budget_steps"),
-    (dict(trials=2, budget_steps=3), {"LERNING_RATE": {"value": 0.001}}, "vary.LERNING_RATE"),
-    (dict(trials=2, budget_steps=3), {"LEARNING_RATE": {"log_uniform": [0.01, 0.001]}}, "vary.LEARNING_RATE.log_uniform"),
-    (dict(trials=0, budget_steps=3), {"LEARNING_RATE": {"value": 0.001}}, "trials"),
-    (dict(trials=2, budget_steps=3, metric="fid"), {"LEARNING_RATE": {"value": 0.001}}, "metric = 'fid'"),
-    (dict(trials=2, budget_steps=3, budget_tflop=88), {"LEARNING_RATE": {"value": 0.001}}, "exactly one of"),
-    (dict(trials=2, budget_tflop=0), {"LEARNING_RATE": {"value": 0.001}}, "budget_tflop = 0"),
-    (dict(trials=2, budget_tflop=True), {"LEARNING_RATE": {"value": 0.001}}, "budget_tflop = True"),
-])
+@pytest.mark.parametrize(
+    "keys, vary, needle",
+    [
+        (dict(trials=2, budget_steps=3, colour="red"), {"LEARNING_RATE": {"value": 0.001}}, "unknown key 'colour'"),
+        (dict(trials=2), {"LEARNING_RATE": {"value": 0.001}}, "budget_steps"),
+        (dict(trials=2, budget_steps=3), {"LERNING_RATE": {"value": 0.001}}, "vary.LERNING_RATE"),
+        (
+            dict(trials=2, budget_steps=3),
+            {"LEARNING_RATE": {"log_uniform": [0.01, 0.001]}},
+            "vary.LEARNING_RATE.log_uniform",
+        ),
+        (dict(trials=0, budget_steps=3), {"LEARNING_RATE": {"value": 0.001}}, "trials"),
+        (dict(trials=2, budget_steps=3, metric="fid"), {"LEARNING_RATE": {"value": 0.001}}, "metric = 'fid'"),
+        (dict(trials=2, budget_steps=3, budget_tflop=88), {"LEARNING_RATE": {"value": 0.001}}, "exactly one of"),
+        (dict(trials=2, budget_tflop=0), {"LEARNING_RATE": {"value": 0.001}}, "budget_tflop = 0"),
+        (dict(trials=2, budget_tflop=True), {"LEARNING_RATE": {"value": 0.001}}, "budget_tflop = True"),
+    ],
+)
 def test_a_bad_spec_is_one_line_naming_the_file_and_key(tmp_path, keys, vary, needle):
     path = write_spec(tmp_path / "bad.toml", vary=vary, **keys)
     with pytest.raises(SpecError) as err:
@@ -103,8 +130,9 @@ def test_the_shipped_specs_load():
 
 
 def test_a_budget_longer_than_the_epochs_is_refused_before_training(tmp_path, capsys):
-    spec = write_spec(tmp_path / "long.toml", vary={"LEARNING_RATE": {"value": 0.001}}, base=TINY, trials=1,
-                      budget_steps=9)  # TINY: 2 epochs of 64 // 16 = 4 batches end at step 8
+    spec = write_spec(
+        tmp_path / "long.toml", vary={"LEARNING_RATE": {"value": 0.001}}, base=TINY, trials=1, budget_steps=9
+    )  # TINY: 2 epochs of 64 // 16 = 4 batches end at step 8
     runner = FakeRunner()
     assert sweep.main([spec, "--runs-dir", str(tmp_path / "runs")], runner=runner) == 2
     assert runner.calls == [] and "EPOCHS = 2 ends it at 8" in capsys.readouterr().err
@@ -128,7 +156,11 @@ def test_a_compute_budget_gives_each_point_the_steps_its_flops_allow():
 
 # ---- metrics and ranking ---------------------------------------------------------------------------------
 def test_steps_to_target_and_the_smoothing_window():
-    curve = [{"step": 100, "joint_accuracy": 0.5}, {"step": 200, "joint_accuracy": 0.93}, {"step": 300, "joint_accuracy": 0.8}]
+    curve = [
+        {"step": 100, "joint_accuracy": 0.5},
+        {"step": 200, "joint_accuracy": 0.93},
+        {"step": 300, "joint_accuracy": 0.8},
+    ]
     assert steps_to_target(curve, 0.9) == 200
     assert steps_to_target(curve, 0.95) is None
     assert window_mean([(25, 4.0), (50, 3.0), (75, 2.0), (100, 1.0)], 100) == 1.0  # last quarter: step > 75
@@ -136,26 +168,33 @@ def test_steps_to_target_and_the_smoothing_window():
 
 
 def test_points_rank_by_missing_seeds_then_mean():
-    runs = [dict(trial="a", overrides={}, status="finished", seed=0, steps_to_target=300),
-            dict(trial="a", overrides={}, status="finished", seed=1, steps_to_target=None),
-            dict(trial="b", overrides={}, status="finished", seed=0, steps_to_target=500),
-            dict(trial="b", overrides={}, status="finished", seed=1, steps_to_target=700),
-            dict(trial="c", overrides={}, status="failed", seed=0)]
+    runs = [
+        dict(trial="a", overrides={}, status="finished", seed=0, steps_to_target=300),
+        dict(trial="a", overrides={}, status="finished", seed=1, steps_to_target=None),
+        dict(trial="b", overrides={}, status="finished", seed=0, steps_to_target=500),
+        dict(trial="b", overrides={}, status="finished", seed=1, steps_to_target=700),
+        dict(trial="c", overrides={}, status="failed", seed=0),
+    ]
     assert [r["trial"] for r in aggregate(runs, "steps_to_target", "min")] == ["b", "a", "c"]
     assert spread([1.0, 3.0, None, 2.0]) == {"n": 3, "missing": 1, "mean": 2.0, "min": 1.0, "median": 2.0, "max": 3.0}
 
 
 def test_eval_every_steps_schedules_the_probe():
     from ddpm.training import monitor as train  # the loop's schedule of probe points
+
     state = types.SimpleNamespace(step=200, epoch=0)
     assert train.eval_due({"EVAL_EVERY_STEPS": 100, "EVAL_EVERY": 1}, state, False, stepped=True)
     assert not train.eval_due({"EVAL_EVERY_STEPS": 100, "EVAL_EVERY": 1}, state, True, stepped=False)  # skipped step
     assert not train.eval_due({"EVAL_EVERY_STEPS": 0, "EVAL_EVERY": 1}, state, False, stepped=True)
     state.epoch = 2
     assert train.eval_due({"EVAL_EVERY_STEPS": 0, "EVAL_EVERY": 1}, state, True, stepped=True)  # today's behaviour
-    assert [s for s in range(1, 601) if train.eval_due({"EVAL_EVERY_STEPS": 100, "EVAL_EVERY": 1},
-                                                         types.SimpleNamespace(step=s, epoch=0), False, stepped=True)] == \
-        [100, 200, 300, 400, 500, 600]
+    assert [
+        s
+        for s in range(1, 601)
+        if train.eval_due(
+            {"EVAL_EVERY_STEPS": 100, "EVAL_EVERY": 1}, types.SimpleNamespace(step=s, epoch=0), False, stepped=True
+        )
+    ] == [100, 200, 300, 400, 500, 600]
 
 
 # ---- the runner, with a fake train.py ---------------------------------------------------------------------
@@ -179,8 +218,15 @@ class FakeRunner:
             return 1, "Traceback ...\nRuntimeError: boom"
         loss = float("nan") if outcome == "nan" else float(sets["LEARNING_RATE"]) * 100 + int(sets["SEED"]) * 0.01
         with open(os.path.join(run_dir, "run.json"), "w") as f:
-            json.dump({"name": run, "step": budget, "final_loss": loss,
-                       "quality_curve": [{"step": budget, "joint_accuracy": self.accuracy(sets), "minutes": 0.1}]}, f)
+            json.dump(
+                {
+                    "name": run,
+                    "step": budget,
+                    "final_loss": loss,
+                    "quality_curve": [{"step": budget, "joint_accuracy": self.accuracy(sets), "minutes": 0.1}],
+                },
+                f,
+            )
         return 0, "done"
 
 
@@ -230,8 +276,15 @@ def test_report_writes_the_results_of_a_stopped_sweep_and_trains_nothing(tmp_pat
 
 
 def test_points_that_never_reach_the_target_rank_by_how_close_they_ended(tmp_path):
-    spec = write_spec(tmp_path / "far.toml", vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}}, trials=3,
-                      seeds=2, budget_steps=4, metric="steps_to_target", seed=3)
+    spec = write_spec(
+        tmp_path / "far.toml",
+        vary={"LEARNING_RATE": {"log_uniform": [1e-4, 1e-2]}},
+        trials=3,
+        seeds=2,
+        budget_steps=4,
+        metric="steps_to_target",
+        seed=3,
+    )
     runs_dir = str(tmp_path / "runs")
     # Every run ends below the 0.9 target; the larger the learning rate, the closer.
     runner = FakeRunner(accuracy=lambda sets: min(0.8, float(sets["LEARNING_RATE"]) * 50))
@@ -251,7 +304,10 @@ def test_a_run_with_a_checkpoint_is_resumed_not_restarted(tmp_path, lr_spec):
     (ckpts / "ckpt-epoch0000-step0000002.pt").write_bytes(b"")
     commands = []
     runner = FakeRunner()
-    sweep.main([lr_spec, "--runs-dir", str(tmp_path / "runs")], runner=lambda cmd, log: (commands.append(cmd), runner(cmd, log))[1])
+    sweep.main(
+        [lr_spec, "--runs-dir", str(tmp_path / "runs")],
+        runner=lambda cmd, log: (commands.append(cmd), runner(cmd, log))[1],
+    )
     assert commands[0][commands[0].index("--resume") + 1] == "t0-s0" and "--run" not in commands[0]
     assert all("--run" in c for c in commands[1:])
 
@@ -343,8 +399,15 @@ def test_more_seeds_train_only_the_new_seeds(tmp_path, lr_spec):
 
 # ---- one real sweep: train.py twice, one trial fails on a bad value -----------------------------------------
 def test_a_real_two_trial_sweep(tmp_path):
-    spec = write_spec(tmp_path / "tiny.toml", vary={"BASE_CHANNELS": {"choice": [8, 7]}}, base=TINY,
-                      trials=2, seeds=1, budget_steps=2, metric="final_loss")  # 7 channels: not divisible by 4 groups
+    spec = write_spec(
+        tmp_path / "tiny.toml",
+        vary={"BASE_CHANNELS": {"choice": [8, 7]}},
+        base=TINY,
+        trials=2,
+        seeds=1,
+        budget_steps=2,
+        metric="final_loss",
+    )  # 7 channels: not divisible by 4 groups
     runs_dir = tmp_path / "runs"
     assert sweep.main([spec, "--runs-dir", str(runs_dir)]) == 0
     run = json.load(open(runs_dir / "tiny" / "t0-s0" / "run.json"))
@@ -369,8 +432,12 @@ def test_make_adr_from_a_sweep_passes_the_check_once_accepted(tmp_path, lr_spec)
     decisions, config = tmp_path / "decisions", tmp_path / "config.py"
     shutil.copytree(os.path.join(ROOT, "decisions"), decisions)
     shutil.copy(os.path.join(ROOT, "config.py"), config)
-    path = new_adr("Learning rate from the sweep", config_path=config, decisions_dir=decisions,
-                   results=os.path.join(runs_dir, "lr2"))
+    path = new_adr(
+        "Learning rate from the sweep",
+        config_path=config,
+        decisions_dir=decisions,
+        results=os.path.join(runs_dir, "lr2"),
+    )
     text = path.read_text()
     best = json.load(open(os.path.join(runs_dir, "lr2", "results.json")))["best"]["set"]["LEARNING_RATE"]
     old = read_config(config)["LEARNING_RATE"]
@@ -385,9 +452,18 @@ def test_make_adr_from_a_sweep_passes_the_check_once_accepted(tmp_path, lr_spec)
 
 
 def test_make_adr_from_a_sweep_where_no_seed_reached_the_target_says_so(tmp_path):
-    results = {"kind": "sweep", "name": "b2", "command": "make sweep SPEC=b2.toml", "points": [{}], "seeds": [0, 1, 2],
-               "metric": "steps_to_target", "direction": "min", "budget": 1500, "table": "| 1 | t0 |",
-               "best": {"trial": "t0", "set": {"ADAM_BETAS": "(0.9, 0.99)"}, "metric": {"n": 0, "mean": None}}}
+    results = {
+        "kind": "sweep",
+        "name": "b2",
+        "command": "make sweep SPEC=b2.toml",
+        "points": [{}],
+        "seeds": [0, 1, 2],
+        "metric": "steps_to_target",
+        "direction": "min",
+        "budget": 1500,
+        "table": "| 1 | t0 |",
+        "best": {"trial": "t0", "set": {"ADAM_BETAS": "(0.9, 0.99)"}, "metric": {"n": 0, "mean": None}},
+    }
     (tmp_path / "results.json").write_text(json.dumps(results))
     (tmp_path / "config.py").write_text("ADAM_BETAS = (0.9, 0.999)\n")
     lines, context = from_results(tmp_path, tmp_path / "config.py")
@@ -404,6 +480,7 @@ def test_make_adr_from_a_folder_without_results_is_one_line(tmp_path):
 
 def test_trial_metrics_read_the_tensorboard_events(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
+
     with SummaryWriter(str(tmp_path)) as w:
         for step, loss in ((25, 0.5), (50, 0.4), (75, 0.3), (100, 0.2)):
             w.add_scalar("train/loss", loss, step)

@@ -15,11 +15,11 @@ import textwrap
 
 import pytest
 import torch
+from in_process import exits, one_line
+from test_train_sample import ROOT, TINY, sets
 
 import train
 from ddpm.decisions.replay import replay
-from in_process import exits, one_line
-from test_train_sample import ROOT, TINY, sets
 
 PATCH_HEAD = f"import sys, os\nsys.path.insert(0, {ROOT!r})\nimport torch\nimport train\n"
 
@@ -58,8 +58,11 @@ def load(path):
 
 
 def all_finite(state):
-    return all(torch.isfinite(t).all() for key in ("unet", "ema_unet", "text_encoder", "ema_text_encoder")
-               for t in (state[key] or {}).values())
+    return all(
+        torch.isfinite(t).all()
+        for key in ("unet", "ema_unet", "text_encoder", "ema_text_encoder")
+        for t in (state[key] or {}).values()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +148,15 @@ def test_non_finite_last_batch_still_ends_the_epoch(tmp_path):
     run_dir = tmp_path / "nan"
     # 4 batches an epoch; the 4th is skipped, so epoch 1 ends after 3 steps, epoch 2 after 7; step 8 is the last
     assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == [
-        "epoch0001-step0000003.png", "epoch0002-step0000007.png", "epoch0002-step0000008.png"]
+        "epoch0001-step0000003.png",
+        "epoch0002-step0000007.png",
+        "epoch0002-step0000008.png",
+    ]
     assert [p.name for p in checkpoints(run_dir)] == [
-        "ckpt-epoch0001-step0000003.pt", "ckpt-epoch0002-step0000007.pt", "ckpt-epoch0002-step0000008.pt"]
+        "ckpt-epoch0001-step0000003.pt",
+        "ckpt-epoch0002-step0000007.pt",
+        "ckpt-epoch0002-step0000008.pt",
+    ]
     assert all_finite(load(checkpoints(run_dir)[-1]))
 
 
@@ -177,7 +186,9 @@ def events(run_dir):
 def test_tensorboard_events_after_kill_and_resume_match_an_uninterrupted_run(tmp_path):
     ok(train_run(tmp_path, "--run", "whole", "--set", "EPOCHS=2"))
     killed = train_run(tmp_path, "--run", "cut", "--set", "EPOCHS=2", patch=KILL_AT_STEP_5)
-    assert killed.returncode == 9 and [p.name for p in checkpoints(tmp_path / "cut")] == ["ckpt-epoch0001-step0000004.pt"]
+    assert killed.returncode == 9 and [p.name for p in checkpoints(tmp_path / "cut")] == [
+        "ckpt-epoch0001-step0000004.pt"
+    ]
     ok(train_run(tmp_path, "--resume", "cut", "--set", "EPOCHS=2"))
     whole, cut = events(tmp_path / "whole"), events(tmp_path / "cut")
     assert whole[1] == cut[1] and whole[1]["samples"] == [4, 8]
@@ -202,13 +213,16 @@ def test_resume_refuses_changed_data_and_stamps_allowed_changes(tmp_path, three_
 
 
 # ---- items 11 and 14: bad input is one line, exit 2, and no run folder ----------------------------------
-@pytest.mark.parametrize("args, expected", [
-    (["--set", "FOO=1"], ["--set FOO: unknown key"]),
-    (["--set", "LEARNING_RATE"], ["--set 'LEARNING_RATE': expected KEY=VALUE"]),
-    (["--max-steps", "-1"], ["--max-steps -1: must be ≥ 1"]),
-    (["--threads", "0"], ["--threads 0: must be ≥ 1"]),
-    (["--set", "BATCH_SIZE=0"], ["BATCH_SIZE = 0 (int): expected an int", "(from --set)"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--set", "FOO=1"], ["--set FOO: unknown key"]),
+        (["--set", "LEARNING_RATE"], ["--set 'LEARNING_RATE': expected KEY=VALUE"]),
+        (["--max-steps", "-1"], ["--max-steps -1: must be ≥ 1"]),
+        (["--threads", "0"], ["--threads 0: must be ≥ 1"]),
+        (["--set", "BATCH_SIZE=0"], ["BATCH_SIZE = 0 (int): expected an int", "(from --set)"]),
+    ],
+)
 def test_bad_overrides_and_max_steps_are_one_line_errors(tmp_path, capsys, args, expected):
     code, err = exits(train.main, tiny_argv(tmp_path, *args), capsys)  # config.py's own errors: in a subprocess below
     assert code == 2 and all(needle in one_line(err) for needle in expected), err
@@ -232,8 +246,11 @@ def test_config_py_errors_name_the_file_line_and_adr(tmp_path):
     source = re.sub(r"\nLEARNING_RATE = [^ ]+ ", "\nLEARNING_RATE = -4 ", open(os.path.join(ROOT, "config.py")).read())
     (bad_value / "config.py").write_text(source)
     adr = replay(os.path.join(ROOT, "decisions"))[1]["LEARNING_RATE"]  # the newest ADR that set it
-    one_line_error(train_run(tmp_path / "runs", "--exploratory", "--config", str(bad_value / "config.py")), "LEARNING_RATE = -4",
-                   f"(set by ADR {adr:04d})")
+    one_line_error(
+        train_run(tmp_path / "runs", "--exploratory", "--config", str(bad_value / "config.py")),
+        "LEARNING_RATE = -4",
+        f"(set by ADR {adr:04d})",
+    )
     assert not (tmp_path / "runs").exists()
 
 

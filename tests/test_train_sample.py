@@ -7,17 +7,32 @@ import sys
 
 import pytest
 import torch
+from in_process import exits, one_line
 from PIL import Image
 
 import sample
 from ddpm.run.hardware import bf16_is_native
-from in_process import exits, one_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["DATASET_SIZE=64", "IMAGE_SIZE=16", "BATCH_SIZE=16", "BASE_CHANNELS=8", "NORM_GROUPS=4", "ATTENTION_HEADS=2",
-        "TEXT_WIDTH=16", "TEXT_HEADS=2", "TEXT_LAYERS=1", "TIME_EMB_DIM=16", "TIMESTEPS=50",
-        "NUM_INFERENCE_STEPS=3", "SAMPLE_GRID_SIZE=4", "EPOCHS=2", "WARMUP_STEPS=2", "EVAL_EVERY=0",
-        "COMPILE=False"]  # compiling is tested on its own (test_model_text.py)
+TINY = [
+    "DATASET_SIZE=64",
+    "IMAGE_SIZE=16",
+    "BATCH_SIZE=16",
+    "BASE_CHANNELS=8",
+    "NORM_GROUPS=4",
+    "ATTENTION_HEADS=2",
+    "TEXT_WIDTH=16",
+    "TEXT_HEADS=2",
+    "TEXT_LAYERS=1",
+    "TIME_EMB_DIM=16",
+    "TIMESTEPS=50",
+    "NUM_INFERENCE_STEPS=3",
+    "SAMPLE_GRID_SIZE=4",
+    "EPOCHS=2",
+    "WARMUP_STEPS=2",
+    "EVAL_EVERY=0",
+    "COMPILE=False",
+]  # compiling is tested on its own (test_model_text.py)
 
 
 def sets(*items):
@@ -27,9 +42,14 @@ def sets(*items):
 
 def run(script, *args, env=None):
     cmd = [sys.executable, os.path.join(ROOT, script), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-                               **(env or {})})
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), **(env or {})},
+    )
     return proc
 
 
@@ -55,7 +75,9 @@ def trained(tmp_path_factory):
 def test_train_writes_grids_checkpoints_events_and_provenance(trained):
     run_dir = trained / "straight"
     assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == [
-        "epoch0001-step0000004.png", "epoch0001-step0000006.png"]  # the count of completed epochs
+        "epoch0001-step0000004.png",
+        "epoch0001-step0000006.png",
+    ]  # the count of completed epochs
     assert Image.open(next((run_dir / "samples").glob("*.png"))).size[0] > 8
     assert list(run_dir.glob("events.out.tfevents.*"))
     state = final_state(trained, "straight")
@@ -86,8 +108,9 @@ def test_resume_continues_exactly(trained):
 def test_sample_from_checkpoint_writes_png(trained, tmp_path):
     ckpt = sorted((trained / "straight" / "checkpoints").glob("ckpt-*.pt"))[-1]
     out = tmp_path / "grid.png"
-    proc = run("sample.py", "--prompt", "a red circle on a blue background", "--n", "4", "--ckpt", str(ckpt),
-               "--out", str(out))
+    proc = run(
+        "sample.py", "--prompt", "a red circle on a blue background", "--n", "4", "--ckpt", str(ckpt), "--out", str(out)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     assert "trained under ADR" in proc.stdout
@@ -110,13 +133,25 @@ def test_sample_finds_the_newest_checkpoint_or_says_to_train(trained, tmp_path, 
 def test_make_sample_passes_the_prompt_verbatim(trained, tmp_path):
     if not os.path.exists(os.path.join(ROOT, ".venv", "bin", "python")):
         pytest.skip("make sample needs the .venv that make test creates")
-    prompt = 'a "red" circle $HOME `echo hi` \'quoted\'\nnew line 🎨'
+    prompt = "a \"red\" circle $HOME `echo hi` 'quoted'\nnew line 🎨"
     out = tmp_path / "verbatim.png"
-    proc = subprocess.run(["make", "-s", "sample", f"PROMPT={prompt}", "N=1", f"CKPT={sorted((trained / 'straight' / 'checkpoints').glob('*.pt'))[-1]}",
-                           f"OUT={out}", "ARGS=--steps 2"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={k: v for k, v in os.environ.items() if k != "PROMPT"})
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "sample",
+            f"PROMPT={prompt}",
+            "N=1",
+            f"CKPT={sorted((trained / 'straight' / 'checkpoints').glob('*.pt'))[-1]}",
+            f"OUT={out}",
+            "ARGS=--steps 2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "PROMPT"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.exists()
     assert repr(prompt) in proc.stdout  # sample.py echoes the prompt it received
-
-

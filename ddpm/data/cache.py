@@ -74,9 +74,12 @@ def read(folder: str) -> tuple:
 
 def _no_space(folder: str, err: OSError, need: int) -> CacheError:
     reason = (err.strerror or str(err)).lower()
-    return CacheError(err.errno, f"cannot write the decode cache in {folder} ({reason}; it needs {need / 2**20:,.1f} "
-                      "MB): free space or fix the folder's permissions, or pass another --runs-dir (the cache "
-                      "lives in <runs-dir>/.data-cache)")
+    return CacheError(
+        err.errno,
+        f"cannot write the decode cache in {folder} ({reason}; it needs {need / 2**20:,.1f} "
+        "MB): free space or fix the folder's permissions, or pass another --runs-dir (the cache "
+        "lives in <runs-dir>/.data-cache)",
+    )
 
 
 def build(folder: str, items: list, decode: Callable, *, shape: tuple, meta: dict, desc: str) -> tuple:
@@ -94,8 +97,11 @@ def build(folder: str, items: list, decode: Callable, *, shape: tuple, meta: dic
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".building-", dir=parent)
         path = os.path.join(tmp, "images.npy")
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                  "shape": (rows, *shape)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+            "fortran_order": False,
+            "shape": (rows, *shape),
+        }
         with open(path, "wb") as f:
             np.lib.format.write_array_header_1_0(f, header)
             offset = f.tell()

@@ -24,14 +24,15 @@ BASE = CIFAR10.base_folder  # "cifar-10-batches-py"
 MD5 = {name: md5 for name, md5 in CIFAR10.train_list} | {CIFAR10.meta["filename"]: CIFAR10.meta["md5"]}
 FILES = tuple(MD5)
 OFFICIAL_BATCH = 10_000  # images in each official training batch
-HOW_TO_GET = ("get cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html on a machine with "
-              "network access and unpack it there (tar xzf), or run torchvision.datasets.CIFAR10(root, download=True) there")
+HOW_TO_GET = (
+    "get cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html on a machine with "
+    "network access and unpack it there (tar xzf), or run torchvision.datasets.CIFAR10(root, download=True) there"
+)
 
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy 1
     from numpy.core.multiarray import _reconstruct
-
 
 
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
@@ -44,8 +45,13 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
 # (module, name) → what the unpickler may build: numpy's array reconstruction (numpy 1 and 2 spell its module
 # apart), the classes it is handed, and bytes as protocol 2 writes them. Python 2's pickles (the official files)
 # read the same with encoding="latin1".
-_ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_bytes}
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
 
 
 class CifarMissing(Exception):
@@ -108,9 +114,11 @@ def source_files(data_dir: str) -> list:
     paths = [os.path.join(folder, name) for name in FILES]
     missing = [os.path.basename(p) for p in paths if not os.path.isfile(p)]
     if missing:
-        raise CifarMissing(f"CIFAR-10 not found in {folder}: missing {', '.join(missing)} (expected "
-                           f"{', '.join(FILES)} there). This machine cannot download: {HOW_TO_GET}, then pass "
-                           f"--set DATA_DIR=<the folder holding {BASE}>")
+        raise CifarMissing(
+            f"CIFAR-10 not found in {folder}: missing {', '.join(missing)} (expected "
+            f"{', '.join(FILES)} there). This machine cannot download: {HOW_TO_GET}, then pass "
+            f"--set DATA_DIR=<the folder holding {BASE}>"
+        )
     return paths
 
 
@@ -130,21 +138,34 @@ def load(data_dir: str, template: str) -> tuple:
     for name in FILES[:-1]:
         batch, _ = read[name]
         rows, targets = batch.get("data"), batch.get("labels")
-        if not (isinstance(rows, np.ndarray) and rows.dtype == np.uint8 and rows.ndim == 2 and rows.shape[1] == 3072
-                and isinstance(targets, list) and len(targets) == len(rows)
-                and all(type(t) is int and 0 <= t < 10 for t in targets)):
-            raise CifarMissing(f"{os.path.join(root_of(data_dir), BASE, name)}: not a CIFAR-10 batch (expected 'data' "
-                               f"uint8 rows of 3,072 and one label in 0-9 for each); {HOW_TO_GET}")
+        if not (
+            isinstance(rows, np.ndarray)
+            and rows.dtype == np.uint8
+            and rows.ndim == 2
+            and rows.shape[1] == 3072
+            and isinstance(targets, list)
+            and len(targets) == len(rows)
+            and all(type(t) is int and 0 <= t < 10 for t in targets)
+        ):
+            raise CifarMissing(
+                f"{os.path.join(root_of(data_dir), BASE, name)}: not a CIFAR-10 batch (expected 'data' "
+                f"uint8 rows of 3,072 and one label in 0-9 for each); {HOW_TO_GET}"
+            )
         data.append(rows)
         labels += targets
     sizes = {len(rows) for rows in data}
     official = sizes == {OFFICIAL_BATCH}
     damaged = [name for name, (_, md5) in read.items() if md5 != MD5[name]]
     if official and damaged:
-        raise CifarMissing(f"{os.path.join(root_of(data_dir), BASE)}: the MD5 of {', '.join(damaged)} differs from "
-                           f"torchvision's for the official files: damaged in transfer? {HOW_TO_GET}")
-    note = "verified against torchvision's MD5s" if official else \
-        f"not the official files ({', '.join(map(str, sorted(sizes)))} images a batch): not checked"
+        raise CifarMissing(
+            f"{os.path.join(root_of(data_dir), BASE)}: the MD5 of {', '.join(damaged)} differs from "
+            f"torchvision's for the official files: damaged in transfer? {HOW_TO_GET}"
+        )
+    note = (
+        "verified against torchvision's MD5s"
+        if official
+        else f"not the official files ({', '.join(map(str, sorted(sizes)))} images a batch): not checked"
+    )
     classes = [_text(c) for c in read[FILES[-1]][0].get("label_names", [])]
     if len(classes) != 10:
         raise CifarMissing(f"{os.path.join(root_of(data_dir), BASE, FILES[-1])}: expected 10 label_names; {HOW_TO_GET}")

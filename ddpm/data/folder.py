@@ -38,20 +38,27 @@ from ddpm.data.images import IMAGE_SUFFIXES, BadFile
 
 SIDECARS = (".txt", ".caption")
 METADATA = ("metadata.jsonl", "metadata.csv")
-SPLITS = {"train": ("train", "training"), "test": ("test", "testing", "eval"),
-          "validation": ("validation", "valid", "val", "dev")}  # imagefolder's names for its splits
+SPLITS = {
+    "train": ("train", "training"),
+    "test": ("test", "testing", "eval"),
+    "validation": ("validation", "valid", "val", "dev"),
+}  # imagefolder's names for its splits
 
 
 def split_root(root: str, split: str) -> str:
     """The folder the data of ``split`` lives in: ``root/<split or its alias>/`` where ``root`` has split folders,
     else ``root``. Raises BadFile when it has split folders but none for ``split``."""
-    present = {name: alias for name, aliases in SPLITS.items() for alias in aliases
-               if os.path.isdir(os.path.join(root, alias))}
+    present = {
+        name: alias for name, aliases in SPLITS.items() for alias in aliases if os.path.isdir(os.path.join(root, alias))
+    }
     if not present:
         return root
     if split not in present:
-        raise BadFile(root, f"has split folders ({', '.join(sorted(present.values()))}) but none for DATA_SPLIT = "
-                            f"{split!r}; set DATA_SPLIT to one of {', '.join(sorted(present))}")
+        raise BadFile(
+            root,
+            f"has split folders ({', '.join(sorted(present.values()))}) but none for DATA_SPLIT = "
+            f"{split!r}; set DATA_SPLIT to one of {', '.join(sorted(present))}",
+        )
     return os.path.join(root, present[split])
 
 
@@ -67,11 +74,25 @@ def _not_regular(path: str) -> BadFile:
     try:
         mode = os.stat(path).st_mode
     except OSError as err:
-        what = "a link loop" if os.path.islink(path) and err.errno == 40 else \
-            "a dangling link" if os.path.islink(path) else f"unreadable ({err.strerror})"
+        what = (
+            "a link loop"
+            if os.path.islink(path) and err.errno == 40
+            else "a dangling link"
+            if os.path.islink(path)
+            else f"unreadable ({err.strerror})"
+        )
         return BadFile(path, f"not read: {what}")
-    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
-        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a folder" if stat.S_ISDIR(mode) else "special"
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a folder"
+        if stat.S_ISDIR(mode)
+        else "special"
+    )
     return BadFile(path, f"not a regular file ({kind}): not read")
 
 
@@ -92,8 +113,11 @@ def check_inside(path: str, root: str) -> None:
     """BadFile unless ``path`` is a regular file whose real path lies inside ``root``'s."""
     real, top = os.path.realpath(path), os.path.realpath(root)
     if os.path.commonpath([real, top]) != top:
-        raise BadFile(path, f"a link to {real}, outside DATA_DIR: not read (copy the file into the folder; caption "
-                            "and metadata links are followed only within it)")
+        raise BadFile(
+            path,
+            f"a link to {real}, outside DATA_DIR: not read (copy the file into the folder; caption "
+            "and metadata links are followed only within it)",
+        )
     if not regular_file(path):
         raise _not_regular(path)
 
@@ -101,7 +125,7 @@ def check_inside(path: str, root: str) -> None:
 def decode_caption(raw: bytes, path: str) -> tuple:
     """Caption bytes → (text, note or None). Raises BadFile for bytes that are no text."""
     if raw.startswith(codecs.BOM_UTF8):
-        text, note = raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="strict"), None
+        text, note = raw[len(codecs.BOM_UTF8) :].decode("utf-8", errors="strict"), None
     elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
             text, note = raw.decode("utf-16"), None
@@ -168,12 +192,17 @@ def read_metadata(root: str, column: str = "text") -> dict:
         for number, row in _rows(path):
             name, text = row.get("file_name"), row.get(column)
             if not isinstance(name, str) or not isinstance(text, str):
-                raise BadFile(f"{path}:{number}", f"not a row with a string file_name and {column!r} (the caption "
-                                                  f"column, CAPTION_COLUMN; the row has {', '.join(map(str, row))})")
+                raise BadFile(
+                    f"{path}:{number}",
+                    f"not a row with a string file_name and {column!r} (the caption "
+                    f"column, CAPTION_COLUMN; the row has {', '.join(map(str, row))})",
+                )
             key = os.path.normpath(os.path.join(base, name))
             if key in out:
-                raise BadFile(f"{path}:{number}", f"file_name {name!r} already has a row ({out[key][1]}); each image "
-                                                  "takes one row")
+                raise BadFile(
+                    f"{path}:{number}",
+                    f"file_name {name!r} already has a row ({out[key][1]}); each image takes one row",
+                )
             out[key] = " ".join(text.split()), f"{os.path.relpath(path, root)} line {number}"
     return out
 
@@ -192,8 +221,9 @@ def caption_for(image: str, root: str, metadata: dict) -> tuple:
             return text, (side, note) if note else None
     text, where = metadata.get(os.path.normpath(os.path.relpath(image, root)), (None, None))
     if text is None:
-        raise BadFile(image, f"no caption: no {' or '.join(SIDECARS)} beside it and no row in a "
-                             f"{' or '.join(METADATA)}")
+        raise BadFile(
+            image, f"no caption: no {' or '.join(SIDECARS)} beside it and no row in a {' or '.join(METADATA)}"
+        )
     if not text:
         raise BadFile(image, f"empty caption in {where}")
     return text, None
@@ -202,5 +232,8 @@ def caption_for(image: str, root: str, metadata: dict) -> tuple:
 def caption_files(image: str, root: str) -> list:
     """The sidecars of ``image`` that are regular files inside ``root`` (they are part of the cache key)."""
     top, stem = os.path.realpath(root), os.path.splitext(image)[0]
-    return [stem + s for s in SIDECARS if regular_file(stem + s)
-            and os.path.commonpath([os.path.realpath(stem + s), top]) == top]
+    return [
+        stem + s
+        for s in SIDECARS
+        if regular_file(stem + s) and os.path.commonpath([os.path.realpath(stem + s), top]) == top
+    ]

@@ -74,8 +74,10 @@ class Loaded:
     def write_report(self, run_dir: str) -> None:
         """``<run_dir>/data_report.txt``: one line per skipped or noted file (nothing when there are none)."""
         if self.report:
-            write_text("".join(f"{'skipped' if r['skipped'] else 'note'}\t{r['path']}\t{r['reason']}\n"
-                               for r in self.report), os.path.join(run_dir, "data_report.txt"))
+            write_text(
+                "".join(f"{'skipped' if r['skipped'] else 'note'}\t{r['path']}\t{r['reason']}\n" for r in self.report),
+                os.path.join(run_dir, "data_report.txt"),
+            )
 
     def grid_captions(self, n: int) -> list:
         """n prompts for sample grids: the dataset's distinct captions, most frequent first, cycled."""
@@ -83,10 +85,24 @@ class Loaded:
         return [ranked[i % len(ranked)] for i in range(n)]
 
 
-def load_dataset(*, dataset: str, data_dir: str, image_size: int, batch_size: int, cache_dir: str,
-                 dataset_size: int = 10000, dataset_seed: int = 0, split: str = "train", flip: str = "auto", bad_files: str = "skip",
-                 background: tuple = (255, 255, 255), resize: str = "crop", cifar10_caption: str = "a photo of {}",
-                 caption_column: str = "text", log=print) -> Loaded:
+def load_dataset(
+    *,
+    dataset: str,
+    data_dir: str,
+    image_size: int,
+    batch_size: int,
+    cache_dir: str,
+    dataset_size: int = 10000,
+    dataset_seed: int = 0,
+    split: str = "train",
+    flip: str = "auto",
+    bad_files: str = "skip",
+    background: tuple = (255, 255, 255),
+    resize: str = "crop",
+    cifar10_caption: str = "a photo of {}",
+    caption_column: str = "text",
+    log=print,
+) -> Loaded:
     """The training set of ``dataset``; raises DataError for a missing folder, a stopping bad file, too few images."""
     if dataset not in DATASETS:
         raise DataError(f"DATASET = {dataset!r}: allowed {', '.join(DATASETS)}")
@@ -94,16 +110,30 @@ def load_dataset(*, dataset: str, data_dir: str, image_size: int, batch_size: in
     start = time.perf_counter()
     if dataset == "shapes":
         d = make_shapes_dataset(size=dataset_size, seed=dataset_seed, image_size=image_size, split=split)
-        loaded = Loaded(Images(d.images, flip=flipped), d.captions, {"dataset": "shapes", "split": split,
-                                                                     "size": len(d.captions)})
+        loaded = Loaded(
+            Images(d.images, flip=flipped), d.captions, {"dataset": "shapes", "split": split, "size": len(d.captions)}
+        )
     else:
-        loaded = _load_cached(dataset, data_dir, image_size=image_size, cache_dir=cache_dir, bad_files=bad_files,
-                              background=tuple(background), resize=resize, template=cifar10_caption, flip=flipped, log=log,
-                              split=split, caption_column=caption_column)
+        loaded = _load_cached(
+            dataset,
+            data_dir,
+            image_size=image_size,
+            cache_dir=cache_dir,
+            bad_files=bad_files,
+            background=tuple(background),
+            resize=resize,
+            template=cifar10_caption,
+            flip=flipped,
+            log=log,
+            split=split,
+            caption_column=caption_column,
+        )
     n = len(loaded.images)
     if n < batch_size:
-        raise DataError(f"{data_dir or dataset}: {n} usable images, fewer than one batch (BATCH_SIZE = {batch_size}); "
-                        "add images or lower BATCH_SIZE")
+        raise DataError(
+            f"{data_dir or dataset}: {n} usable images, fewer than one batch (BATCH_SIZE = {batch_size}); "
+            "add images or lower BATCH_SIZE"
+        )
     check = torch.linspace(0, n - 1, min(n, CHECK_ROWS)).round().long().unique()
     try:
         check_images(loaded.images.rows(check), image_size=image_size)
@@ -113,11 +143,25 @@ def load_dataset(*, dataset: str, data_dir: str, image_size: int, batch_size: in
     return loaded
 
 
-def _load_cached(dataset, data_dir, *, image_size, cache_dir, bad_files, background, resize, template, flip, log,
-                 split="train", caption_column="text"):
+def _load_cached(
+    dataset,
+    data_dir,
+    *,
+    image_size,
+    cache_dir,
+    bad_files,
+    background,
+    resize,
+    template,
+    flip,
+    log,
+    split="train",
+    caption_column="text",
+):
     if not data_dir or not os.path.isdir(data_dir):
-        raise DataError(f"DATA_DIR = {data_dir!r}: not a folder; DATASET = {dataset!r} needs "
-                        "--set DATA_DIR=/path/to/the/images")
+        raise DataError(
+            f"DATA_DIR = {data_dir!r}: not a folder; DATASET = {dataset!r} needs --set DATA_DIR=/path/to/the/images"
+        )
     root = os.path.abspath(data_dir)
     settings = {"image_size": image_size, "resize": resize, "background": list(background)}
     report, listed = [], []  # what decoding skipped (kept in the cache); names found unusable at every start
@@ -140,18 +184,24 @@ def _load_cached(dataset, data_dir, *, image_size, cache_dir, bad_files, backgro
             for err in unusable:
                 bad(err, listed)
             if not items:
-                raise DataError(f"DATA_DIR = {root}: no images found (looked for {', '.join(folder.IMAGE_SUFFIXES)}, "
-                                "hidden files ignored)")
+                raise DataError(
+                    f"DATA_DIR = {root}: no images found (looked for {', '.join(folder.IMAGE_SUFFIXES)}, "
+                    "hidden files ignored)"
+                )
             sources = items + [c for p in items for c in folder.caption_files(p, root)] + folder.metadata_files(root)
             settings["caption_column"] = caption_column
-        where, key = cache.entry_dir(cache_dir, {"dataset": dataset, "root": root}, cache.file_stamps(sources), settings)
+        where, key = cache.entry_dir(
+            cache_dir, {"dataset": dataset, "root": root}, cache.file_stamps(sources), settings
+        )
     except BadFile as err:
         raise DataError(f"bad input {err.path}: {err.reason}") from None
     except cifar10.CifarMissing as err:
         raise DataError(str(err)) from None
     except OSError as err:  # a source removed or made unreadable while listed
-        raise DataError(f"cannot read {err.filename or root}: {(err.strerror or str(err)).lower()}; fix the file "
-                        "or move it out of DATA_DIR") from None
+        raise DataError(
+            f"cannot read {err.filename or root}: {(err.strerror or str(err)).lower()}; fix the file "
+            "or move it out of DATA_DIR"
+        ) from None
     t0 = time.perf_counter()
     pixels, meta, problem = cache.read(where)
     if pixels is None:
@@ -167,8 +217,11 @@ def _load_cached(dataset, data_dir, *, image_size, cache_dir, bad_files, backgro
             items, extra = list(zip(raw, captions)), {"md5": md5}
 
             def one(item):
-                return from_pil(Image.fromarray(item[0]), size=image_size, resize=resize, background=background), item[1]
+                return from_pil(Image.fromarray(item[0]), size=image_size, resize=resize, background=background), item[
+                    1
+                ]
         else:
+
             def one(path):
                 try:
                     text, note = folder.caption_for(path, root, metadata)
@@ -178,10 +231,16 @@ def _load_cached(dataset, data_dir, *, image_size, cache_dir, bad_files, backgro
                 if note:
                     report.append({"path": note[0], "reason": note[1], "skipped": False})
                 return pixels, text
+
         try:
-            pixels, meta = cache.build(where, items, one, shape=(3, image_size, image_size), desc=f"decoding {dataset}",
-                                       meta={"key": key, "dataset": dataset, "root": root, "settings": settings,
-                                             "report": report, **extra})
+            pixels, meta = cache.build(
+                where,
+                items,
+                one,
+                shape=(3, image_size, image_size),
+                desc=f"decoding {dataset}",
+                meta={"key": key, "dataset": dataset, "root": root, "settings": settings, "report": report, **extra},
+            )
         except cache.CacheError as err:
             raise DataError(str(err)) from None
         status = "built"
@@ -190,9 +249,19 @@ def _load_cached(dataset, data_dir, *, image_size, cache_dir, bad_files, backgro
     seconds = round(time.perf_counter() - t0, 2)
     report = listed + meta["report"]
     skipped = sum(r["skipped"] for r in report)
-    log(f"data: {dataset} {root}: {len(pixels)} images, {skipped} skipped, cache {status} in {seconds} s ({where})"
+    log(
+        f"data: {dataset} {root}: {len(pixels)} images, {skipped} skipped, cache {status} in {seconds} s ({where})"
         + "".join(f"\n  {'skipped' if r['skipped'] else 'note'}: {r['path']}: {r['reason']}" for r in report[:10])
-        + (f"\n  ... {len(report) - 10} more in the run's data_report.txt" if len(report) > 10 else ""))
-    info = {"dataset": dataset, "data_dir": root, "size": len(pixels), "skipped": skipped, "cache_key": key,
-            "cache": status, "cache_seconds": seconds, **({"md5": meta["md5"]} if "md5" in meta else {})}
+        + (f"\n  ... {len(report) - 10} more in the run's data_report.txt" if len(report) > 10 else "")
+    )
+    info = {
+        "dataset": dataset,
+        "data_dir": root,
+        "size": len(pixels),
+        "skipped": skipped,
+        "cache_key": key,
+        "cache": status,
+        "cache_seconds": seconds,
+        **({"md5": meta["md5"]} if "md5" in meta else {}),
+    }
     return Loaded(Images(pixels, flip=flip), list(meta["captions"]), info, report)

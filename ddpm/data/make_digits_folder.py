@@ -19,7 +19,9 @@ from ddpm.files import atomic_write, write_text
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.path.join("runs", "data", "digits"), help="folder to write (default: %(default)s)")
+    p.add_argument(
+        "--out", default=os.path.join("runs", "data", "digits"), help="folder to write (default: %(default)s)"
+    )
     args = p.parse_args(command_line(argv))
     try:
         from sklearn.datasets import load_digits  # requirements-data.txt, not a training dependency

@@ -316,9 +316,7 @@ def parse_adr(path) -> ADR:
     seen = {}
     for d in adr.decisions:
         if d.name in seen:
-            adr.errors.append(
-                f"{where}:{d.line}: {d.name} is decided twice in this ADR (also line {seen[d.name]})"
-            )
+            adr.errors.append(f"{where}:{d.line}: {d.name} is decided twice in this ADR (also line {seen[d.name]})")
         seen[d.name] = d.line
     return adr
 

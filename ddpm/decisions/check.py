@@ -114,8 +114,12 @@ def check(config_path, decisions_dir, *, index: bool = True) -> list[str]:
                     f"→ (removed)`"
                 )
         for adr in adrs:
-            if adr.status == "Proposed" and adr.decisions and all(
-                same(current.get(d.name, MISSING), MISSING if d.new == REMOVED else d.new) for d in adr.decisions
+            if (
+                adr.status == "Proposed"
+                and adr.decisions
+                and all(
+                    same(current.get(d.name, MISSING), MISSING if d.new == REMOVED else d.new) for d in adr.decisions
+                )
             ):
                 errors.append(
                     f"{rel_path(adr.path)}:{adr.status_line}: ADR {adr.label} is Proposed but config.py already has "
@@ -219,8 +223,13 @@ def main(argv=None) -> int:
     p.add_argument("--title", required=True)
     p.add_argument("--supersedes", type=int, default=None, metavar="N", help="mark ADR N `Superseded by` this one")
     p.add_argument("--date", default=None, help="YYYY-MM-DD (default: today)")
-    p.add_argument("--from", dest="results", default=None, metavar="RUNS/SWEEP",
-                   help="decision lines and Context from a sweep's or ladder's results.json (make adr FROM=runs/<sweep>)")
+    p.add_argument(
+        "--from",
+        dest="results",
+        default=None,
+        metavar="RUNS/SWEEP",
+        help="decision lines and Context from a sweep's or ladder's results.json (make adr FROM=runs/<sweep>)",
+    )
     p = sub.add_parser("diff", help="print `- NAME: decided → config.py` lines where config.py differs")
     common(p)
     args = parser.parse_args(command_line(argv))
@@ -247,7 +256,11 @@ def main(argv=None) -> int:
     if args.verb == "new":
         try:
             path = new_adr(
-                args.title, config_path=args.config, decisions_dir=args.dir, supersedes=args.supersedes, date=args.date,
+                args.title,
+                config_path=args.config,
+                decisions_dir=args.dir,
+                supersedes=args.supersedes,
+                date=args.date,
                 results=args.results,
             )
         except ValueError as exc:

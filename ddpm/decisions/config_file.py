@@ -24,7 +24,9 @@ def read_config_with_lines(path) -> tuple[dict, dict]:
     except SyntaxError as err:
         raise ConfigError(f"{err.filename or path}:{err.lineno}: syntax error: {err.msg}; fix that line") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({err}); pass --config, or restore config.py (git checkout config.py)") from None
+        raise ConfigError(
+            f"{path}: cannot read ({err}); pass --config, or restore config.py (git checkout config.py)"
+        ) from None
     values, lines = {}, {}
     for node in tree.body:
         if isinstance(node, ast.Assign):

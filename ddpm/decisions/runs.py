@@ -59,8 +59,15 @@ def load_runs(runs_dir) -> list[dict]:
     out = []
     folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     # A sweep's or ladder's folder (ddpm/experiments/) holds runs of its own: list those, as "<sweep>/<run>".
-    folders = [c for p in folders for c in (sorted(q for q in p.iterdir() if q.is_dir() and not q.name.startswith("."))
-                                            if (p / "sweep.json").is_file() else [p])]
+    folders = [
+        c
+        for p in folders
+        for c in (
+            sorted(q for q in p.iterdir() if q.is_dir() and not q.name.startswith("."))
+            if (p / "sweep.json").is_file()
+            else [p]
+        )
+    ]
     for d in folders:
         if not looks_like_a_run(d):
             continue  # a folder a run never wrote, such as the datasets `make digits` puts in runs/data
@@ -74,8 +81,11 @@ def load_runs(runs_dir) -> list[dict]:
             entry["data"] = data
         except FileNotFoundError:
             failed = (d / "failed.json").is_file()
-            entry["note"] = ("failed in its sweep (see its failed.json)" if failed else
-                             "no run.json (still starting, or crashed before writing it)")
+            entry["note"] = (
+                "failed in its sweep (see its failed.json)"
+                if failed
+                else "no run.json (still starting, or crashed before writing it)"
+            )
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             entry["note"] = f"unreadable run.json: {exc}"
         out.append(entry)
@@ -166,7 +176,9 @@ def format_table(entries: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm.decisions.runs", description="List training runs, newest first.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ddpm.decisions.runs", description="List training runs, newest first."
+    )
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help="runs directory (default: %(default)s)")
     args = parser.parse_args(command_line(argv))
     print(format_table(load_runs(args.dir)))

@@ -16,8 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from ddpm.decisions.adr import (FILENAME_RE, MISSING, NEW, SECTION_RE, decision_lines, fmt, md_files,
-                                rel_path, same)
+from ddpm.decisions.adr import FILENAME_RE, MISSING, NEW, SECTION_RE, decision_lines, fmt, md_files, rel_path, same
 from ddpm.decisions.config_file import read_config
 from ddpm.decisions.replay import DEFAULT_CONFIG, DEFAULT_DIR, diff
 
@@ -91,7 +90,9 @@ def from_results(folder, config_path) -> tuple[list[str], list[str]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"FROM={folder}: no results.json there; run make sweep SPEC=... (or make ladder) first") from None
+        raise ValueError(
+            f"FROM={folder}: no results.json there; run make sweep SPEC=... (or make ladder) first"
+        ) from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ValueError(f"{rel_path(path)}: not readable ({err}); run the sweep again to rewrite it") from None
     best = data.get("best") if isinstance(data, dict) else None
@@ -117,12 +118,23 @@ def from_results(folder, config_path) -> tuple[list[str], list[str]]:
     else:  # results.aggregate ranks points without a value by their final probe accuracy
         reason = " (none reached the target)" if metric_name == "steps_to_target" else ""
         why_best = f"though no seed of any point has a {metric_name}{reason}, so it ranks first by its seeds' final probe accuracy"
-    context = [f"Evidence: the {data.get('kind', 'sweep')} `{data.get('name')}` ({rel_path(path)}), produced by", "",
-               "```", str(data.get("command")), "```", "",
-               f"{_count(len(data.get('points', [])), 'point')} × {_count(len(data.get('seeds', [])), 'seed')}, {budget}, ranked by "
-               f"{metric_name} ({data.get('direction')}); mean (min / median / max) over seeds" + (f"; every trial also set {base}" if base else "") + f". Best: {best.get('trial')}, "
-               + why_best + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."), "",
-               *str(data.get("table", "")).splitlines(), ""]
+    context = [
+        f"Evidence: the {data.get('kind', 'sweep')} `{data.get('name')}` ({rel_path(path)}), produced by",
+        "",
+        "```",
+        str(data.get("command")),
+        "```",
+        "",
+        f"{_count(len(data.get('points', [])), 'point')} × {_count(len(data.get('seeds', [])), 'seed')}, {budget}, ranked by "
+        f"{metric_name} ({data.get('direction')}); mean (min / median / max) over seeds"
+        + (f"; every trial also set {base}" if base else "")
+        + f". Best: {best.get('trial')}, "
+        + why_best
+        + (f"; it keeps {', '.join(kept)} as config.py has it." if kept else "."),
+        "",
+        *str(data.get("table", "")).splitlines(),
+        "",
+    ]
     verdicts = [f"Verdict on {k}: {v}." for k, v in (data.get("verdicts") or {}).items()]
     return lines, context + (verdicts + [""] if verdicts else [])  # a blank line before the next heading
 
@@ -132,8 +144,9 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _fill_template(template: str, number: int, title: str, date: str, lines: list[str], supersedes,
-                   context: list[str] | None = None) -> str:
+def _fill_template(
+    template: str, number: int, title: str, date: str, lines: list[str], supersedes, context: list[str] | None = None
+) -> str:
     out, section, status_done, decision_done, date_done = [], None, False, False, False
     src = template.splitlines()
     title_done = False
@@ -211,7 +224,9 @@ def new_adr(
     number = max(numbers, default=0) + 1
     old_path = None
     if supersedes is not None:
-        matches = [p for p in md_files(decisions_dir) if (m := FILENAME_RE.match(p.name)) and int(m.group(1)) == supersedes]
+        matches = [
+            p for p in md_files(decisions_dir) if (m := FILENAME_RE.match(p.name)) and int(m.group(1)) == supersedes
+        ]
         if not matches:
             raise ValueError(f"--supersedes {supersedes}: there is no ADR {supersedes:04d}")
         old_path = matches[0]

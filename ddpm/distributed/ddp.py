@@ -59,8 +59,10 @@ class World:
     def local_batch(self, global_batch: int) -> int:
         """Images per rank; the global batch must divide by the world size (else a ValueError saying so)."""
         if global_batch % self.size:
-            raise ValueError(f"BATCH_SIZE = {global_batch} is the global batch and must divide by the number of "
-                             f"processes ({self.size}): pick a multiple of {self.size}, or another --nproc-per-node")
+            raise ValueError(
+                f"BATCH_SIZE = {global_batch} is the global batch and must divide by the number of "
+                f"processes ({self.size}): pick a multiple of {self.size}, or another --nproc-per-node"
+            )
         return global_batch // self.size
 
     def shard(self, *tensors):
@@ -123,13 +125,17 @@ def init(device: str, *, timeout: datetime.timedelta) -> World:
         return World(0, 1, 0, torch.device("cuda" if cuda else device if device != "auto" else "cpu"))
     missing = [k for k, v in env.items() if v is None]
     if missing:
-        raise ValueError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start the processes with torchrun "
-                         "(make train NPROC=N), which sets all three")
+        raise ValueError(
+            f"WORLD_SIZE is set but {', '.join(missing)} is not: start the processes with torchrun "
+            "(make train NPROC=N), which sets all three"
+        )
     rank, size, local_rank = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
     if cuda:
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK = {local_rank} but this machine has {torch.cuda.device_count()} GPUs: "
-                             "start at most that many processes per node (--nproc-per-node)")
+            raise ValueError(
+                f"LOCAL_RANK = {local_rank} but this machine has {torch.cuda.device_count()} GPUs: "
+                "start at most that many processes per node (--nproc-per-node)"
+            )
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:
@@ -172,9 +178,13 @@ class Heartbeat:
                     if count != seen[r][0]:
                         seen[r] = (count, now)
                     elif now - seen[r][1] > self.limit and not self.stopped.is_set():
-                        print(f"train.py: rank {r} has given no sign of life for {now - seen[r][1]:.0f} s (stopped, "
-                              f"hung or its machine lost); ending rank {self.world.rank} too, and torchrun the rest. "
-                              f"{self.advice()}", file=sys.stderr, flush=True)
+                        print(
+                            f"train.py: rank {r} has given no sign of life for {now - seen[r][1]:.0f} s (stopped, "
+                            f"hung or its machine lost); ending rank {self.world.rank} too, and torchrun the rest. "
+                            f"{self.advice()}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                         os._exit(1)  # the main thread may be blocked in a collective: end the process
             except Exception:  # noqa: BLE001 - the store is gone: the run is ending; the collectives say why
                 return
@@ -198,4 +208,3 @@ class NullWriter:
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
-

@@ -61,11 +61,19 @@ def sweep_points(sweep_dir: str, threshold: float) -> list:
     name = results.get("name") or os.path.basename(os.path.normpath(sweep_dir))
     points = []
     for row in results.get("rows") or []:
-        runs = [seed_record(os.path.join(sweep_dir, r["run"]), threshold)
-                for r in row["runs"] if r.get("status") == "finished"]
-        points.append({"point": f"{name}/{row['trial']}", "overrides": {**(results.get("base") or {}),
-                                                                       **row["overrides"]},
-                       "seeds": len(row["runs"]), "runs": runs})
+        runs = [
+            seed_record(os.path.join(sweep_dir, r["run"]), threshold)
+            for r in row["runs"]
+            if r.get("status") == "finished"
+        ]
+        points.append(
+            {
+                "point": f"{name}/{row['trial']}",
+                "overrides": {**(results.get("base") or {}), **row["overrides"]},
+                "seeds": len(row["runs"]),
+                "runs": runs,
+            }
+        )
     return points
 
 
@@ -83,33 +91,62 @@ def table(points: list, threshold: float = THRESHOLD) -> str:
     differing = [k for k in keys if len({repr(p["overrides"].get(k)) for p in points}) > 1]
     final_head = ["point", "set", "batch", "steps", "seeds", *ATTRIBUTES, "Fréchet distance"]
     to_head = ["point", *(f"{a} ≥ {threshold:g}" for a in ATTRIBUTES)]
-    lines = ["Final probe reading, mean (min / median / max) over seeds:", "",
-             "| " + " | ".join(final_head) + " |", "|---|" + "---:|" * (len(final_head) - 1)]
+    lines = [
+        "Final probe reading, mean (min / median / max) over seeds:",
+        "",
+        "| " + " | ".join(final_head) + " |",
+        "|---|" + "---:|" * (len(final_head) - 1),
+    ]
     for p in points:
         runs = p["runs"]
         batches = sorted({r["batch"] for r in runs})
         steps = sorted({r["step"] for r in runs if r["step"] is not None})
         settings = ", ".join(f"{k}={fmt(p['overrides'][k])}" for k in differing if k in p["overrides"]) or "-"
-        lines.append("| " + " | ".join([p["point"], settings, "/".join(map(str, batches)) or "?",
-                                        "/".join(map(str, steps)) or "?", f"{len(runs)}/{p['seeds']}",
-                                        *(_cell([r["final"][a] for r in runs]) for a in ATTRIBUTES),
-                                        _cell([r["final"]["fd"] for r in runs])]) + " |")
-    lines += ["", f"Thousands of training images until the probe first read ≥ {threshold:g} (probe step × batch):", "",
-              "| " + " | ".join(to_head) + " |", "|---|" + "---:|" * (len(to_head) - 1)]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    p["point"],
+                    settings,
+                    "/".join(map(str, batches)) or "?",
+                    "/".join(map(str, steps)) or "?",
+                    f"{len(runs)}/{p['seeds']}",
+                    *(_cell([r["final"][a] for r in runs]) for a in ATTRIBUTES),
+                    _cell([r["final"]["fd"] for r in runs]),
+                ]
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        f"Thousands of training images until the probe first read ≥ {threshold:g} (probe step × batch):",
+        "",
+        "| " + " | ".join(to_head) + " |",
+        "|---|" + "---:|" * (len(to_head) - 1),
+    ]
     for p in points:
-        cells = [_cell([r["images_to"][a] for r in p["runs"]], reached=True, scale=1000.0)
-                 if any(r["final"][a] is not None for r in p["runs"]) else "—"  # never probed: not "not reached"
-                 for a in ATTRIBUTES]
+        cells = [
+            _cell([r["images_to"][a] for r in p["runs"]], reached=True, scale=1000.0)
+            if any(r["final"][a] is not None for r in p["runs"])
+            else "—"  # never probed: not "not reached"
+            for a in ATTRIBUTES
+        ]
         lines.append("| " + " | ".join([p["point"], *cells]) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm.experiments.compare",
-                                     description="Finished sweeps side by side, per probe attribute, over seeds.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ddpm.experiments.compare",
+        description="Finished sweeps side by side, per probe attribute, over seeds.",
+    )
     parser.add_argument("sweeps", nargs="+", help="sweep folders (runs/<name>), each with its results.json")
-    parser.add_argument("--threshold", type=float, default=THRESHOLD,
-                        help="accuracy whose first reading counts as reached (default: %(default)s)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=THRESHOLD,
+        help="accuracy whose first reading counts as reached (default: %(default)s)",
+    )
     args = parser.parse_args(command_line(argv))
     if not 0.0 < args.threshold <= 1.0:
         parser.error(f"--threshold {args.threshold}: an accuracy in (0, 1]")
@@ -117,7 +154,7 @@ def main(argv=None) -> int:
         points = [p for d in args.sweeps for p in sweep_points(d, args.threshold)]
     except CompareError as err:
         return error("compare", str(err))
-    print(f"`make compare SWEEPS=\"{' '.join(args.sweeps)}\"`\n\n{table(points, args.threshold)}")
+    print(f'`make compare SWEEPS="{" ".join(args.sweeps)}"`\n\n{table(points, args.threshold)}')
     return 0
 
 

@@ -32,8 +32,8 @@ from PIL import Image, ImageDraw
 from ddpm.experiments import results
 from ddpm.experiments.sweep import subprocess_runner, train_spec
 from ddpm.files import write_json, write_text
-from ddpm.measure.workload import model_size
 from ddpm.measure.report import load_font, plot_panel, save_png
+from ddpm.measure.workload import model_size
 
 MONOTONIC, NOT_MONOTONIC = "monotonic", "not monotonic"
 INCONCLUSIVE = "inconclusive: seed spread larger than the gap between rungs"
@@ -57,14 +57,36 @@ def verdict(values: list, direction: str) -> str:
 
 def table(rows: list) -> str:
     names = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
-    head = ["rung", *names, "params", "fwd GFLOP/img", "steps", "train TFLOP", "final loss", "final joint acc.", "seeds ok"]
+    head = [
+        "rung",
+        *names,
+        "params",
+        "fwd GFLOP/img",
+        "steps",
+        "train TFLOP",
+        "final loss",
+        "final joint acc.",
+        "seeds ok",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([r["trial"], *(r["set"].get(n, "") for n in names), f"{r['params']:,}",
-                                        f"{r['fwd_flops_per_image'] / 1e9:.3f}", f"{r['steps']:,}",
-                                        f"{r['train_flops'] / 1e12:.2f}",
-                                        results.describe(r["final_loss"]), results.describe(r["final_accuracy"]),
-                                        f"{r['final_loss']['n']}/{len(r['runs'])}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["trial"],
+                    *(r["set"].get(n, "") for n in names),
+                    f"{r['params']:,}",
+                    f"{r['fwd_flops_per_image'] / 1e9:.3f}",
+                    f"{r['steps']:,}",
+                    f"{r['train_flops'] / 1e12:.2f}",
+                    results.describe(r["final_loss"]),
+                    results.describe(r["final_accuracy"]),
+                    f"{r['final_loss']['n']}/{len(r['runs'])}",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -78,18 +100,23 @@ def summarise(plan: dict, runs: list, config: dict) -> dict:
         row.update(model_size(cfg), steps=steps[row["trial"]])
         row["train_flops"] = 3 * row["fwd_flops_per_image"] * cfg["BATCH_SIZE"] * row["steps"]
         row["final_accuracy"] = results.spread([r.get("final_accuracy") for r in row["runs"]])
-    verdicts = {"final_loss": verdict([[r.get("final_loss") for r in row["runs"]] for row in rows], "min"),
-                "final_accuracy": verdict([[r.get("final_accuracy") for r in row["runs"]] for row in rows], "max")}
+    verdicts = {
+        "final_loss": verdict([[r.get("final_loss") for r in row["runs"]] for row in rows], "min"),
+        "final_accuracy": verdict([[r.get("final_accuracy") for r in row["runs"]] for row in rows], "max"),
+    }
     return {"rows": rows, "verdicts": verdicts, "best": ranked[0], "table": table(rows)}
 
 
 def write(plan: dict, summary: dict, out_dir: str) -> dict:
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
     verdicts = "\n".join(f"- {k}: **{v}**" for k, v in summary["verdicts"].items())
-    write_text(f"# Ladder {plan['name']}\n\n`{plan['command']}`: {len(plan['points'])} rungs × "
-                       f"{len(plan['seeds'])} seeds, {plan['budget_text']}; mean (min / median / max) "
-                       f"over seeds.\n\n{summary['table']}\n\nVerdict (ddpm/experiments/ladder.py defines it):\n"
-                       f"{verdicts}\n\n![final loss and accuracy against parameters](results.png)\n", paths["md"])
+    write_text(
+        f"# Ladder {plan['name']}\n\n`{plan['command']}`: {len(plan['points'])} rungs × "
+        f"{len(plan['seeds'])} seeds, {plan['budget_text']}; mean (min / median / max) "
+        f"over seeds.\n\n{summary['table']}\n\nVerdict (ddpm/experiments/ladder.py defines it):\n"
+        f"{verdicts}\n\n![final loss and accuracy against parameters](results.png)\n",
+        paths["md"],
+    )
     write_json(results.jsonable({**plan, **summary}), paths["json"])
     rows = summary["rows"]
     img = Image.new("RGB", (900, 340), (255, 255, 255))
@@ -97,8 +124,17 @@ def write(plan: dict, summary: dict, out_dir: str) -> dict:
     xs = [r["params"] for r in rows]
     for i, key in enumerate(("final_loss", "final_accuracy")):
         series = [(k, c, [r[key][k] for r in rows]) for k, c in zip(("mean", "min", "max"), results.COLORS)]
-        plot_panel(draw, (450 * i, 0, 450 * (i + 1), 340), xs, series, title=key,
-                   ylabel=key, xlabel="parameters (log axis)", x_scale=results.AXES["log"], font=font)
+        plot_panel(
+            draw,
+            (450 * i, 0, 450 * (i + 1), 340),
+            xs,
+            series,
+            title=key,
+            ylabel=key,
+            xlabel="parameters (log axis)",
+            x_scale=results.AXES["log"],
+            font=font,
+        )
     save_png(img, paths["png"])
     return paths
 

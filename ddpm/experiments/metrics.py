@@ -18,8 +18,14 @@ import statistics
 
 from ddpm.files import read_json
 
-METRICS = {"final_loss": "min", "smoothed_loss": "min", "final_accuracy": "max", "best_accuracy": "max",
-           "steps_to_target": "min", "images_per_s": "max"}
+METRICS = {
+    "final_loss": "min",
+    "smoothed_loss": "min",
+    "final_accuracy": "max",
+    "best_accuracy": "max",
+    "steps_to_target": "min",
+    "images_per_s": "max",
+}
 LAST_FRACTION = 0.25  # the window of "smoothed": the last quarter of the run's steps
 
 
@@ -45,7 +51,9 @@ def window_mean(points: list, last_step: int):
 
 def steps_to_target(curve: list, target: float):
     """The first probe step at which joint accuracy ≥ ``target``, or None."""
-    return next((p["step"] for p in curve if p.get("joint_accuracy") is not None and p["joint_accuracy"] >= target), None)
+    return next(
+        (p["step"] for p in curve if p.get("joint_accuracy") is not None and p["joint_accuracy"] >= target), None
+    )
 
 
 def trial_metrics(run_dir: str, *, target: float) -> dict:

@@ -36,8 +36,12 @@ def spread(values: list) -> dict:
     """{"n", "missing", "mean", "min", "median", "max"} of ``values``; None entries count as missing."""
     ok = [v for v in values if v is not None]
     out = {"n": len(ok), "missing": len(values) - len(ok)}
-    out.update({k: f(ok) if ok else None for k, f in (("mean", statistics.fmean), ("min", min),
-                                                        ("median", statistics.median), ("max", max))})
+    out.update(
+        {
+            k: f(ok) if ok else None
+            for k, f in (("mean", statistics.fmean), ("min", min), ("median", statistics.median), ("max", max))
+        }
+    )
     return out
 
 
@@ -50,8 +54,15 @@ def aggregate(runs: list, metric: str, direction: str, point_key: str = "trial")
     """
     rows = {}
     for r in runs:
-        row = rows.setdefault(r[point_key], {point_key: r[point_key], "overrides": r["overrides"],
-                                              "set": {k: fmt(v) for k, v in r["overrides"].items()}, "runs": []})
+        row = rows.setdefault(
+            r[point_key],
+            {
+                point_key: r[point_key],
+                "overrides": r["overrides"],
+                "set": {k: fmt(v) for k, v in r["overrides"].items()},
+                "runs": [],
+            },
+        )
         row["runs"].append(r)
     for row in rows.values():
         row["metric"] = spread([r.get(metric) for r in row["runs"]])
@@ -59,13 +70,19 @@ def aggregate(runs: list, metric: str, direction: str, point_key: str = "trial")
         row["final_accuracy"] = spread([r.get("final_accuracy") for r in row["runs"]])
         row["failed"] = sum(r["status"] == "failed" for r in row["runs"])
     sign = 1 if direction == "min" else -1
-    return sorted(rows.values(), key=lambda w: (w["metric"]["missing"], math.inf if w["metric"]["mean"] is None
-                                                 else sign * w["metric"]["mean"],
-                                                 -(w["final_accuracy"]["mean"] or 0.0), w[point_key]))
+    return sorted(
+        rows.values(),
+        key=lambda w: (
+            w["metric"]["missing"],
+            math.inf if w["metric"]["mean"] is None else sign * w["metric"]["mean"],
+            -(w["final_accuracy"]["mean"] or 0.0),
+            w[point_key],
+        ),
+    )
 
 
 def describe(s: dict) -> str:
-    """"mean (min / median / max)", or "—" when no seed has a value."""
+    """ "mean (min / median / max)", or "—" when no seed has a value."""
     if s["mean"] is None:
         return "—"
     if s["n"] == 1:
@@ -93,15 +110,35 @@ def table(plan: dict, rows: list, current: dict) -> str:
     (when the probe ran and the metric is not that accuracy), seeds, each seed's value."""
     names = list(rows[0]["overrides"]) if rows else []
     accuracy = plan["metric"] != "final_accuracy" and any(row["final_accuracy"]["n"] for row in rows)
-    head = ["#", "trial", *names, f"{plan['metric']} ({plan['direction']})", "final loss",
-            *(["final joint accuracy"] if accuracy else []), "seeds ok", "per seed"]
+    head = [
+        "#",
+        "trial",
+        *names,
+        f"{plan['metric']} ({plan['direction']})",
+        "final loss",
+        *(["final joint accuracy"] if accuracy else []),
+        "seeds ok",
+        "per seed",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for i, row in enumerate(rows, 1):
         seeds = ", ".join(f"s{r['seed']}: {per_seed(r, plan['metric'])}" for r in row["runs"])
-        lines.append("| " + " | ".join([str(i), row["trial"], *(row["set"][n] for n in names), describe(row["metric"]),
-                                        describe(row["final_loss"]),
-                                        *([describe(row["final_accuracy"])] if accuracy else []),
-                                        f"{row['metric']['n']}/{len(row['runs'])}", seeds]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(i),
+                    row["trial"],
+                    *(row["set"][n] for n in names),
+                    describe(row["metric"]),
+                    describe(row["final_loss"]),
+                    *([describe(row["final_accuracy"])] if accuracy else []),
+                    f"{row['metric']['n']}/{len(row['runs'])}",
+                    seeds,
+                ]
+            )
+            + " |"
+        )
     now = ", ".join(f"{n} = {fmt(current[n])}" for n in names if n in current)
     return "\n".join(lines) + (f"\n\nconfig.py today: {now}" if now else "")
 
@@ -112,12 +149,15 @@ def write(plan: dict, runs: list, out_dir: str, *, current: dict) -> dict:
     text = table(plan, rows, current)
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
     failures = [f"- {r['run']}: {r.get('reason')}" for r in runs if r["status"] == "failed"]
-    write_text(f"# Sweep {plan['name']}\n\n`{plan['command']}`: {plural(len(plan['points']), 'point')} × "
-               f"{plural(len(plan['seeds']), 'seed')}, {plan['budget_text']}, "
-               f"ranked by {plan['metric']} ({plan['direction']}), "
-               f"target joint accuracy {plan['target_accuracy']}; mean (min / median / max) over seeds.\n\n{text}\n"
-               + ("\nFailed runs:\n" + "\n".join(failures) + "\n" if failures else "")
-               + "\n![metric against each varied constant](results.png)\n", paths["md"])
+    write_text(
+        f"# Sweep {plan['name']}\n\n`{plan['command']}`: {plural(len(plan['points']), 'point')} × "
+        f"{plural(len(plan['seeds']), 'seed')}, {plan['budget_text']}, "
+        f"ranked by {plan['metric']} ({plan['direction']}), "
+        f"target joint accuracy {plan['target_accuracy']}; mean (min / median / max) over seeds.\n\n{text}\n"
+        + ("\nFailed runs:\n" + "\n".join(failures) + "\n" if failures else "")
+        + "\n![metric against each varied constant](results.png)\n",
+        paths["md"],
+    )
     write_json(jsonable({**plan, "table": text, "rows": rows, "best": rows[0] if rows else None}), paths["json"])
     plot(rows, plan, paths["png"])
     write_hparams(runs, plan, out_dir)
@@ -126,8 +166,11 @@ def write(plan: dict, runs: list, out_dir: str, *, current: dict) -> dict:
 
 def plot(rows: list, plan: dict, path: str) -> None:
     """One panel per varied constant with numbers: the metric's mean, min and max over seeds against its value."""
-    names = [n for n in (rows[0]["overrides"] if rows else {})
-             if all(isinstance(r["overrides"][n], (int, float)) and not isinstance(r["overrides"][n], bool) for r in rows)]
+    names = [
+        n
+        for n in (rows[0]["overrides"] if rows else {})
+        if all(isinstance(r["overrides"][n], (int, float)) and not isinstance(r["overrides"][n], bool) for r in rows)
+    ]
     img = Image.new("RGB", (450 * max(1, len(names)), 340), (255, 255, 255))
     draw, font = ImageDraw.Draw(img), load_font(11)
     if not names:
@@ -137,8 +180,17 @@ def plot(rows: list, plan: dict, path: str) -> None:
         xs = [r["overrides"][name] for r in ordered]
         series = [(k, c, [r["metric"][k] for r in ordered]) for k, c in zip(("mean", "min", "max"), COLORS)]
         axis = plan.get("axes", {}).get(name, "linear")
-        plot_panel(draw, (450 * i, 0, 450 * (i + 1), 340), xs, series, title=name,
-                   ylabel=plan["metric"], xlabel=f"{name} ({axis} axis)", x_scale=AXES[axis], font=font)
+        plot_panel(
+            draw,
+            (450 * i, 0, 450 * (i + 1), 340),
+            xs,
+            series,
+            title=name,
+            ylabel=plan["metric"],
+            xlabel=f"{name} ({axis} axis)",
+            x_scale=AXES[axis],
+            font=font,
+        )
     save_png(img, path)
 
 
@@ -151,7 +203,16 @@ def write_hparams(runs: list, plan: dict, out_dir: str) -> None:
             if r["status"] != "finished":
                 continue
             hparams = {k: v if isinstance(v, (int, float, str, bool)) else fmt(v) for k, v in r["overrides"].items()}
-            values = {f"hparam/{k}": float(r[k]) for k in ("final_loss", "smoothed_loss", "final_accuracy",
-                                                           "steps_to_target", "images_per_s", plan["metric"])
-                      if r.get(k) is not None}
+            values = {
+                f"hparam/{k}": float(r[k])
+                for k in (
+                    "final_loss",
+                    "smoothed_loss",
+                    "final_accuracy",
+                    "steps_to_target",
+                    "images_per_s",
+                    plan["metric"],
+                )
+                if r.get(k) is not None
+            }
             writer.add_hparams({**hparams, "seed": r["seed"]}, values, run_name=r["run"])

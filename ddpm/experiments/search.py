@@ -66,7 +66,9 @@ def dimension(name: str, table: dict) -> Dimension:
     kinds = [k for k in table if k in KINDS]
     unknown = [k for k in table if k not in KINDS]
     if unknown or len(kinds) != 1:
-        raise ValueError(f"vary.{name}: expected exactly one of {', '.join(KINDS)}, got {', '.join(table) or 'nothing'}")
+        raise ValueError(
+            f"vary.{name}: expected exactly one of {', '.join(KINDS)}, got {', '.join(table) or 'nothing'}"
+        )
     kind = kinds[0]
     arg = table[kind]
     if kind == "value":
@@ -75,8 +77,12 @@ def dimension(name: str, table: dict) -> Dimension:
         if not isinstance(arg, list) or not arg:
             raise ValueError(f"vary.{name}.choice: expected a non-empty list of values, got {arg!r}")
         return Dimension(name, kind, [config_value(v) for v in arg])
-    if (not isinstance(arg, list) or len(arg) != 2 or
-            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg) or not arg[0] < arg[1]):
+    if (
+        not isinstance(arg, list)
+        or len(arg) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg)
+        or not arg[0] < arg[1]
+    ):
         raise ValueError(f"vary.{name}.{kind}: expected [lo, hi] with lo < hi, got {arg!r}")
     if kind == "log_uniform" and arg[0] <= 0:
         raise ValueError(f"vary.{name}.log_uniform: the range must be above 0, got {arg!r}")

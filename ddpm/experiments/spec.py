@@ -79,18 +79,27 @@ def _parse(raw: dict, path: str, ladder: bool) -> Spec:
     allowed = LADDER_KEYS if ladder else SWEEP_KEYS
     for key in raw:
         if key not in allowed:
-            raise ValueError(f"unknown key {key!r} (a {'ladder' if ladder else 'sweep'} spec takes {', '.join(allowed)})")
+            raise ValueError(
+                f"unknown key {key!r} (a {'ladder' if ladder else 'sweep'} spec takes {', '.join(allowed)})"
+            )
     name = raw.get("name", os.path.splitext(os.path.basename(path))[0])
     if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"name = {name!r}: expected letters, digits, - or _ (it names runs/<name>/)")
     seeds = raw.get("seeds", 1)
     seeds = list(range(seeds)) if _is_int(seeds) and seeds >= 1 else seeds
-    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(_is_int(s) and s >= 0 for s in seeds)
+        or len(set(seeds)) < len(seeds)
+    ):
         raise ValueError(f"seeds = {raw.get('seeds')!r}: expected a count ≥ 1 or a list of distinct ints ≥ 0")
     spec = Spec(path=path, name=name, seeds=seeds)
     if sum(key in raw for key in BUDGETS) != 1:
-        raise ValueError("give exactly one of budget_steps (optimizer steps per trial), budget_fraction (of the default "
-                         "run) or budget_tflop (training compute per trial, 3 × forward FLOPs × images)")
+        raise ValueError(
+            "give exactly one of budget_steps (optimizer steps per trial), budget_fraction (of the default "
+            "run) or budget_tflop (training compute per trial, 3 × forward FLOPs × images)"
+        )
     if "budget_steps" in raw:
         spec.budget_steps = _positive_int(raw, "budget_steps")
     elif "budget_fraction" in raw:
@@ -106,7 +115,7 @@ def _parse(raw: dict, path: str, ladder: bool) -> Spec:
         raise ValueError(f"metric = {spec.metric!r}: expected one of {', '.join(METRICS)}")
     spec.direction = raw.get("direction", METRICS[spec.metric])
     if spec.direction not in ("min", "max"):
-        raise ValueError(f"direction = {spec.direction!r}: expected \"min\" or \"max\"")
+        raise ValueError(f'direction = {spec.direction!r}: expected "min" or "max"')
     spec.target_accuracy = raw.get("target_accuracy", 0.9)
     if not isinstance(spec.target_accuracy, (int, float)) or not 0 < spec.target_accuracy <= 1:
         raise ValueError(f"target_accuracy = {spec.target_accuracy!r}: expected a number in (0, 1]")
@@ -123,7 +132,9 @@ def _parse(raw: dict, path: str, ladder: bool) -> Spec:
     spec.trials = _positive_int(raw, "trials")
     vary = raw.get("vary")
     if not isinstance(vary, dict) or not vary:
-        raise ValueError("vary: expected at least one [vary.NAME] table (e.g. [vary.LEARNING_RATE] log_uniform = [3e-4, 3e-3])")
+        raise ValueError(
+            "vary: expected at least one [vary.NAME] table (e.g. [vary.LEARNING_RATE] log_uniform = [3e-4, 3e-3])"
+        )
     for key, table in vary.items():
         _check_name(key, f"vary.{key}")
         if not isinstance(table, dict):
@@ -164,4 +175,3 @@ def _constants(table, where: str) -> dict:
     if "SEED" in table:
         raise ValueError(f"{where}.SEED: the training seed is set by `seeds`")
     return {k: config_value(v) for k, v in table.items()}
-

@@ -38,8 +38,8 @@ from ddpm.experiments import results
 from ddpm.experiments.metrics import trial_metrics
 from ddpm.experiments.search import draw_trials
 from ddpm.experiments.spec import Spec, SpecError, load
-from ddpm.measure.workload import model_size
 from ddpm.files import read_json, write_json
+from ddpm.measure.workload import model_size
 from ddpm.run.checkpoint import RESUMABLE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,14 +65,19 @@ def budget_text(spec: Spec, budget) -> str:
     """The budget in words, for results.md and the ADR drafted from it."""
     if spec.budget_tflop is None:
         return f"{budget} optimizer steps each"
-    return (f"{fmt(spec.budget_tflop)} TFLOP of training compute each (3 × forward FLOPs × images; the steps differ "
-            f"by point)")
+    return (
+        f"{fmt(spec.budget_tflop)} TFLOP of training compute each (3 × forward FLOPs × images; the steps differ "
+        f"by point)"
+    )
 
 
 def sweep_points(spec: Spec) -> list:
     """[{"trial": "t00", "overrides": {NAME: value}}] drawn from the sweep's seed."""
     width = len(str(spec.trials - 1))
-    return [{"trial": f"t{i:0{width}d}", "overrides": o} for i, o in enumerate(draw_trials(spec.vary, spec.trials, spec.seed))]
+    return [
+        {"trial": f"t{i:0{width}d}", "overrides": o}
+        for i, o in enumerate(draw_trials(spec.vary, spec.trials, spec.seed))
+    ]
 
 
 def run_name(point: dict, seed: int) -> str:
@@ -85,10 +90,19 @@ def run_overrides(spec: Spec, point: dict, seed: int) -> dict:
     return {**spec.base, **point["overrides"], "SEED": seed}
 
 
-def train_command(*, runs_dir: str, run: str, budget: int, overrides: dict, tags: dict, resume: bool,
-                  threads: int = None) -> list:
+def train_command(
+    *, runs_dir: str, run: str, budget: int, overrides: dict, tags: dict, resume: bool, threads: int = None
+) -> list:
     """The train.py command line of one run (``--resume`` continues its newest checkpoint)."""
-    cmd = [sys.executable, str(REPO_ROOT / "train.py"), "--runs-dir", runs_dir, "--max-steps", str(budget), "--exploratory"]
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "train.py"),
+        "--runs-dir",
+        runs_dir,
+        "--max-steps",
+        str(budget),
+        "--exploratory",
+    ]
     cmd += ["--threads", str(threads)] if threads else []
     cmd += ["--resume", run] if resume else ["--run", run]
     for key, value in overrides.items():
@@ -108,7 +122,7 @@ def subprocess_runner(cmd: list, log_path: str) -> tuple:
 
 
 def run_status(run_dir: str, budget: int) -> str:
-    """"finished", "failed", "partial" (a folder without a finished run.json) or "new"."""
+    """ "finished", "failed", "partial" (a folder without a finished run.json) or "new"."""
     if os.path.isfile(os.path.join(run_dir, "failed.json")):
         return "failed"
     if not os.path.isdir(run_dir):
@@ -119,8 +133,18 @@ def run_status(run_dir: str, budget: int) -> str:
         return "partial"
 
 
-def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=subprocess_runner,
-               retry_failed: bool = False, jobs: int = 1, report_only: bool = False, log=print) -> list:
+def run_points(
+    spec: Spec,
+    points: list,
+    out_dir: str,
+    *,
+    budget: int,
+    runner=subprocess_runner,
+    retry_failed: bool = False,
+    jobs: int = 1,
+    report_only: bool = False,
+    log=print,
+) -> list:
     """Train every (point, seed) not finished yet; [{"run", "trial", "seed", "overrides", "status", ...metrics}].
     A point's own "budget" (budget_tflop specs) overrides ``budget``. ``jobs`` > 1 trains that many runs at a time,
     each with ``--threads`` = its share of the cores. ``report_only`` trains nothing: the runs not finished keep
@@ -164,20 +188,32 @@ def run_points(spec: Spec, points: list, out_dir: str, *, budget: int, runner=su
             statuses = list(pool.map(train, tasks))
         finally:  # interrupted: start no further run (the running ones got the same Ctrl-C)
             pool.shutdown(wait=True, cancel_futures=True)
-    return [_record(spec, point, seed, run, os.path.join(out_dir, run), status)
-            for (point, seed, run, _, _), status in zip(tasks, statuses)]
+    return [
+        _record(spec, point, seed, run, os.path.join(out_dir, run), status)
+        for (point, seed, run, _, _), status in zip(tasks, statuses)
+    ]
 
 
 def _train(spec, point, seed, run, out_dir, *, budget, runner, threads=None, log) -> str:
     run_dir = os.path.join(out_dir, run)
     has_checkpoint = os.path.isdir(os.path.join(run_dir, "checkpoints")) and any(
-        n.endswith(".pt") for n in os.listdir(os.path.join(run_dir, "checkpoints")))
+        n.endswith(".pt") for n in os.listdir(os.path.join(run_dir, "checkpoints"))
+    )
     if os.path.isdir(run_dir) and not has_checkpoint:
         shutil.rmtree(run_dir)  # an interrupted start with nothing to resume from: begin it again
-    cmd = train_command(runs_dir=out_dir, run=run, budget=budget, overrides=run_overrides(spec, point, seed),
-                        tags={"sweep": spec.name, "trial": point["trial"]}, resume=has_checkpoint, threads=threads)
-    log(f"{run}: {'resuming' if has_checkpoint else 'training'} {budget} steps with "
-        + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items()))
+    cmd = train_command(
+        runs_dir=out_dir,
+        run=run,
+        budget=budget,
+        overrides=run_overrides(spec, point, seed),
+        tags={"sweep": spec.name, "trial": point["trial"]},
+        resume=has_checkpoint,
+        threads=threads,
+    )
+    log(
+        f"{run}: {'resuming' if has_checkpoint else 'training'} {budget} steps with "
+        + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items())
+    )
     code, tail = runner(cmd, os.path.join(out_dir, ".logs", f"{run}.log"))
     last_line = tail.strip().splitlines()[-1] if tail.strip() else ""
     reason = f"train.py exited with {code}: {last_line}" if code else None
@@ -191,7 +227,10 @@ def _train(spec, point, seed, run, out_dir, *, budget, runner, threads=None, log
     if reason is None:
         return "finished"
     os.makedirs(run_dir, exist_ok=True)
-    write_json({"reason": reason, "returncode": code, "command": cmd, "output_tail": tail}, os.path.join(run_dir, "failed.json"))
+    write_json(
+        {"reason": reason, "returncode": code, "command": cmd, "output_tail": tail},
+        os.path.join(run_dir, "failed.json"),
+    )
     log(f"{run}: FAILED ({reason}); the sweep goes on")
     return "failed"
 
@@ -229,8 +268,10 @@ def check_plan(out_dir: str, plan: dict) -> None:
     if os.path.isfile(path):
         old = read_json(path)
         if {k: old.get(k) for k in SAME_RUNS} != {k: plan[k] for k in SAME_RUNS}:
-            raise SpecError(f"{out_dir} holds a sweep with other trials, fixed values or budget (its sweep.json); "
-                            f"give the spec another name, or move that folder away")
+            raise SpecError(
+                f"{out_dir} holds a sweep with other trials, fixed values or budget (its sweep.json); "
+                f"give the spec another name, or move that folder away"
+            )
     os.makedirs(out_dir, exist_ok=True)
     write_json(plan, path)
 
@@ -251,26 +292,42 @@ def check_config(out_dir: str, spec: Spec, config: dict, points: list) -> None:
                 continue  # not started, or no run.json yet: nothing trained to mix in
             now = {**config, **run_overrides(spec, point, seed)}
             keys = sorted((set(saved) & set(now)) - set(RESUMABLE))
-            stale += [f"{run}: {key} = {fmt(was)} there, {fmt(is_)} now"
-                      for key, (was, is_) in architecture_drift(saved, now, keys).items()]
+            stale += [
+                f"{run}: {key} = {fmt(was)} there, {fmt(is_)} now"
+                for key, (was, is_) in architecture_drift(saved, now, keys).items()
+            ]
     if stale:
-        raise SpecError(f"{out_dir} holds runs trained under other values than config.py and the spec give now "
-                        f"(config.py changed since?):\n  " + "\n  ".join(stale) + "\ngive the spec another name (or "
-                        "move the folder away) to train today's values; the old runs' git commit is in their run.json")
+        raise SpecError(
+            f"{out_dir} holds runs trained under other values than config.py and the spec give now "
+            f"(config.py changed since?):\n  " + "\n  ".join(stale) + "\ngive the spec another name (or "
+            "move the folder away) to train today's values; the old runs' git commit is in their run.json"
+        )
 
 
 def parser(prog: str, example: str) -> argparse.ArgumentParser:
     """The command line that ``make sweep`` and ``make ladder`` share."""
-    p = argparse.ArgumentParser(prog=prog, description="Train every trial of a spec not trained yet, then write results.md.")
+    p = argparse.ArgumentParser(
+        prog=prog, description="Train every trial of a spec not trained yet, then write results.md."
+    )
     p.add_argument("spec", help=f"a spec file, e.g. {example}")
     p.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="the results go to RUNS_DIR/<name>/")
-    p.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config.py (budget_fraction, sizes, the table)")
+    p.add_argument(
+        "--config", default=str(REPO_ROOT / "config.py"), help="config.py (budget_fraction, sizes, the table)"
+    )
     p.add_argument("--retry-failed", action="store_true", help="train the failed runs again")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each on cores / JOBS threads (CPU; "
-                   "on one GPU they share it)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at a time, each on cores / JOBS threads (CPU; on one GPU they share it)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the trials and stop")
-    p.add_argument("--report", action="store_true", help="train nothing: write the results of the runs finished so "
-                   "far (a sweep stopped early); the others show as not trained")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: write the results of the runs finished so "
+        "far (a sweep stopped early); the others show as not trained",
+    )
     return p
 
 
@@ -281,30 +338,50 @@ def check_epochs(spec: Spec, config: dict, points: list, budget) -> None:
         cfg = {**config, **spec.base, **point["overrides"]}
         steps, epochs = point.get("budget", budget), cfg["EPOCHS"] * (cfg["DATASET_SIZE"] // cfg["BATCH_SIZE"])
         if cfg["DATASET"] == "shapes" and steps > epochs:
-            raise SpecError(f"{spec.path}: {point['trial']} would train {steps:,} steps, but EPOCHS = {cfg['EPOCHS']} "
-                            f"ends it at {epochs:,}; raise EPOCHS in [base] (train.py stops at the sooner)")
+            raise SpecError(
+                f"{spec.path}: {point['trial']} would train {steps:,} steps, but EPOCHS = {cfg['EPOCHS']} "
+                f"ends it at {epochs:,}; raise EPOCHS in [base] (train.py stops at the sooner)"
+            )
 
 
 def prepare(args, *, ladder: bool = False) -> tuple:
     """(spec, config, points, out_dir, plan) for a sweep or a ladder; SpecError for a bad spec or a changed plan."""
     spec = load(args.spec, ladder=ladder)
     config = read_config(args.config)
-    points = ([{"trial": f"r{i}", "overrides": rung} for i, rung in enumerate(spec.rungs)] if ladder
-              else sweep_points(spec))
+    points = (
+        [{"trial": f"r{i}", "overrides": rung} for i, rung in enumerate(spec.rungs)] if ladder else sweep_points(spec)
+    )
     budget = None if spec.budget_tflop is not None else budget_steps(spec, config)
     if budget is None:  # compute-matched: the steps are the point's own
         for point in points:
             point["budget"] = budget_steps(spec, config, point["overrides"])
     check_epochs(spec, config, points, budget)
     kind = "ladder" if ladder else "sweep"
-    plan = results.jsonable({"kind": kind, "name": spec.name, "spec": args.spec, "seed": spec.seed, "seeds": spec.seeds,
-                             "budget": budget, "budget_tflop": spec.budget_tflop,
-                             "budget_text": budget_text(spec, budget), "metric": spec.metric, "direction": spec.direction,
-                             "target_accuracy": spec.target_accuracy, "base": spec.base, "points": points,
-                             "axes": {d.name: d.axis for d in spec.vary}, "command": f"make {kind} SPEC={args.spec}"})
+    plan = results.jsonable(
+        {
+            "kind": kind,
+            "name": spec.name,
+            "spec": args.spec,
+            "seed": spec.seed,
+            "seeds": spec.seeds,
+            "budget": budget,
+            "budget_tflop": spec.budget_tflop,
+            "budget_text": budget_text(spec, budget),
+            "metric": spec.metric,
+            "direction": spec.direction,
+            "target_accuracy": spec.target_accuracy,
+            "base": spec.base,
+            "points": points,
+            "axes": {d.name: d.axis for d in spec.vary},
+            "command": f"make {kind} SPEC={args.spec}",
+        }
+    )
     for point in points:
-        print(f"{point['trial']}: " + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items())
-              + (f" ({point['budget']} steps)" if "budget" in point else ""))
+        print(
+            f"{point['trial']}: "
+            + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items())
+            + (f" ({point['budget']} steps)" if "budget" in point else "")
+        )
     out_dir = os.path.join(args.runs_dir, spec.name)
     if not args.dry_run:
         check_plan(out_dir, plan)
@@ -326,8 +403,16 @@ def train_spec(argv, *, ladder: bool, runner):
         return error(kind, str(err))
     if args.dry_run:
         return 0
-    runs = run_points(spec, points, out_dir, budget=plan["budget"], runner=runner, retry_failed=args.retry_failed,
-                      jobs=args.jobs, report_only=args.report)
+    runs = run_points(
+        spec,
+        points,
+        out_dir,
+        budget=plan["budget"],
+        runner=runner,
+        retry_failed=args.retry_failed,
+        jobs=args.jobs,
+        report_only=args.report,
+    )
     return spec, config, out_dir, plan, runs
 
 

@@ -46,18 +46,28 @@ from typing import Callable, Optional
 import torch
 
 from ddpm.cli import command_line, error
-from ddpm.model.diffusion import GaussianDiffusion
-from ddpm.run import settings
-from ddpm.run.settings import parse_overrides, validate
 from ddpm.decisions.config_file import read_config  # an ast reader: config.py is never executed here
-from ddpm.files import write_text
 from ddpm.decisions.runs import load_runs
-from ddpm.model.unet import UNet
-from ddpm.run.hardware import resolve_precision
+from ddpm.files import write_text
 from ddpm.measure.peer import DIFFUSERS_MISSING, build_diffusers, diffusers_args
-from ddpm.measure.timing import (DTYPES, _device_name, matmul_gflops, matmul_size, round_robin,
-                                 sampling_step_seconds, tf32_in_use, tf32_matmul_gflops, timed_precisions)
+from ddpm.measure.timing import (
+    DTYPES,
+    _device_name,
+    matmul_gflops,
+    matmul_size,
+    round_robin,
+    sampling_step_seconds,
+    tf32_in_use,
+    tf32_matmul_gflops,
+    timed_precisions,
+)
 from ddpm.measure.workload import REPO_ROOT, TrainStep, count_params, forward_flops, make_inputs, unet_args
+from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.unet import UNet
+from ddpm.run import settings
+from ddpm.run.hardware import resolve_precision
+from ddpm.run.settings import parse_overrides, validate
+
 
 # ---- measurements -------------------------------------------------------------------------------------
 def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, log: Callable = print) -> dict:
@@ -69,16 +79,38 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     tf32 = tf32_in_use(device)
     sample_images = 8 if quick else 64
     steps = cfg["NUM_INFERENCE_STEPS"]
-    precision_cfg, channels_last = resolve_precision(cfg["PRECISION"], device), cfg["CHANNELS_LAST"]  # "auto" → fp32 or bf16
+    precision_cfg, channels_last = (
+        resolve_precision(cfg["PRECISION"], device),
+        cfg["CHANNELS_LAST"],
+    )  # "auto" → fp32 or bf16
     precisions = timed_precisions(precision_cfg, device)
     args = unet_args(cfg)
-    shape = dict(image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"], context_dim=cfg["TEXT_WIDTH"],
-                 timesteps=cfg["TIMESTEPS"])
-    res = {"device": str(device), "threads": torch.get_num_threads(), "quick": quick, "batch": batch,
-           "warmup": warmup, "iters": iters, "matmul_n": mm_n, "sample_images": sample_images, "steps": steps,
-           "precision": precision_cfg, "precision_config": cfg["PRECISION"], "precisions": list(precisions),
-           "channels_last": channels_last, "unet_args": args, "context_length": cfg["TEXT_CONTEXT_LENGTH"],
-           "torch": torch.__version__, "cpu": _device_name(device), "tf32": tf32}
+    shape = dict(
+        image_size=cfg["IMAGE_SIZE"],
+        context_length=cfg["TEXT_CONTEXT_LENGTH"],
+        context_dim=cfg["TEXT_WIDTH"],
+        timesteps=cfg["TIMESTEPS"],
+    )
+    res = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "quick": quick,
+        "batch": batch,
+        "warmup": warmup,
+        "iters": iters,
+        "matmul_n": mm_n,
+        "sample_images": sample_images,
+        "steps": steps,
+        "precision": precision_cfg,
+        "precision_config": cfg["PRECISION"],
+        "precisions": list(precisions),
+        "channels_last": channels_last,
+        "unet_args": args,
+        "context_length": cfg["TEXT_CONTEXT_LENGTH"],
+        "torch": torch.__version__,
+        "cpu": _device_name(device),
+        "tf32": tf32,
+    }
 
     def peaks(tag):
         out = {}
@@ -102,7 +134,9 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     for name, m in models.items():
         res["params"][name] = count_params(m)
         res["fwd_gflops_per_image"][name] = forward_flops(m, (x0[:2], t[:2], ctx[:2], mask[:2])) / 2 / 1e9
-        log(f"{name}: {res['params'][name] / 1e6:.3f} M params, {res['fwd_gflops_per_image'][name]:.4f} forward GFLOPs/image")
+        log(
+            f"{name}: {res['params'][name] / 1e6:.3f} M params, {res['fwd_gflops_per_image'][name]:.4f} forward GFLOPs/image"
+        )
 
     diffusion = GaussianDiffusion(**settings.diffusion_args(cfg)).to(device)
     compile_too = cfg["COMPILE"] and not quick  # compiled variants at the configured precision only (compiling is slow)
@@ -110,12 +144,21 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
     for precision in precisions:
         steps_fns = {}
         for name, m in models.items():
-            steps_fns[name] = TrainStep(m, diffusion, x0, ctx, mask, precision=precision,
-                                        channels_last=channels_last and name == "ours")
+            steps_fns[name] = TrainStep(
+                m, diffusion, x0, ctx, mask, precision=precision, channels_last=channels_last and name == "ours"
+            )
         if compile_too and precision == precision_cfg:
             for name, m in models.items():
-                step = TrainStep(m, diffusion, x0, ctx, mask, precision=precision,
-                                 channels_last=channels_last and name == "ours", compile=True)
+                step = TrainStep(
+                    m,
+                    diffusion,
+                    x0,
+                    ctx,
+                    mask,
+                    precision=precision,
+                    channels_last=channels_last and name == "ours",
+                    compile=True,
+                )
                 t0 = time.perf_counter()
                 step()  # the first call compiles; not timed below
                 res["compile_s"][name] = time.perf_counter() - t0
@@ -126,14 +169,31 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
         for name, ts in times.items():
             med = statistics.median(ts)
             res["train"][precision][name] = {"median_s": med, "min_s": min(ts), "max_s": max(ts), "img_s": batch / med}
-        log(f"train {precision}: " + ", ".join(f"{n} {v['img_s']:.1f} img/s" for n, v in res["train"][precision].items()))
+        log(
+            f"train {precision}: "
+            + ", ".join(f"{n} {v['img_s']:.1f} img/s" for n, v in res["train"][precision].items())
+        )
         del steps_fns  # free optimizer state
 
-    per_step = sampling_step_seconds(models["ours"], sample_images, precision=precision_cfg, channels_last=channels_last,
-                                     warmup=warmup, iters=iters, device=device, **shape)
-    res["sample"] = {"step_s": per_step, "images": sample_images, "forward_batch": 2 * sample_images,
-                     "total_s": per_step * steps}
-    log(f"sampling: {per_step:.4f} s/step for {sample_images} images (guided), {per_step * steps:.2f} s at {steps} steps")
+    per_step = sampling_step_seconds(
+        models["ours"],
+        sample_images,
+        precision=precision_cfg,
+        channels_last=channels_last,
+        warmup=warmup,
+        iters=iters,
+        device=device,
+        **shape,
+    )
+    res["sample"] = {
+        "step_s": per_step,
+        "images": sample_images,
+        "forward_batch": 2 * sample_images,
+        "total_s": per_step * steps,
+    }
+    log(
+        f"sampling: {per_step:.4f} s/step for {sample_images} images (guided), {per_step * steps:.2f} s at {steps} steps"
+    )
 
     res["matmul_end"] = peaks("end")
     res["achieved"] = {}
@@ -165,57 +225,97 @@ def run_bench(cfg: dict, *, quick: bool = False, device: Optional[str] = None, l
 def headline_line(h: dict) -> str:
     def f(v):
         return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+
     return " ".join(f"{k}={f(v)}" for k, v in h.items())
 
 
 def markdown(res: dict) -> str:
     q = " **(quick run: tiny sizes, not comparable)**" if res["quick"] else ""
-    L = [f"# Benchmark: our UNet vs diffusers UNet2DConditionModel{q}", "",
-         f"- device: {res['device']} ({res['cpu']}), torch threads: {res['threads']}, torch {res['torch']}, "
-         f"diffusers {res['diffusers']}",
-         f"- training batch {res['batch']}, {res['warmup']} warm-up + {res['iters']} timed iterations per variant, "
-         "interleaved round-robin, median; forward + backward + AdamW step of the ε-loss, random t, "
-         f"contexts ({res['batch']}, {res['context_length']}, {res['unet_args']['context_dim']}) with a bool mask",
-         f"- precision {res['precision']} (PRECISION = {res['precision_config']!r}; autocast), "
-         f"channels_last {res['channels_last']} (ours only)",
-         f"- overrides of config.py (--set): {res.get('overrides') or 'none'}",
-         f"- our UNet: `{res['unet_args']}`",
-         f"- diffusers: `{res['diffusers_args']}`", "",
-         "## Models", "", "| model | params | forward GFLOPs / image |", "|---|---:|---:|"]
+    L = [
+        f"# Benchmark: our UNet vs diffusers UNet2DConditionModel{q}",
+        "",
+        f"- device: {res['device']} ({res['cpu']}), torch threads: {res['threads']}, torch {res['torch']}, "
+        f"diffusers {res['diffusers']}",
+        f"- training batch {res['batch']}, {res['warmup']} warm-up + {res['iters']} timed iterations per variant, "
+        "interleaved round-robin, median; forward + backward + AdamW step of the ε-loss, random t, "
+        f"contexts ({res['batch']}, {res['context_length']}, {res['unet_args']['context_dim']}) with a bool mask",
+        f"- precision {res['precision']} (PRECISION = {res['precision_config']!r}; autocast), "
+        f"channels_last {res['channels_last']} (ours only)",
+        f"- overrides of config.py (--set): {res.get('overrides') or 'none'}",
+        f"- our UNet: `{res['unet_args']}`",
+        f"- diffusers: `{res['diffusers_args']}`",
+        "",
+        "## Models",
+        "",
+        "| model | params | forward GFLOPs / image |",
+        "|---|---:|---:|",
+    ]
     for name in ("ours", "diffusers"):
         L.append(f"| {name} | {res['params'][name]:,} | {res['fwd_gflops_per_image'][name]:.4f} |")
-    L += ["", f"## Matmul peak ({res['matmul_n']}³ torch.mm, GFLOP/s)", "", "| dtype | start | end |", "|---|---:|---:|"]
+    L += [
+        "",
+        f"## Matmul peak ({res['matmul_n']}³ torch.mm, GFLOP/s)",
+        "",
+        "| dtype | start | end |",
+        "|---|---:|---:|",
+    ]
     for p in res["matmul_start"]:
         L.append(f"| {p} | {res['matmul_start'][p]:.1f} | {res['matmul_end'][p]:.1f} |")
     if res["tf32"]:
-        L += ["", "TF32 is on for fp32 convolutions or matmuls on this device, so the fp32 rows below are fractions "
-              "of the TF32 matmul peak."]
-    L += ["", "## Training throughput", "",
-          "| precision | model | img/s | median s/iter | min–max s | achieved GFLOP/s | fraction of its dtype's peak |",
-          "|---|---|---:|---:|---:|---:|---:|"]
+        L += [
+            "",
+            "TF32 is on for fp32 convolutions or matmuls on this device, so the fp32 rows below are fractions "
+            "of the TF32 matmul peak.",
+        ]
+    L += [
+        "",
+        "## Training throughput",
+        "",
+        "| precision | model | img/s | median s/iter | min–max s | achieved GFLOP/s | fraction of its dtype's peak |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for p in res["precisions"]:
         for name, tr in res["train"][p].items():
             ac = res["achieved"][p][name]
-            L.append(f"| {p} | {name} | {tr['img_s']:.1f} | {tr['median_s']:.4f} | {tr['min_s']:.4f}–{tr['max_s']:.4f} | "
-                     f"{ac['gflop_s']:.1f} | {ac['fraction_of_own_peak']:.3f} |")
+            L.append(
+                f"| {p} | {name} | {tr['img_s']:.1f} | {tr['median_s']:.4f} | {tr['min_s']:.4f}–{tr['max_s']:.4f} | "
+                f"{ac['gflop_s']:.1f} | {ac['fraction_of_own_peak']:.3f} |"
+            )
     if "bf16" not in res["precisions"]:
-        L += ["", "bf16 not timed: this device has no bf16 in hardware, so torch emulates it and PRECISION = \"auto\" "
-              "trains in fp32 (ADR 0035); `--set PRECISION=bf16` times it anyway."]
+        L += [
+            "",
+            'bf16 not timed: this device has no bf16 in hardware, so torch emulates it and PRECISION = "auto" '
+            "trains in fp32 (ADR 0035); `--set PRECISION=bf16` times it anyway.",
+        ]
     if res["compile_s"]:
-        L += ["", "First call of each compiled variant (compiling; not in the medians): " +
-              ", ".join(f"{n} {sec:.0f} s" for n, sec in res["compile_s"].items()) + "."]
+        L += [
+            "",
+            "First call of each compiled variant (compiling; not in the medians): "
+            + ", ".join(f"{n} {sec:.0f} s" for n, sec in res["compile_s"].items())
+            + ".",
+        ]
     s, h, v = res["sample"], res["headline"], res["headline_variants"]
-    L += ["", "## Sampling (ours, configured precision, classifier-free guidance)", "",
-          f"- {s['step_s']:.4f} s per step for {s['images']} images (one forward of batch {s['forward_batch']})",
-          f"- {s['total_s']:.2f} s for {s['images']} images at {res['steps']} DDIM steps", "",
-          "## Headline", "",
-          f"- train speedup at {res['precision']}: {h['train_speedup']:.3f} ({v['ours']}, as train.py runs it, ÷ "
-          f"{v['diffusers']}, the faster diffusers variant); both eager: {h['eager_speedup']:.3f}",
-          f"- achieved GFLOP/s (3 × forward FLOPs × img/s) of {v['ours']} at {res['precision']} as a fraction of the "
-          f"fastest measured matmul peak: {h['peak_fraction']:.3f}",
-          f"- {h['min_per_1k_steps']:.1f} minutes per 1,000 optimizer steps of {res['batch']} images at that speed "
-          "(the training step alone: no data loading, sample grids or probe evaluations)", "",
-          "```", headline_line(h), "```", ""]
+    L += [
+        "",
+        "## Sampling (ours, configured precision, classifier-free guidance)",
+        "",
+        f"- {s['step_s']:.4f} s per step for {s['images']} images (one forward of batch {s['forward_batch']})",
+        f"- {s['total_s']:.2f} s for {s['images']} images at {res['steps']} DDIM steps",
+        "",
+        "## Headline",
+        "",
+        f"- train speedup at {res['precision']}: {h['train_speedup']:.3f} ({v['ours']}, as train.py runs it, ÷ "
+        f"{v['diffusers']}, the faster diffusers variant); both eager: {h['eager_speedup']:.3f}",
+        f"- achieved GFLOP/s (3 × forward FLOPs × img/s) of {v['ours']} at {res['precision']} as a fraction of the "
+        f"fastest measured matmul peak: {h['peak_fraction']:.3f}",
+        f"- {h['min_per_1k_steps']:.1f} minutes per 1,000 optimizer steps of {res['batch']} images at that speed "
+        "(the training step alone: no data loading, sample grids or probe evaluations)",
+        "",
+        "```",
+        headline_line(h),
+        "```",
+        "",
+    ]
     return "\n".join(L)
 
 
@@ -237,24 +337,45 @@ def curve_markdown(name: str, points: list, minutes_to_90) -> str:
     if not points:
         return "## Time to quality\n\nNo run with a quality curve under runs/: run `make train` first.\n"
     rows = [f"| {p['minutes']:.1f} | {p['step']} | {p['joint_accuracy']:.3f} |" for p in points]
-    verdict = (f"Joint accuracy 0.9 first reached after **{minutes_to_90:.1f} min**." if minutes_to_90 is not None
-               else "Joint accuracy 0.9 not reached in this run.")
-    return "\n".join([f"## Time to quality (run `{name}`)", "",
-                      "Joint prompt accuracy of the in-training probe evaluation (16 samples; ADR 0008) against "
-                      "minutes of training (grids included, evaluation excluded).", "",
-                      "| minutes | step | joint accuracy |", "|---|---|---|", *rows, "", verdict, ""])
+    verdict = (
+        f"Joint accuracy 0.9 first reached after **{minutes_to_90:.1f} min**."
+        if minutes_to_90 is not None
+        else "Joint accuracy 0.9 not reached in this run."
+    )
+    return "\n".join(
+        [
+            f"## Time to quality (run `{name}`)",
+            "",
+            "Joint prompt accuracy of the in-training probe evaluation (16 samples; ADR 0008) against "
+            "minutes of training (grids included, evaluation excluded).",
+            "",
+            "| minutes | step | joint accuracy |",
+            "|---|---|---|",
+            *rows,
+            "",
+            verdict,
+            "",
+        ]
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddpm.measure.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (1 warm-up, 2 timed, batch 8), for tests")
-    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench.md"), help="Markdown report (default: %(default)s)")
+    parser.add_argument(
+        "--out", default=str(REPO_ROOT / "runs" / "bench.md"), help="Markdown report (default: %(default)s)"
+    )
     parser.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config file (default: the repo's)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--runs", default=str(REPO_ROOT / "runs"), help="where to find the time-to-quality curve")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set BATCH_SIZE=512 --set BASE_CHANNELS=128")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set BATCH_SIZE=512 --set BASE_CHANNELS=128",
+    )
     args = parser.parse_args(command_line(argv))
     try:
         overrides = parse_overrides(args.set)

@@ -57,29 +57,77 @@ class CaptionProbe:
     def __init__(self, probe: Probe, classes: list, info: dict, real_features: torch.Tensor):
         self.probe, self.classes, self.info, self.real_features = probe, classes, info, real_features
 
-    def score(self, pipe, *, n: int, guidance_scale: float, num_steps: int, seed: int, batch_size: int = 64,
-              sampler: str = "ddim", eta: float = 0.0) -> dict:
+    def score(
+        self,
+        pipe,
+        *,
+        n: int,
+        guidance_scale: float,
+        num_steps: int,
+        seed: int,
+        batch_size: int = 64,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+    ) -> dict:
         """n samples per class caption: per-caption and overall accuracy, Fréchet distance to held-out reals."""
         start = time.perf_counter()
         prompts = [c for c in self.classes for _ in range(n)]
-        images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=eta,
-                               seed=seed, batch_size=batch_size).float().cpu()
+        images = (
+            pipe.generate(
+                prompts,
+                guidance_scale=guidance_scale,
+                num_steps=num_steps,
+                sampler=sampler,
+                eta=eta,
+                seed=seed,
+                batch_size=batch_size,
+            )
+            .float()
+            .cpu()
+        )
         probs = self.probe.probabilities(images)["caption"]  # (N, classes)
         labels = torch.arange(len(self.classes)).repeat_interleave(n)
         right = probs.argmax(1) == labels
         per = {c: right[i * n : (i + 1) * n].float().mean().item() for i, c in enumerate(self.classes)}
         feats = self.probe.features(images)
-        return {"accuracy": right.float().mean().item(), "per_caption": per,
-                "prompt_prob": probs.gather(1, labels.view(-1, 1)).mean().item(),
-                "fd": frechet_distance(self.real_features, feats) if len(feats) >= 2 else None,
-                "seconds": time.perf_counter() - start, "_images": images}
+        return {
+            "accuracy": right.float().mean().item(),
+            "per_caption": per,
+            "prompt_prob": probs.gather(1, labels.view(-1, 1)).mean().item(),
+            "fd": frechet_distance(self.real_features, feats) if len(feats) >= 2 else None,
+            "seconds": time.perf_counter() - start,
+            "_images": images,
+        }
 
-    def quick_eval(self, pipe, *, n: int = 2, guidance_scale: float = 3.0, num_steps: int = 20, seed: int = 0,
-                   batch_size: int = 64, sampler: str = "ddim", eta: float = 0.0) -> dict:
+    def quick_eval(
+        self,
+        pipe,
+        *,
+        n: int = 2,
+        guidance_scale: float = 3.0,
+        num_steps: int = 20,
+        seed: int = 0,
+        batch_size: int = 64,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+    ) -> dict:
         """The in-training check (``evaluate.quick_eval`` hands over here): flat numbers for TensorBoard."""
-        s = self.score(pipe, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed, batch_size=batch_size,
-                       sampler=sampler, eta=eta)
-        return {"joint_accuracy": s["accuracy"], "prompt_prob": s["prompt_prob"], "fd": s["fd"], "seconds": s["seconds"]}
+        s = self.score(
+            pipe,
+            n=n,
+            guidance_scale=guidance_scale,
+            num_steps=num_steps,
+            seed=seed,
+            batch_size=batch_size,
+            sampler=sampler,
+            eta=eta,
+        )
+        return {
+            "joint_accuracy": s["accuracy"],
+            "prompt_prob": s["prompt_prob"],
+            "fd": s["fd"],
+            "seconds": s["seconds"],
+        }
 
 
 def caption_probe(data: Loaded, *, cache_dir: str, image_size: int, log: Callable = print) -> Optional[CaptionProbe]:
@@ -87,8 +135,15 @@ def caption_probe(data: Loaded, *, cache_dir: str, image_size: int, log: Callabl
     classes = finite_classes(data.captions)
     if classes is None:
         return None
-    s = {**DEFAULT_SETTINGS, "image_size": image_size, "heads": {"caption": len(classes)}, "version": "caption-1",
-         "dataset": data.info.get("dataset"), "cache_key": data.info.get("cache_key"), "classes": classes}
+    s = {
+        **DEFAULT_SETTINGS,
+        "image_size": image_size,
+        "heads": {"caption": len(classes)},
+        "version": "caption-1",
+        "dataset": data.info.get("dataset"),
+        "cache_key": data.info.get("cache_key"),
+        "classes": classes,
+    }
     path = os.path.join(cache_dir, f"caption-probe-{settings_hash(s)}.pt")
     position = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([position[c] for c in data.captions])
@@ -100,12 +155,24 @@ def caption_probe(data: Loaded, *, cache_dir: str, image_size: int, log: Callabl
     except Exception:  # absent, unreadable or other settings: train and cache it
         log(f"training the caption probe on {len(train_idx)} real images ({len(classes)} captions)")
         t0 = time.perf_counter()
-        probe = fit(Probe(**s), lambda idx: data.images.rows(train_idx[idx]), {"caption": labels[train_idx]},
-                    len(train_idx), s, log)
+        probe = fit(
+            Probe(**s),
+            lambda idx: data.images.rows(train_idx[idx]),
+            {"caption": labels[train_idx]},
+            len(train_idx),
+            s,
+            log,
+        )
         ceiling = (probe.predict(held)["caption"] == labels[held_idx]).float().mean().item()
-        info = {"settings": s, "test_accuracy": {"caption": ceiling}, "train_seconds": round(time.perf_counter() - t0, 2)}
+        info = {
+            "settings": s,
+            "test_accuracy": {"caption": ceiling},
+            "train_seconds": round(time.perf_counter() - t0, 2),
+        }
         save_probe(probe, info, path)
-    log(f"caption probe: ceiling {info['test_accuracy']['caption']:.3f} on {len(held_idx)} held-out real images ({path})")
+    log(
+        f"caption probe: ceiling {info['test_accuracy']['caption']:.3f} on {len(held_idx)} held-out real images ({path})"
+    )
     return CaptionProbe(probe, classes, {**info, "file": path, "heldout": len(held_idx)}, probe.features(held))
 
 
@@ -115,37 +182,82 @@ def training_probe(data: Loaded, *, cache_dir: str, image_size: int, log: Callab
         return load_or_train_probe(cache_dir=cache_dir, settings={"image_size": image_size}, log=log)[0]
     probe = caption_probe(data, cache_dir=cache_dir, image_size=image_size, log=log)
     if probe is None:
-        log(f"in-training probe evaluation skipped: the captions are free text (more than {MAX_CLASSES} distinct, "
-            f"or some on fewer than {MIN_PER_CLASS} images), so prompt accuracy does not apply")
+        log(
+            f"in-training probe evaluation skipped: the captions are free text (more than {MAX_CLASSES} distinct, "
+            f"or some on fewer than {MIN_PER_CLASS} images), so prompt accuracy does not apply"
+        )
     return probe
 
 
-def evaluate_real(pipe, train_config: dict, *, runs_root: str, n: int, guidance_scale: float, num_steps: int,
-                  seed: int, batch_size: int, log: Callable, sampler: str = "ddim", eta: float = 0.0) -> dict:
+def evaluate_real(
+    pipe,
+    train_config: dict,
+    *,
+    runs_root: str,
+    n: int,
+    guidance_scale: float,
+    num_steps: int,
+    seed: int,
+    batch_size: int,
+    log: Callable,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+) -> dict:
     """``make eval`` for a model trained on cifar10 or folder: the numbers of the module docstring."""
     from ddpm.run.settings import data_args
 
-    data = load_dataset(**{**data_args(train_config), "batch_size": 1}, cache_dir=os.path.join(runs_root, ".data-cache"),
-                        log=log)
+    data = load_dataset(
+        **{**data_args(train_config), "batch_size": 1}, cache_dir=os.path.join(runs_root, ".data-cache"), log=log
+    )
     probe = caption_probe(data, cache_dir=os.path.join(runs_root, ".probe"), image_size=pipe.image_size, log=log)
     if probe is not None:
-        r = probe.score(pipe, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed, batch_size=batch_size,
-                        sampler=sampler, eta=eta)
+        r = probe.score(
+            pipe,
+            n=n,
+            guidance_scale=guidance_scale,
+            num_steps=num_steps,
+            seed=seed,
+            batch_size=batch_size,
+            sampler=sampler,
+            eta=eta,
+        )
         half = len(probe.real_features) // 2
         fd_real = frechet_distance(probe.real_features[:half], probe.real_features[half:]) if half >= 2 else None
-        return {"kind": "finite captions", "ceiling": probe.info["test_accuracy"]["caption"], "accuracy": r["accuracy"],
-                "per_caption": r["per_caption"], "fd": r["fd"], "fd_real": fd_real, "probe_file": probe.info["file"],
-                "_images": r["_images"]}
+        return {
+            "kind": "finite captions",
+            "ceiling": probe.info["test_accuracy"]["caption"],
+            "accuracy": r["accuracy"],
+            "per_caption": r["per_caption"],
+            "fd": r["fd"],
+            "fd_real": fd_real,
+            "probe_file": probe.info["file"],
+            "_images": r["_images"],
+        }
     log("free-text captions: prompt accuracy does not apply; Fréchet distance only, in random CNN features")
     torch.manual_seed(SPLIT_SEED)
     features = Probe(**{**DEFAULT_SETTINGS, "image_size": pipe.image_size}).eval()
     _, held_idx = split(len(data.captions))
     held_idx = held_idx[: max(2, n * 8)]
     prompts = [data.captions[i] for i in held_idx.tolist()]
-    images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=eta,
-                           seed=seed, batch_size=batch_size).float().cpu()
-    return {"kind": "free text", "accuracy": None, "fd": frechet_distance(features.features(data.images.rows(held_idx)),
-                                                                         features.features(images)), "_images": images}
+    images = (
+        pipe.generate(
+            prompts,
+            guidance_scale=guidance_scale,
+            num_steps=num_steps,
+            sampler=sampler,
+            eta=eta,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        .float()
+        .cpu()
+    )
+    return {
+        "kind": "free text",
+        "accuracy": None,
+        "fd": frechet_distance(features.features(data.images.rows(held_idx)), features.features(images)),
+        "_images": images,
+    }
 
 
 def report_line(r: dict) -> str:

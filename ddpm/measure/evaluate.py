@@ -62,7 +62,9 @@ def _parse_sweep(text: str) -> list:
 def main(argv=None, *, log: Callable = None) -> int:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     parser = argparse.ArgumentParser(prog="python -m ddpm.measure.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", help="checkpoint (default: the newest valid runs/*/checkpoints/*.pt by modification time)")
+    parser.add_argument(
+        "--ckpt", help="checkpoint (default: the newest valid runs/*/checkpoints/*.pt by modification time)"
+    )
     parser.add_argument("--runs", default="runs", help="runs folder searched without --ckpt (default: %(default)s)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: %(default)s)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default: the checkpoint's GUIDANCE_SCALE)")
@@ -70,16 +72,26 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--sampler", choices=SAMPLERS, help="ddim, ddpm or dpmpp2m (default: the checkpoint's SAMPLER)")
     parser.add_argument("--eta", type=float, help="DDIM η, 0 (deterministic) to 1 (default: the checkpoint's DDIM_ETA)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="auto (bf16 where native, else fp32), fp32 or bf16 (default: the checkpoint's)")
-    parser.add_argument("--sweep", type=_parse_sweep, default=list(DEFAULT_SWEEP),
-                        help="guidance scales of the sweep, comma-separated, or 'none' (default: 1,2,3,5)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto (bf16 where native, else fp32), fp32 or bf16 (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--sweep",
+        type=_parse_sweep,
+        default=list(DEFAULT_SWEEP),
+        help="guidance scales of the sweep, comma-separated, or 'none' (default: 1,2,3,5)",
+    )
     parser.add_argument("--out", help="output folder (default: runs/<run>/eval/)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per sampling batch (default: %(default)s)")
     parser.add_argument("--probe", help="probe file to use (default: runs/.probe/probe-<hash>.pt, trained if absent)")
     parser.add_argument("--device", help="torch device for sampling (default: cuda if available, else cpu)")
-    parser.add_argument("--no-ema", action="store_true",
-                        help="evaluate the raw weights instead of the EMA (written to runs/<run>/eval-raw/)")
+    parser.add_argument(
+        "--no-ema",
+        action="store_true",
+        help="evaluate the raw weights instead of the EMA (written to runs/<run>/eval-raw/)",
+    )
     args = parser.parse_args(command_line(argv))
 
     if args.ckpt:
@@ -90,9 +102,14 @@ def main(argv=None, *, log: Callable = None) -> int:
     else:  # the newest checkpoint that loads, warning about each unreadable one skipped
         ckpt, state = newest_valid(all_checkpoints(args.runs))
         if state is None:
-            fail("evaluate", f"no valid checkpoint under {args.runs}/*/checkpoints/; train first (make train) or pass CKPT=")
+            fail(
+                "evaluate",
+                f"no valid checkpoint under {args.runs}/*/checkpoints/; train first (make train) or pass CKPT=",
+            )
     ckpt = os.path.abspath(ckpt)
-    run_dir = os.path.dirname(os.path.dirname(ckpt)) if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" else None
+    run_dir = (
+        os.path.dirname(os.path.dirname(ckpt)) if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" else None
+    )
     runs_root = os.path.dirname(run_dir) if run_dir else os.path.abspath(args.runs)
     log(f"checkpoint: {ckpt}")
 
@@ -108,8 +125,11 @@ def main(argv=None, *, log: Callable = None) -> int:
     problems = asked.problems(state["diffusion_args"]["timesteps"])
     problems += run_problems(n=args.n, n_max=MAX_PER_PROMPT, seed=args.seed, sweep=args.sweep)
     problems += [f"--batch-size {args.batch_size}: must be ≥ 1"] if args.batch_size < 1 else []
-    problems += [f"--no-ema: {ckpt} holds no raw weights, only the EMA's; drop --no-ema or use a training checkpoint"
-                 ] if args.no_ema and not state.get("unet") else []
+    problems += (
+        [f"--no-ema: {ckpt} holds no raw weights, only the EMA's; drop --no-ema or use a training checkpoint"]
+        if args.no_ema and not state.get("unet")
+        else []
+    )
     unwritable = unwritable_reason(out_dir)
     problems += [f"--out {out_dir}: {unwritable}; choose another folder"] if unwritable else []
     if problems:
@@ -119,35 +139,77 @@ def main(argv=None, *, log: Callable = None) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        pipe = Pipeline.from_checkpoint(ckpt, use_ema=not args.no_ema, device=device, checkpoint=state, precision=args.precision)
+        pipe = Pipeline.from_checkpoint(
+            ckpt, use_ema=not args.no_ema, device=device, checkpoint=state, precision=args.precision
+        )
     except CheckpointError as err:
         fail("evaluate", str(err))
-    log(f"guidance {args.guidance:g}, {args.steps} {args.sampler} steps"
-        + (f" (η {args.eta:g})" if args.sampler == "ddim" else "") + f", {args.n} samples per prompt")
+    log(
+        f"guidance {args.guidance:g}, {args.steps} {args.sampler} steps"
+        + (f" (η {args.eta:g})" if args.sampler == "ddim" else "")
+        + f", {args.n} samples per prompt"
+    )
     if trained.get("DATASET", "shapes") != "shapes":
-        return _main_real(pipe, trained, args, runs_root=runs_root, out_dir=out_dir, run_dir=run_dir, ckpt=ckpt,
-                          eval_key=eval_key, log=log)
+        return _main_real(
+            pipe,
+            trained,
+            args,
+            runs_root=runs_root,
+            out_dir=out_dir,
+            run_dir=run_dir,
+            ckpt=ckpt,
+            eval_key=eval_key,
+            log=log,
+        )
     if args.probe and os.path.isfile(args.probe):
         probe, probe_info = load_probe(args.probe)
         probe_file = args.probe
     else:
         probe_file = args.probe
         probe, probe_info = load_or_train_probe(probe_file, cache_dir=os.path.join(runs_root, ".probe"), log=log)
-    log("probe test accuracy (fresh real images): " + " ".join(f"{k}={v:.4f}" for k, v in probe_info["test_accuracy"].items()))
+    log(
+        "probe test accuracy (fresh real images): "
+        + " ".join(f"{k}={v:.4f}" for k, v in probe_info["test_accuracy"].items())
+    )
     image_size = int(getattr(pipe, "image_size", 32))
 
-    results = evaluate(pipe, probe, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
-                       sweep=args.sweep, batch_size=args.batch_size, image_size=image_size, log=log, sampler=args.sampler,
-                       eta=args.eta)
+    results = evaluate(
+        pipe,
+        probe,
+        n=args.n,
+        guidance_scale=args.guidance,
+        num_steps=args.steps,
+        seed=args.seed,
+        sweep=args.sweep,
+        batch_size=args.batch_size,
+        image_size=image_size,
+        log=log,
+        sampler=args.sampler,
+        eta=args.eta,
+    )
     numbers = results["headline"]
-    extra = {"checkpoint": ckpt, "use_ema": not args.no_ema, "precision": getattr(pipe, "precision", None),
-             "probe": {"file": probe_file, "settings": probe_info["settings"], "test_accuracy": probe_info["test_accuracy"]},
-             "train_config": getattr(pipe, "config", None)}
+    extra = {
+        "checkpoint": ckpt,
+        "use_ema": not args.no_ema,
+        "precision": getattr(pipe, "precision", None),
+        "probe": {"file": probe_file, "settings": probe_info["settings"], "test_accuracy": probe_info["test_accuracy"]},
+        "train_config": getattr(pipe, "config", None),
+    }
     paths = write_outputs(results, out_dir, extra=extra)
     if run_dir:
-        summary = json_safe({**numbers, "checkpoint": os.path.basename(ckpt), "n": args.n, "guidance_scale": args.guidance,
-                          "num_steps": args.steps, "sampler": args.sampler, "eta": args.eta, "seed": args.seed,
-                          "eval_json": paths["eval.json"]})
+        summary = json_safe(
+            {
+                **numbers,
+                "checkpoint": os.path.basename(ckpt),
+                "n": args.n,
+                "guidance_scale": args.guidance,
+                "num_steps": args.steps,
+                "sampler": args.sampler,
+                "eta": args.eta,
+                "seed": args.seed,
+                "eval_json": paths["eval.json"],
+            }
+        )
         try:
             if update_run_json(os.path.join(run_dir, "run.json"), eval_key, summary):
                 log(f"updated {os.path.join(run_dir, 'run.json')} (key '{eval_key}')")
@@ -162,8 +224,12 @@ def main(argv=None, *, log: Callable = None) -> int:
 
 def own_settings(trained: dict) -> dict:
     """The sampling settings a run drew its grids with (its config; older checkpoints name fewer of them)."""
-    return {"guidance": trained.get("GUIDANCE_SCALE", 3.0), "steps": trained.get("NUM_INFERENCE_STEPS", 50),
-            "sampler": trained.get("SAMPLER", "ddim"), "eta": trained.get("DDIM_ETA", 0.0)}
+    return {
+        "guidance": trained.get("GUIDANCE_SCALE", 3.0),
+        "steps": trained.get("NUM_INFERENCE_STEPS", 50),
+        "sampler": trained.get("SAMPLER", "ddim"),
+        "eta": trained.get("DDIM_ETA", 0.0),
+    }
 
 
 def result_key(args, own: dict) -> str:
@@ -186,26 +252,42 @@ def result_key(args, own: dict) -> str:
 def _main_real(pipe, trained, args, *, runs_root, out_dir, run_dir, ckpt, eval_key, log) -> int:
     """``make eval`` on a cifar10 or folder model (ddpm.measure.caption_probe); FID is ``fid_for_folder``'s."""
     try:
-        r = caption_probe.evaluate_real(pipe, trained, runs_root=runs_root, n=args.n, guidance_scale=args.guidance,
-                                        num_steps=args.steps, seed=args.seed, batch_size=args.batch_size, log=log,
-                                        sampler=args.sampler, eta=args.eta)
+        r = caption_probe.evaluate_real(
+            pipe,
+            trained,
+            runs_root=runs_root,
+            n=args.n,
+            guidance_scale=args.guidance,
+            num_steps=args.steps,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            log=log,
+            sampler=args.sampler,
+            eta=args.eta,
+        )
     except DataError as err:
         log(f"evaluate: {err}")
         return 2
     try:
         fid_weights = fid_weights_path()
-        note = "" if os.path.isfile(fid_weights) else f"Inception FID not computed: {FID_WEIGHTS_FILE} is not at {fid_weights}"
+        note = (
+            ""
+            if os.path.isfile(fid_weights)
+            else f"Inception FID not computed: {FID_WEIGHTS_FILE} is not at {fid_weights}"
+        )
     except Exception as err:  # no torch hub dir: say so, the probe numbers stand
         note = f"Inception FID not computed: {err}"
     if note:
         log(note)
-    path = caption_probe.write({**r, "checkpoint": ckpt, "n": args.n, "guidance_scale": args.guidance, "fid": note or None},
-                               out_dir)
+    path = caption_probe.write(
+        {**r, "checkpoint": ckpt, "n": args.n, "guidance_scale": args.guidance, "fid": note or None}, out_dir
+    )
     line = caption_probe.report_line(r)
     if run_dir:
         summary = json_safe({k: v for k, v in r.items() if not k.startswith("_") and k != "per_caption"})
-        update_run_json(os.path.join(run_dir, "run.json"), eval_key,
-                        {**summary, "joint_accuracy": r["accuracy"], "eval_json": path})
+        update_run_json(
+            os.path.join(run_dir, "run.json"), eval_key, {**summary, "joint_accuracy": r["accuracy"], "eval_json": path}
+        )
     log(f"wrote {path}")
     print(line, flush=True)
     return 0

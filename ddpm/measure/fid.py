@@ -36,6 +36,7 @@ def fid_for_folder(real_dir: str, fake_dir: str) -> float:
     for d in (real_dir, fake_dir):
         if not os.path.isdir(d):
             raise FileNotFoundError(f"{d}: no such image folder")
-    metrics = torch_fidelity.calculate_metrics(input1=fake_dir, input2=real_dir, fid=True,
-                                               cuda=torch.cuda.is_available(), verbose=False)
+    metrics = torch_fidelity.calculate_metrics(
+        input1=fake_dir, input2=real_dir, fid=True, cuda=torch.cuda.is_available(), verbose=False
+    )
     return float(metrics["frechet_inception_distance"])

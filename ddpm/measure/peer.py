@@ -5,7 +5,6 @@ that gives it our call ``eps = model(x, t, context, context_mask)``. diffusers i
 
 import torch.nn as nn
 
-
 DIFFUSERS_MISSING = (
     "diffusers is not installed; it is a benchmark-only dependency. Install it with "
     "`.venv/bin/pip install -r requirements-bench.txt` (pinned there), then run `make bench` again."
@@ -32,14 +31,22 @@ def diffusers_args(args: dict) -> dict:
     res = [args["image_size"] // 2**i for i in range(len(mults))]
     attn = [r in args["attention_resolutions"] for r in res]
     return dict(
-        sample_size=args["image_size"], in_channels=args["in_channels"], out_channels=args["in_channels"],
+        sample_size=args["image_size"],
+        in_channels=args["in_channels"],
+        out_channels=args["in_channels"],
         block_out_channels=tuple(args["base_channels"] * m for m in mults),
         down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
         up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
-        mid_block_type="UNetMidBlock2DCrossAttn", layers_per_block=args["num_res_blocks"],
-        cross_attention_dim=args["context_dim"], attention_head_dim=args["attention_heads"],
-        norm_num_groups=args["norm_groups"], dropout=args["dropout"], time_embedding_dim=4 * args["time_emb_dim"],
-        use_linear_projection=True, downsample_padding=1, act_fn="silu",
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        layers_per_block=args["num_res_blocks"],
+        cross_attention_dim=args["context_dim"],
+        attention_head_dim=args["attention_heads"],
+        norm_num_groups=args["norm_groups"],
+        dropout=args["dropout"],
+        time_embedding_dim=4 * args["time_emb_dim"],
+        use_linear_projection=True,
+        downsample_padding=1,
+        act_fn="silu",
         resnet_time_scale_shift="scale_shift" if args.get("scale_shift") else "default",
     )
 

@@ -54,8 +54,10 @@ class Probe(nn.Module):
 
         self.trunk = nn.Sequential(
             block(3, w, 1),  # 32×32
-            block(w, 2 * w, 2), block(2 * w, 2 * w, 1),  # 16×16
-            block(2 * w, 4 * w, 2), block(4 * w, 4 * w, 1),  # 8×8
+            block(w, 2 * w, 2),
+            block(2 * w, 2 * w, 1),  # 16×16
+            block(2 * w, 4 * w, 2),
+            block(4 * w, 4 * w, 1),  # 8×8
             block(4 * w, 4 * w, 2),  # 4×4
         )
         # Flattened 4×4 map (where things are, for shape and size) plus global mean and max pooling.
@@ -82,7 +84,9 @@ class Probe(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            outs = [fn(images[i : i + batch_size].to(self.device, torch.float32)) for i in range(0, len(images), batch_size)]
+            outs = [
+                fn(images[i : i + batch_size].to(self.device, torch.float32)) for i in range(0, len(images), batch_size)
+            ]
         finally:
             self.train(was_training)
         return outs
@@ -94,9 +98,13 @@ class Probe(nn.Module):
 
     def probabilities(self, images: torch.Tensor, *, batch_size: int = 256) -> dict:
         """head → (N, K) softmax probabilities over the head's K classes, float32 on CPU."""
-        outs = self._batched(images, lambda x: {k: v.float().softmax(1).cpu() for k, v in self(x)[1].items()}, batch_size)
-        return {name: torch.cat([o[name] for o in outs]) if outs else torch.zeros(0, self.heads[name].out_features)
-                for name in self.heads}
+        outs = self._batched(
+            images, lambda x: {k: v.float().softmax(1).cpu() for k, v in self(x)[1].items()}, batch_size
+        )
+        return {
+            name: torch.cat([o[name] for o in outs]) if outs else torch.zeros(0, self.heads[name].out_features)
+            for name in self.heads
+        }
 
     def predict(self, images: torch.Tensor, *, batch_size: int = 256) -> dict:
         """head → (N,) long predicted class indices (for shapes: indices into ``ATTRIBUTES[attribute]``), on CPU."""
@@ -165,7 +173,9 @@ def fit(probe: Probe, batch: Callable, labels: dict, n: int, s: dict, log: Calla
             idx = order[i : i + s["batch_size"]]
             x = batch(idx)
             if s["noise_aug"] > 0:
-                x = x + s["noise_aug"] * torch.rand(len(x), 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
+                x = x + s["noise_aug"] * torch.rand(len(x), 1, 1, 1, generator=gen) * torch.randn(
+                    x.shape, generator=gen
+                )
             _, logits = probe(x)
             loss = sum(F.cross_entropy(logits[name], labels[name][idx]) for name in probe.heads)
             opt.zero_grad(set_to_none=True)
@@ -190,8 +200,13 @@ def load_probe(path: str):
     return probe, blob["info"]
 
 
-def load_or_train_probe(path: Optional[str] = None, *, cache_dir: Optional[str] = None, settings: Optional[dict] = None,
-                        log: Optional[Callable] = None):
+def load_or_train_probe(
+    path: Optional[str] = None,
+    *,
+    cache_dir: Optional[str] = None,
+    settings: Optional[dict] = None,
+    log: Optional[Callable] = None,
+):
     """The cached probe at ``path`` (default ``probe_path(cache_dir, settings)``), trained and cached if absent.
 
     Returns (probe, info). A cache file that cannot be read is retrained and overwritten.

@@ -23,11 +23,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from ddpm.cli import command_line
 from ddpm.decisions.config_file import read_config  # an ast reader: config.py is never executed here
-from ddpm.run import settings
+from ddpm.files import write_text
 from ddpm.measure.workload import REPO_ROOT, TrainStep, make_inputs, sampling_step, unet_args
 from ddpm.model.diffusion import GaussianDiffusion
-from ddpm.files import write_text
 from ddpm.model.unet import UNet
+from ddpm.run import settings
 from ddpm.run.hardware import resolve_precision
 
 # Kind of work of an operator, by the first pattern its name contains (checked in this order).
@@ -37,8 +37,32 @@ KINDS = (
     ("normalisation", ("group_norm", "layer_norm")),
     ("linear layers", ("addmm", "aten::mm", "linear")),
     ("optimizer", ("optimizer", "_foreach", "adamw")),
-    ("element-wise", ("silu", "gelu", "add", "mul", "sub", "div", "copy", "_to_copy", "cat", "exp", "sqrt",
-                      "where", "fill", "clamp", "upsample", "sum", "mean", "pow", "neg", "lerp", "rsqrt")),
+    (
+        "element-wise",
+        (
+            "silu",
+            "gelu",
+            "add",
+            "mul",
+            "sub",
+            "div",
+            "copy",
+            "_to_copy",
+            "cat",
+            "exp",
+            "sqrt",
+            "where",
+            "fill",
+            "clamp",
+            "upsample",
+            "sum",
+            "mean",
+            "pow",
+            "neg",
+            "lerp",
+            "rsqrt",
+        ),
+    ),
 )
 
 
@@ -88,8 +112,13 @@ def run_profile(cfg: dict, *, quick: bool = False) -> tuple:
     torch.manual_seed(0)
     args = unet_args(cfg)
     batch, images, (warmup, iters) = (4, 4, (1, 1)) if quick else (cfg["BATCH_SIZE"], 64, (3, 3))
-    shape = dict(image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"], context_dim=cfg["TEXT_WIDTH"],
-                 timesteps=cfg["TIMESTEPS"], device="cpu")
+    shape = dict(
+        image_size=cfg["IMAGE_SIZE"],
+        context_length=cfg["TEXT_CONTEXT_LENGTH"],
+        context_dim=cfg["TEXT_WIDTH"],
+        timesteps=cfg["TIMESTEPS"],
+        device="cpu",
+    )
     diffusion = GaussianDiffusion(**settings.diffusion_args(cfg))
     model = UNet(**args)
     x0, _, ctx, mask = make_inputs(batch, **shape)
@@ -100,9 +129,13 @@ def run_profile(cfg: dict, *, quick: bool = False) -> tuple:
     sample_step = sampling_step(model, images, precision=precision, channels_last=cfg["CHANNELS_LAST"], **shape)
     sample_rows = profile_call(sample_step, warmup=warmup, iters=iters)
     q = " **(quick run: tiny sizes)**" if quick else ""
-    md = [f"# Profile of our UNet{q}", "",
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {precision}, channels_last "
-          f"{cfg['CHANNELS_LAST']}, eager; {iters} profiled calls after {warmup} warm-up calls. UNet: `{args}`", ""]
+    md = [
+        f"# Profile of our UNet{q}",
+        "",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {precision}, channels_last "
+        f"{cfg['CHANNELS_LAST']}, eager; {iters} profiled calls after {warmup} warm-up calls. UNet: `{args}`",
+        "",
+    ]
     md += section(f"Training step (batch {batch}: forward, backward, AdamW)", train_rows)
     md += section(f"Sampling step ({images} images, guided: one no-grad forward of batch {2 * images})", sample_rows)
     shares = {}
@@ -115,7 +148,9 @@ def run_profile(cfg: dict, *, quick: bool = False) -> tuple:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddpm.measure.profiling", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny batch, one profiled call (tests)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "profile.md"), help="Markdown report (default: %(default)s)")
+    parser.add_argument(
+        "--out", default=str(REPO_ROOT / "runs" / "profile.md"), help="Markdown report (default: %(default)s)"
+    )
     parser.add_argument("--config", default=str(REPO_ROOT / "config.py"), help="config file (default: the repo's)")
     args = parser.parse_args(command_line(argv))
     md, shares = run_profile(read_config(args.config), quick=args.quick)

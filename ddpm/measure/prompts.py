@@ -35,7 +35,9 @@ def parse_caption(text: str) -> tuple:
     """The inverse of ``data.caption``: "a large red circle on a blue background" → ("circle", "red", "blue", "large")."""
     m = _CAPTION_RE.match(text.strip())
     if not m:
-        raise ValueError(f"not a shapes caption: {text!r}; expected 'a <size> <colour> <shape> on a <colour> background'")
+        raise ValueError(
+            f"not a shapes caption: {text!r}; expected 'a <size> <colour> <shape> on a <colour> background'"
+        )
     size, color, shape, background = m.groups()
     combo = (shape, color, background, size)
     for name, value in zip(ATTRIBUTES, combo):
@@ -50,8 +52,10 @@ def _as_combo(p) -> tuple:
 
 def labels_for(combos: Sequence[tuple], n: int) -> dict:
     """attribute → (len(combos)·n,) long, each combo repeated n times in a row (the generation order)."""
-    return {name: torch.tensor([ATTRIBUTES[name].index(c[i]) for c in combos for _ in range(n)])
-            for i, name in enumerate(ATTRIBUTES)}
+    return {
+        name: torch.tensor([ATTRIBUTES[name].index(c[i]) for c in combos for _ in range(n)])
+        for i, name in enumerate(ATTRIBUTES)
+    }
 
 
 def render_real(combos: Sequence[tuple], n: int, *, seed: int, image_size: int) -> torch.Tensor:

@@ -31,8 +31,10 @@ def fmt_number(v) -> str:
 def sweep_table(rows: Sequence[dict]) -> str:
     lines = ["| guidance | joint acc. (seen) | joint acc. (held-out) | diversity | FD |", "|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['guidance_scale']:g} | {r['seen']['joint']:.3f} | {r['heldout']['joint']:.3f} | "
-                     f"{fmt_number(r['diversity'])} | {fmt_number(r['fd'])} |")
+        lines.append(
+            f"| {r['guidance_scale']:g} | {r['seen']['joint']:.3f} | {r['heldout']['joint']:.3f} | "
+            f"{fmt_number(r['diversity'])} | {fmt_number(r['fd'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -48,8 +50,9 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
     return ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
-def samples_sheet(images: torch.Tensor, prompts: Sequence[str], n: int, path: str, *, num_seen: Optional[int] = None,
-                  scale: int = 2) -> None:
+def samples_sheet(
+    images: torch.Tensor, prompts: Sequence[str], n: int, path: str, *, num_seen: Optional[int] = None, scale: int = 2
+) -> None:
     """One row per prompt (its caption on the left), n samples across; a red bar before the held-out rows."""
     h, w = images.shape[-2:]
     cell, gap, label_w, bar = h * scale, 2, 280, 6
@@ -62,8 +65,12 @@ def samples_sheet(images: torch.Tensor, prompts: Sequence[str], n: int, path: st
         if extra and r == num_seen:
             draw.rectangle([0, y, sheet.width, y + bar - 2], fill=(200, 40, 40))
             y += bar
-        draw.text((4, y + cell // 2 - 6), prompt + (" *" if num_seen is not None and r >= num_seen else ""),
-                  fill=(0, 0, 0), font=font)
+        draw.text(
+            (4, y + cell // 2 - 6),
+            prompt + (" *" if num_seen is not None and r >= num_seen else ""),
+            fill=(0, 0, 0),
+            font=font,
+        )
         for c in range(n):
             tile = Image.fromarray(_to_uint8(images[r * n + c])).resize((cell, cell), Image.NEAREST)
             sheet.paste(tile, (label_w + gap + c * (cell + gap), y))
@@ -144,11 +151,28 @@ def sweep_plot(rows: Sequence[dict], path: str) -> None:
     if not rows:
         draw.text((20, 20), "no guidance sweep was run (--sweep)", fill=(0, 0, 0), font=font)
     else:
-        plot_panel(draw, (0, 0, 450, 340), xs, [("seen", (31, 119, 180), [r["seen"]["joint"] for r in rows]),
-                                             ("held-out", (214, 39, 40), [r["heldout"]["joint"] for r in rows])],
-               title="joint accuracy", ylabel="accuracy", y_range=(0.0, 1.0), font=font)
-        plot_panel(draw, (450, 0, 900, 340), xs, [("diversity", (44, 160, 44), [r["diversity"] for r in rows])],
-               title="diversity (probe features)", ylabel="mean pairwise L2", font=font)
+        plot_panel(
+            draw,
+            (0, 0, 450, 340),
+            xs,
+            [
+                ("seen", (31, 119, 180), [r["seen"]["joint"] for r in rows]),
+                ("held-out", (214, 39, 40), [r["heldout"]["joint"] for r in rows]),
+            ],
+            title="joint accuracy",
+            ylabel="accuracy",
+            y_range=(0.0, 1.0),
+            font=font,
+        )
+        plot_panel(
+            draw,
+            (450, 0, 900, 340),
+            xs,
+            [("diversity", (44, 160, 44), [r["diversity"] for r in rows])],
+            title="diversity (probe features)",
+            ylabel="mean pairwise L2",
+            font=font,
+        )
     save_png(img, path)
 
 
@@ -175,8 +199,13 @@ def write_outputs(results: dict, out_dir: str, *, extra: Optional[dict] = None) 
     """eval.json, samples.png, sweep.png and sweep.md in out_dir; returns the paths."""
     s = results["settings"]
     paths = {name: os.path.join(out_dir, name) for name in ("eval.json", "samples.png", "sweep.png", "sweep.md")}
-    samples_sheet(results["_images"], s["seen_prompts"] + s["heldout_prompts"], s["n"], paths["samples.png"],
-                  num_seen=results["_num_seen"])
+    samples_sheet(
+        results["_images"],
+        s["seen_prompts"] + s["heldout_prompts"],
+        s["n"],
+        paths["samples.png"],
+        num_seen=results["_num_seen"],
+    )
     sweep_plot(results["sweep"], paths["sweep.png"])
     table = sweep_table(results["sweep"])
     write_text(table + "\n", paths["sweep.md"])

@@ -15,12 +15,23 @@ import torch
 from ddpm.data.shapes import ATTRIBUTES, caption
 from ddpm.measure.distances import diversity, frechet_distance
 from ddpm.measure.probe import accuracy, prompted_probability
-from ddpm.measure.prompts import (NUM_HELDOUT, NUM_SEEN, PROMPT_SEED, REAL_PER_PROMPT, REAL_SEED, _as_combo,
-                                  eval_prompts, labels_for, render_real)
+from ddpm.measure.prompts import (
+    NUM_HELDOUT,
+    NUM_SEEN,
+    PROMPT_SEED,
+    REAL_PER_PROMPT,
+    REAL_SEED,
+    _as_combo,
+    eval_prompts,
+    labels_for,
+    render_real,
+)
 from ddpm.measure.report import fmt_number
 
 
-def score(probe, images: torch.Tensor, combos: Sequence[tuple], n: int, features: Optional[torch.Tensor] = None) -> dict:
+def score(
+    probe, images: torch.Tensor, combos: Sequence[tuple], n: int, features: Optional[torch.Tensor] = None
+) -> dict:
     """Per-attribute accuracy, ``joint``, ``diversity`` of images generated n per combo in a row."""
     images = images.float().cpu()
     labels = labels_for(combos, n)
@@ -31,20 +42,48 @@ def score(probe, images: torch.Tensor, combos: Sequence[tuple], n: int, features
 
 
 # ---- generation ---------------------------------------------------------------------------------------
-def generate(pipe, combos: Sequence[tuple], n: int, *, guidance_scale: float, num_steps: int, seed: int,
-             batch_size: int = 64, sampler: str = "ddim", eta: float = 0.0) -> torch.Tensor:
+def generate(
+    pipe,
+    combos: Sequence[tuple],
+    n: int,
+    *,
+    guidance_scale: float,
+    num_steps: int,
+    seed: int,
+    batch_size: int = 64,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+) -> torch.Tensor:
     """n images per combo, in order, from ``pipe.generate`` (``sampler``; DDIM's η), float32 on CPU."""
     prompts = [caption(*c) for c in combos for _ in range(n)]
-    images = pipe.generate(prompts, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, eta=eta,
-                           seed=seed, batch_size=batch_size)
+    images = pipe.generate(
+        prompts,
+        guidance_scale=guidance_scale,
+        num_steps=num_steps,
+        sampler=sampler,
+        eta=eta,
+        seed=seed,
+        batch_size=batch_size,
+    )
     images = images.float().cpu()
     if images.shape[0] != len(prompts):
         raise RuntimeError(f"generate() returned {images.shape[0]} images for {len(prompts)} prompts")
     return images
 
 
-def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int = 2, guidance_scale: float = 3.0,
-               num_steps: int = 20, seed: int = 0, batch_size: int = 64, sampler: str = "ddim", eta: float = 0.0) -> dict:
+def quick_eval(
+    pipe_like,
+    probe,
+    *,
+    prompts: Optional[Sequence] = None,
+    n: int = 2,
+    guidance_scale: float = 3.0,
+    num_steps: int = 20,
+    seed: int = 0,
+    batch_size: int = 64,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+) -> dict:
     """The cheap in-training check: n samples for each prompt (captions or attribute tuples; default: 4 seen
     and 4 held-out evaluation prompts), scored by the probe. Returns flat floats for logging:
     ``joint_accuracy``, ``<attribute>_accuracy``, ``diversity`` (None when n < 2), ``fd`` against real renders
@@ -52,8 +91,16 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
     (train.py passes PROBE_DDIM_ETA, 0 by default, whatever the samples' DDIM_ETA: ADR 0046, 0047).
     """
     if hasattr(probe, "quick_eval"):  # a real dataset's caption probe (ddpm.measure.caption_probe)
-        return probe.quick_eval(pipe_like, n=n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
-                                batch_size=batch_size, sampler=sampler, eta=eta)
+        return probe.quick_eval(
+            pipe_like,
+            n=n,
+            guidance_scale=guidance_scale,
+            num_steps=num_steps,
+            seed=seed,
+            batch_size=batch_size,
+            sampler=sampler,
+            eta=eta,
+        )
     start = time.perf_counter()
     if prompts is None:
         seen, held = eval_prompts()
@@ -62,23 +109,48 @@ def quick_eval(pipe_like, probe, *, prompts: Optional[Sequence] = None, n: int =
         combos = [_as_combo(p) for p in prompts]
     if not combos:
         raise ValueError("quick_eval needs at least one prompt")
-    images = generate(pipe_like, combos, n, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
-                      batch_size=batch_size, sampler=sampler, eta=eta)
+    images = generate(
+        pipe_like,
+        combos,
+        n,
+        guidance_scale=guidance_scale,
+        num_steps=num_steps,
+        seed=seed,
+        batch_size=batch_size,
+        sampler=sampler,
+        eta=eta,
+    )
     feats = probe.features(images)
     s = score(probe, images, combos, n, features=feats)
-    out = {"joint_accuracy": s["joint"], **{f"{name}_accuracy": s[name] for name in ATTRIBUTES},
-           **{k: s[k] for k in ("prompt_prob", "joint_prob", *(f"{name}_prob" for name in ATTRIBUTES))},
-           "diversity": s["diversity"]}
+    out = {
+        "joint_accuracy": s["joint"],
+        **{f"{name}_accuracy": s[name] for name in ATTRIBUTES},
+        **{k: s[k] for k in ("prompt_prob", "joint_prob", *(f"{name}_prob" for name in ATTRIBUTES))},
+        "diversity": s["diversity"],
+    }
     real = render_real(combos, n, seed=REAL_SEED, image_size=images.shape[-1])
     out["fd"] = frechet_distance(probe.features(real), feats) if len(images) >= 2 else None
     out["seconds"] = time.perf_counter() - start
     return out
 
 
-def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps: int = 50, seed: int = 0,
-             sweep: Sequence[float] = (), batch_size: int = 64, image_size: int = 32,
-             num_seen: int = NUM_SEEN, num_heldout: int = NUM_HELDOUT, log: Callable = print,
-             sampler: str = "ddim", eta: float = 0.0) -> dict:
+def evaluate(
+    pipe,
+    probe,
+    *,
+    n: int = 8,
+    guidance_scale: float = 3.0,
+    num_steps: int = 50,
+    seed: int = 0,
+    sweep: Sequence[float] = (),
+    batch_size: int = 64,
+    image_size: int = 32,
+    num_seen: int = NUM_SEEN,
+    num_heldout: int = NUM_HELDOUT,
+    log: Callable = print,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+) -> dict:
     """The full evaluation of one generator; returns the results dict (images under ``"_images"``)."""
     seen, held = eval_prompts(num_seen, num_heldout)
     combos = seen + held
@@ -94,13 +166,24 @@ def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps:
     grouped = real_feats.reshape(len(combos), per, -1)
     ref_a, ref_b = grouped[:, :n].reshape(-1, grouped.shape[-1]), grouped[:, n : 2 * n].reshape(-1, grouped.shape[-1])
     fd_real = frechet_distance(ref_a, ref_b) if len(ref_a) >= 2 else None
-    log(f"ceiling (probe on real renders of the prompts): seen joint={ceiling_seen['joint']:.4f} "
-        f"held-out joint={ceiling_held['joint']:.4f}; real-vs-real fd={fd_real}")
+    log(
+        f"ceiling (probe on real renders of the prompts): seen joint={ceiling_seen['joint']:.4f} "
+        f"held-out joint={ceiling_held['joint']:.4f}; real-vs-real fd={fd_real}"
+    )
 
     def run_at(scale: float) -> dict:
         t0 = time.perf_counter()
-        images = generate(pipe, combos, n, guidance_scale=scale, num_steps=num_steps, seed=seed, batch_size=batch_size,
-                          sampler=sampler, eta=eta)
+        images = generate(
+            pipe,
+            combos,
+            n,
+            guidance_scale=scale,
+            num_steps=num_steps,
+            seed=seed,
+            batch_size=batch_size,
+            sampler=sampler,
+            eta=eta,
+        )
         feats = probe.features(images)
         r = {
             "guidance_scale": scale,
@@ -111,8 +194,10 @@ def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps:
             "seconds": round(time.perf_counter() - t0, 2),
             "_images": images,
         }
-        log(f"guidance {scale:g}: seen joint={r['seen']['joint']:.4f} held-out joint={r['heldout']['joint']:.4f} "
-            f"fd={fmt_number(r['fd'])} diversity={fmt_number(r['diversity'])} ({r['seconds']:.1f} s, {len(images)} images)")
+        log(
+            f"guidance {scale:g}: seen joint={r['seen']['joint']:.4f} held-out joint={r['heldout']['joint']:.4f} "
+            f"fd={fmt_number(r['fd'])} diversity={fmt_number(r['diversity'])} ({r['seconds']:.1f} s, {len(images)} images)"
+        )
         return r
 
     main_run = run_at(guidance_scale)
@@ -122,10 +207,22 @@ def evaluate(pipe, probe, *, n: int = 8, guidance_scale: float = 3.0, num_steps:
         sweep_runs.append({k: v for k, v in r.items() if k != "_images"})
 
     results = {
-        "settings": {"n": n, "guidance_scale": guidance_scale, "num_steps": num_steps, "seed": seed, "sampler": sampler,
-                     "eta": eta, "sweep": list(sweep), "batch_size": batch_size, "image_size": image_size,
-                     "prompt_seed": PROMPT_SEED, "real_seed": REAL_SEED, "real_per_prompt": per,
-                     "seen_prompts": [caption(*c) for c in seen], "heldout_prompts": [caption(*c) for c in held]},
+        "settings": {
+            "n": n,
+            "guidance_scale": guidance_scale,
+            "num_steps": num_steps,
+            "seed": seed,
+            "sampler": sampler,
+            "eta": eta,
+            "sweep": list(sweep),
+            "batch_size": batch_size,
+            "image_size": image_size,
+            "prompt_seed": PROMPT_SEED,
+            "real_seed": REAL_SEED,
+            "real_per_prompt": per,
+            "seen_prompts": [caption(*c) for c in seen],
+            "heldout_prompts": [caption(*c) for c in held],
+        },
         "ceiling": {"seen": ceiling_seen, "heldout": ceiling_held},
         "seen": main_run["seen"],
         "heldout": main_run["heldout"],

@@ -26,8 +26,9 @@ def unet_args(cfg: dict) -> dict:
     return settings.unet_args(cfg, context_dim=cfg["TEXT_WIDTH"])
 
 
-def make_inputs(batch: int, *, image_size: int, context_length: int, context_dim: int, timesteps: int,
-                device, seed: int = 0) -> tuple:
+def make_inputs(
+    batch: int, *, image_size: int, context_length: int, context_dim: int, timesteps: int, device, seed: int = 0
+) -> tuple:
     """x0 in [-1, 1], contexts (B, L, D) and a bool mask with 3..L real tokens per row (SOT … EOT, padding)."""
     g = torch.Generator().manual_seed(seed)
     x0 = torch.rand(batch, 3, image_size, image_size, generator=g) * 2 - 1
@@ -41,8 +42,19 @@ def make_inputs(batch: int, *, image_size: int, context_length: int, context_dim
 class TrainStep:
     """One forward + backward + AdamW step of the ε-loss (DDPM L_simple) at random t, as train.py does it."""
 
-    def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, x0, ctx, mask, *, precision: str,
-                 channels_last: bool, compile: bool = False, lr: float = 1e-4):
+    def __init__(
+        self,
+        model: nn.Module,
+        diffusion: GaussianDiffusion,
+        x0,
+        ctx,
+        mask,
+        *,
+        precision: str,
+        channels_last: bool,
+        compile: bool = False,
+        lr: float = 1e-4,
+    ):
         self.model, self.diffusion, self.precision = model, diffusion, precision
         self.forward = CompiledOrEager(model, enabled=compile)  # as train.py runs it
         self.fmt = memory_format(channels_last)
@@ -63,8 +75,18 @@ class TrainStep:
         self.opt.step()
 
 
-def sampling_step(model: nn.Module, images: int, *, image_size: int, context_length: int, context_dim: int,
-                  timesteps: int, precision: str, channels_last: bool, device) -> Callable[[], None]:
+def sampling_step(
+    model: nn.Module,
+    images: int,
+    *,
+    image_size: int,
+    context_length: int,
+    context_dim: int,
+    timesteps: int,
+    precision: str,
+    channels_last: bool,
+    device,
+) -> Callable[[], None]:
     """One guided sampling step as a call: a single no-grad forward on 2·images (conditional + null).
 
     Puts ``model`` in eval mode and the layout ``channels_last`` asks for; the caller restores train mode.
@@ -72,8 +94,15 @@ def sampling_step(model: nn.Module, images: int, *, image_size: int, context_len
     device = torch.device(device)
     fmt = memory_format(channels_last)
     model.to(memory_format=fmt).eval()
-    x, t, ctx, mask = make_inputs(2 * images, image_size=image_size, context_length=context_length,
-                                  context_dim=context_dim, timesteps=timesteps, device=device, seed=1)
+    x, t, ctx, mask = make_inputs(
+        2 * images,
+        image_size=image_size,
+        context_length=context_length,
+        context_dim=context_dim,
+        timesteps=timesteps,
+        device=device,
+        seed=1,
+    )
     x = x.contiguous(memory_format=fmt)
 
     def step() -> None:
@@ -99,6 +128,12 @@ def model_size(cfg: dict) -> dict:
     on CPU; a run's training compute is 3 × fwd_flops_per_image × images (issue 10's measure)."""
     torch.manual_seed(0)
     model = UNet(**unet_args(cfg)).eval()
-    inputs = make_inputs(2, image_size=cfg["IMAGE_SIZE"], context_length=cfg["TEXT_CONTEXT_LENGTH"],
-                         context_dim=cfg["TEXT_WIDTH"], timesteps=cfg["TIMESTEPS"], device="cpu")
+    inputs = make_inputs(
+        2,
+        image_size=cfg["IMAGE_SIZE"],
+        context_length=cfg["TEXT_CONTEXT_LENGTH"],
+        context_dim=cfg["TEXT_WIDTH"],
+        timesteps=cfg["TIMESTEPS"],
+        device="cpu",
+    )
     return {"params": count_params(model), "fwd_flops_per_image": forward_flops(model, inputs) // 2}

@@ -147,7 +147,9 @@ class GaussianDiffusion:
         out = model(self.q_sample(x0, t, noise), t, context, context_mask)
         target = noise
         if self.prediction == "v":
-            target = self._at(self.sqrt_alphas_cumprod, t) * noise - self._at(self.sqrt_one_minus_alphas_cumprod, t) * x0
+            target = (
+                self._at(self.sqrt_alphas_cumprod, t) * noise - self._at(self.sqrt_one_minus_alphas_cumprod, t) * x0
+            )
         return F.mse_loss(out.float(), target, reduction="none").mean(dim=(1, 2, 3))
 
     def eps_from_output(self, x_t, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

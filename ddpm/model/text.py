@@ -62,8 +62,13 @@ class ScratchTextEncoder(nn.Module):
         lookup[torch.tensor(vocab, dtype=torch.long)] = torch.arange(1, len(vocab) + 1)
         self.register_buffer("lookup", lookup, persistent=False)
         self.net = open_clip.transformer.TextTransformer(
-            context_length=context_length, vocab_size=len(vocab) + 1, width=width, heads=heads, layers=layers,
-            output_dim=None, output_tokens=True,
+            context_length=context_length,
+            vocab_size=len(vocab) + 1,
+            width=width,
+            heads=heads,
+            layers=layers,
+            output_dim=None,
+            output_tokens=True,
         )
         self.dim = width
 
@@ -98,7 +103,9 @@ class OpenClipTextEncoder(nn.Module):
         super().__init__()
         if load_pretrained:
             if not pretrained:
-                raise ValueError("the open_clip text encoder needs OPEN_CLIP_PRETRAINED: a pretrained tag or a weights file")
+                raise ValueError(
+                    "the open_clip text encoder needs OPEN_CLIP_PRETRAINED: a pretrained tag or a weights file"
+                )
             looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
             if looks_like_path and not os.path.isfile(pretrained):
                 raise FileNotFoundError(f"OPEN_CLIP_PRETRAINED={pretrained!r}: no such weights file")
@@ -141,9 +148,19 @@ class OpenClipTextEncoder(nn.Module):
             return self.tower(tokens)[1]
 
 
-def build_text_encoder(*, kind: str, context_length: int, width: int, heads: int, layers: int,
-                       open_clip_model: str, open_clip_pretrained: str, vocab: tuple = (), train_tower: bool = False,
-                       load_pretrained: bool = True) -> nn.Module:
+def build_text_encoder(
+    *,
+    kind: str,
+    context_length: int,
+    width: int,
+    heads: int,
+    layers: int,
+    open_clip_model: str,
+    open_clip_pretrained: str,
+    vocab: tuple = (),
+    train_tower: bool = False,
+    load_pretrained: bool = True,
+) -> nn.Module:
     """The encoder named by ``kind``; its keyword arguments but the last are a checkpoint's ``text_args``.
 
     ``vocab``: the BPE ids the scratch encoder has rows for (unused by "open_clip"). ``train_tower``: fine-tune
@@ -156,8 +173,12 @@ def build_text_encoder(*, kind: str, context_length: int, width: int, heads: int
             raise ValueError("train_tower applies to the open_clip tower; the scratch encoder is always trained")
         return ScratchTextEncoder(context_length=context_length, width=width, heads=heads, layers=layers, vocab=vocab)
     if kind == "open_clip":
-        encoder = OpenClipTextEncoder(model_name=open_clip_model, pretrained=open_clip_pretrained, trainable=train_tower,
-                                      load_pretrained=load_pretrained)
+        encoder = OpenClipTextEncoder(
+            model_name=open_clip_model,
+            pretrained=open_clip_pretrained,
+            trainable=train_tower,
+            load_pretrained=load_pretrained,
+        )
         if encoder.context_length != context_length:
             raise ValueError(
                 f"TEXT_CONTEXT_LENGTH={context_length} but open_clip {open_clip_model!r} was trained with "

@@ -87,8 +87,18 @@ class ResBlock(nn.Module):
     and off per timestep (and per prompt, with the pooled text in the embedding) where a bias can only offset them.
     """
 
-    def __init__(self, c_in: int, c_out: int, *, temb_dim: int, groups: int, dropout: float, norm: str,
-                 linear_bias: bool, scale_shift: bool = False):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        temb_dim: int,
+        groups: int,
+        dropout: float,
+        norm: str,
+        linear_bias: bool,
+        scale_shift: bool = False,
+    ):
         super().__init__()
         self.scale_shift = scale_shift
         self.norm1 = feature_norm(norm, groups, c_in)
@@ -160,8 +170,11 @@ class TransformerBlock(nn.Module):
         self.norm1, self.norm2, self.norm3 = (token_norm(norm, channels) for _ in range(3))
         self.self_attn = Attention(channels, channels, heads=heads, out_bias=linear_bias)
         self.cross_attn = Attention(channels, context_dim, heads=heads, out_bias=linear_bias)
-        self.ff = nn.Sequential(nn.Linear(channels, 4 * channels, bias=linear_bias), nn.GELU(),
-                                nn.Linear(4 * channels, channels, bias=linear_bias))
+        self.ff = nn.Sequential(
+            nn.Linear(channels, 4 * channels, bias=linear_bias),
+            nn.GELU(),
+            nn.Linear(4 * channels, channels, bias=linear_bias),
+        )
         nn.init.zeros_(self.ff[-1].weight)
         if linear_bias:
             nn.init.zeros_(self.ff[-1].bias)
@@ -221,15 +234,23 @@ class UNet(nn.Module):
             raise ValueError(f"norm={norm!r}: allowed: {', '.join(map(repr, NORMS))}")
         self.time_emb_dim = time_emb_dim
         temb = 4 * time_emb_dim
-        self.time_mlp = nn.Sequential(nn.Linear(time_emb_dim, temb, bias=linear_bias), nn.SiLU(),
-                                      nn.Linear(temb, temb, bias=linear_bias))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_emb_dim, temb, bias=linear_bias), nn.SiLU(), nn.Linear(temb, temb, bias=linear_bias)
+        )
         # Built after the time MLP and before everything else only when asked for, so that pooled_text=False
         # draws the same initial weights from the same seed as a UNet from before the option.
         self.text_to_time = nn.Linear(context_dim, temb, bias=linear_bias) if pooled_text else None
-        block = dict(temb_dim=temb, groups=norm_groups, dropout=dropout, norm=norm, linear_bias=linear_bias,
-                     scale_shift=scale_shift)
-        attn = dict(context_dim=context_dim, heads=attention_heads, groups=norm_groups, norm=norm,
-                    linear_bias=linear_bias)
+        block = dict(
+            temb_dim=temb,
+            groups=norm_groups,
+            dropout=dropout,
+            norm=norm,
+            linear_bias=linear_bias,
+            scale_shift=scale_shift,
+        )
+        attn = dict(
+            context_dim=context_dim, heads=attention_heads, groups=norm_groups, norm=norm, linear_bias=linear_bias
+        )
 
         def stage(c_in, c_out, res):
             layers = nn.ModuleList([ResBlock(c_in, c_out, **block)])
@@ -258,7 +279,9 @@ class UNet(nn.Module):
                 self.up.append(stage(ch + skips.pop(), base_channels * mult, res))
                 ch = base_channels * mult
             if level != 0:
-                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]))
+                self.up.append(
+                    nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)])
+                )
                 res *= 2
 
         self.norm_out = feature_norm(norm, norm_groups, ch)

@@ -41,23 +41,52 @@ from ddpm.run.sampling import Sampling
 FORMAT_VERSION = 1
 ARGS_KEYS = ("unet_args", "text_args", "diffusion_args")
 SPEC_KEYS = (*ARGS_KEYS, "sampling", "config", "provenance")
-REQUIRED = {"format": int, "unet_args": dict, "text_args": dict, "diffusion_args": dict, "sampling": dict,
-            "ema_unet": dict, "config": dict, "step": int}  # what every checkpoint and export has, by type
+REQUIRED = {
+    "format": int,
+    "unet_args": dict,
+    "text_args": dict,
+    "diffusion_args": dict,
+    "sampling": dict,
+    "ema_unet": dict,
+    "config": dict,
+    "step": int,
+}  # what every checkpoint and export has, by type
 EXPORT_FORMAT, EXPORT_VERSION = "ddpm-export", 1
 EXPORT_PARTS = ("unet", "text_encoder")  # tensor name prefixes in an export's .safetensors file
 
 # Config keys a resumed run may change with an explicit --set: how long it trains, what it monitors, how its
 # previews are drawn and how fast it runs. Everything else (data, model, diffusion, optimisation) makes the run
 # what it is; changing it means a new run.
-RESUMABLE = ("EPOCHS", "GENERATE_SAMPLES_EVERY", "CHECKPOINT_EVERY", "SAMPLE_GRID_SIZE", "KEEP_CHECKPOINTS",
-             "EVAL_EVERY", "EVAL_EVERY_STEPS", "PROBE_GUIDANCE_SCALE", "PROBE_DDIM_ETA", "GUIDANCE_SCALE",
-             "NUM_INFERENCE_STEPS", "SAMPLER", "DDIM_ETA", "CLIP_DENOISED", "COMPILE", "CHANNELS_LAST")
+RESUMABLE = (
+    "EPOCHS",
+    "GENERATE_SAMPLES_EVERY",
+    "CHECKPOINT_EVERY",
+    "SAMPLE_GRID_SIZE",
+    "KEEP_CHECKPOINTS",
+    "EVAL_EVERY",
+    "EVAL_EVERY_STEPS",
+    "PROBE_GUIDANCE_SCALE",
+    "PROBE_DDIM_ETA",
+    "GUIDANCE_SCALE",
+    "NUM_INFERENCE_STEPS",
+    "SAMPLER",
+    "DDIM_ETA",
+    "CLIP_DENOISED",
+    "COMPILE",
+    "CHANNELS_LAST",
+)
 
 # Constructor arguments added after checkpoints were first written, with the behaviour those checkpoints had.
-ADDED_ARGS = {"diffusion_args": {"prediction": "epsilon"},  # ADR 0028
-              "unet_args": {"linear_bias": True, "norm": "group", "pooled_text": False,  # ADRs 0029, 0030, 0032
-                            "scale_shift": False},  # ADR 0034
-              "text_args": {"train_tower": False}}  # ADR 0031
+ADDED_ARGS = {
+    "diffusion_args": {"prediction": "epsilon"},  # ADR 0028
+    "unet_args": {
+        "linear_bias": True,
+        "norm": "group",
+        "pooled_text": False,  # ADRs 0029, 0030, 0032
+        "scale_shift": False,
+    },  # ADR 0034
+    "text_args": {"train_tower": False},
+}  # ADR 0031
 
 # What torch's weights-only unpickler says when a file asks for more than tensors and containers: a global
 # (function or class) outside its allowlist, or a call or construction with one. Other unpickling errors
@@ -97,15 +126,22 @@ class TrainState:
             raise KeyError(f"checkpoint spec lacks {missing}")
         frozen = self.text_encoder.frozen
         return {
-            "format": FORMAT_VERSION, **{k: spec[k] for k in SPEC_KEYS},
-            "unet": self.unet.state_dict(), "ema_unet": self.ema_unet.state_dict(),
+            "format": FORMAT_VERSION,
+            **{k: spec[k] for k in SPEC_KEYS},
+            "unet": self.unet.state_dict(),
+            "ema_unet": self.ema_unet.state_dict(),
             "text_encoder": None if frozen else self.text_encoder.state_dict(),
             "ema_text_encoder": None if frozen else self.ema_text.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
             "perm": None if self.perm is None else self.perm.cpu(),
-            "rng": {"torch": torch.get_rng_state(), "batches": self.generator.get_state(),
-                    **({"device": self.draws.get_state()} if self.draws is not None else {})},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "batches": self.generator.get_state(),
+                **({"device": self.draws.get_state()} if self.draws is not None else {}),
+            },
             "loss": loss,
         }
 
@@ -162,7 +198,10 @@ def architecture_diff(a: dict, b: dict, *, names=("checkpoint", "run"), ignore=(
         old, new = with_added_args({group: dict(a[group])})[group], with_added_args({group: dict(b[group])})[group]
         for key in sorted((set(old) | set(new)) - set(ignore)):
             if not same(old.get(key), new.get(key)):
-                shown = [v if not isinstance(v, tuple) or len(v) < 12 else f"{len(v)} ids" for v in (old.get(key), new.get(key))]
+                shown = [
+                    v if not isinstance(v, tuple) or len(v) < 12 else f"{len(v)} ids"
+                    for v in (old.get(key), new.get(key))
+                ]
                 name = label(group, key) if label else f"{group}.{key}"
                 diffs.append(f"{name}: {names[0]} {shown[0]!r}{sep}{names[1]} {shown[1]!r}")
     return diffs
@@ -173,14 +212,19 @@ def load_weights(path: str, args_name: str, module: torch.nn.Module, state) -> N
     (rather than torch's many-line ``size mismatch`` report)."""
     expected = module.state_dict()
     state = state if isinstance(state, dict) else {}
-    problems = [f"{k}: {tuple(state[k].shape)} in the weights, {tuple(v.shape)} from {args_name}"
-                for k, v in expected.items() if k in state and getattr(state[k], "shape", None) != v.shape]
+    problems = [
+        f"{k}: {tuple(state[k].shape)} in the weights, {tuple(v.shape)} from {args_name}"
+        for k, v in expected.items()
+        if k in state and getattr(state[k], "shape", None) != v.shape
+    ]
     problems += [f"{k}: missing from the weights" for k in expected if k not in state]
     problems += [f"{k}: in the weights, not in a model built from {args_name}" for k in state if k not in expected]
     if problems:
         more = f"; and {len(problems) - 2} more" if len(problems) > 2 else ""
-        raise CheckpointError(f"{path}: inconsistent checkpoint, its recorded {args_name} do not match its weights "
-                              f"({'; '.join(problems[:2])}{more}); use another checkpoint")
+        raise CheckpointError(
+            f"{path}: inconsistent checkpoint, its recorded {args_name} do not match its weights "
+            f"({'; '.join(problems[:2])}{more}); use another checkpoint"
+        )
     module.load_state_dict(state)
 
 
@@ -202,13 +246,17 @@ def validated(ckpt, path: str) -> dict:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint of this repo (missing {', '.join(missing)}); use another one")
-    wrong = [f"{k} is {type(ckpt[k]).__name__} {ckpt[k]!r:.40}, not {t.__name__}" for k, t in REQUIRED.items()
-             if not isinstance(ckpt[k], t) or isinstance(ckpt[k], bool)]
+    wrong = [
+        f"{k} is {type(ckpt[k]).__name__} {ckpt[k]!r:.40}, not {t.__name__}"
+        for k, t in REQUIRED.items()
+        if not isinstance(ckpt[k], t) or isinstance(ckpt[k], bool)
+    ]
     if wrong:
         raise CheckpointError(f"{path}: not a checkpoint of this repo ({'; '.join(wrong)}); use another one")
     if ckpt["format"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {ckpt['format']} is newer than this code ({FORMAT_VERSION}); "
-                              "update the repo")
+        raise CheckpointError(
+            f"{path}: checkpoint format {ckpt['format']} is newer than this code ({FORMAT_VERSION}); update the repo"
+        )
     try:
         Sampling.from_dict(ckpt["sampling"])
     except ValueError as err:
@@ -237,18 +285,29 @@ def _tuples(value):
 
 def from_export(meta: dict, tensors: dict, path: str) -> dict:
     """A checkpoint-shaped dict (EMA weights under both ``ema_*`` and plain keys) from an export's JSON and tensors."""
-    parts = {part: {k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(part + ".")} for part in EXPORT_PARTS}
+    parts = {
+        part: {k[len(part) + 1 :]: v for k, v in tensors.items() if k.startswith(part + ".")} for part in EXPORT_PARTS
+    }
     if not parts["unet"]:
         raise CheckpointError(f"{path}: holds no unet.* tensors; export the model again")
     text = parts["text_encoder"] or None
     prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
-    ckpt = {"format": FORMAT_VERSION, **{k: meta[k] for k in ("sampling", "config")}, "provenance": prov,
-            "step": prov.get("step"), "run": prov.get("run"), "ema_unet": parts["unet"], "unet": parts["unet"],
-            "ema_text_encoder": text, "text_encoder": text}
+    ckpt = {
+        "format": FORMAT_VERSION,
+        **{k: meta[k] for k in ("sampling", "config")},
+        "provenance": prov,
+        "step": prov.get("step"),
+        "run": prov.get("run"),
+        "ema_unet": parts["unet"],
+        "unet": parts["unet"],
+        "ema_text_encoder": text,
+        "text_encoder": text,
+    }
     for key in (*ARGS_KEYS, "config"):
         if not isinstance(meta.get(key), dict):
-            raise CheckpointError(f"{path}: its JSON's {key} is {type(meta.get(key)).__name__}, not an object; "
-                                  "export the model again")
+            raise CheckpointError(
+                f"{path}: its JSON's {key} is {type(meta.get(key)).__name__}, not an object; export the model again"
+            )
         ckpt[key] = {n: _tuples(v) for n, v in meta[key].items()}
     ckpt["step"] = ckpt["step"] if isinstance(ckpt["step"], int) else 0
     return validated(ckpt, path)
@@ -268,6 +327,7 @@ def _what_happened(err: BaseException) -> str:
 
 def save_atomic(obj: dict, path: str) -> None:
     """Write ``obj`` to ``path`` durably through a temporary file in the same folder; raises ``CheckpointSaveError``."""
+
     def write(tmp):
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -275,8 +335,10 @@ def save_atomic(obj: dict, path: str) -> None:
     try:
         atomic_write(path, write, durable=True)
     except Exception as err:  # an interrupt stays an interrupt
-        raise CheckpointSaveError(f"could not save checkpoint {path}: {_what_happened(err)}; the previous "
-                                  f"checkpoints in {os.path.dirname(os.path.abspath(path))} are untouched") from None
+        raise CheckpointSaveError(
+            f"could not save checkpoint {path}: {_what_happened(err)}; the previous "
+            f"checkpoints in {os.path.dirname(os.path.abspath(path))} are untouched"
+        ) from None
 
 
 def load_checkpoint(path: str) -> dict:
@@ -288,12 +350,16 @@ def load_checkpoint(path: str) -> dict:
         refused = _REFUSED.search(str(err))
         if refused:  # never pass on torch's advice to retry with weights_only=False
             asks = f" (it asks for {refused.group(1)})" if refused.group(1) else ""
-            raise CheckpointError(f"{path}: holds objects that are not plain tensors{asks} and was refused for "
-                                  "safety; do not load it, use another checkpoint") from None
+            raise CheckpointError(
+                f"{path}: holds objects that are not plain tensors{asks} and was refused for "
+                "safety; do not load it, use another checkpoint"
+            ) from None
         detail = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:120]
         detail = "" if detail.startswith("Weights only load failed") else detail  # torch's preamble, not the cause
-        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt ({type(err).__name__}"
-                              f"{': ' + detail if detail else ''}); use another one") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, truncated or corrupt ({type(err).__name__}"
+            f"{': ' + detail if detail else ''}); use another one"
+        ) from None
     return validated(ckpt, path)
 
 

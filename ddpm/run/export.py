@@ -23,8 +23,15 @@ from safetensors.torch import load_file, save
 
 from ddpm.cli import command_line, error
 from ddpm.files import unwritable_reason, write_bytes, write_text
-from ddpm.run.checkpoint import (ARGS_KEYS, EXPORT_FORMAT, EXPORT_VERSION, CheckpointError, export_tensors, from_export,
-                                 load_checkpoint)
+from ddpm.run.checkpoint import (
+    ARGS_KEYS,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    CheckpointError,
+    export_tensors,
+    from_export,
+    load_checkpoint,
+)
 
 SUFFIX = ".safetensors"
 
@@ -45,17 +52,33 @@ def describe(ckpt: dict, *, source: str) -> dict:
     run_dir = os.path.dirname(os.path.dirname(os.path.abspath(source)))
     frozen_text = ckpt.get("ema_text_encoder") is None
     return {
-        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION,
-        "weights": "EMA only (no optimizer state, no RNG); tensors unet.* and " +
-                   ("no text_encoder.*: the text encoder is a frozen pretrained open_clip tower, rebuilt from "
-                    "text_args (open_clip_model, open_clip_pretrained), not stored" if frozen_text else "text_encoder.*"),
-        **{key: ckpt[key] for key in ARGS_KEYS}, "sampling": ckpt["sampling"], "config": cfg,
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_VERSION,
+        "weights": "EMA only (no optimizer state, no RNG); tensors unet.* and "
+        + (
+            "no text_encoder.*: the text encoder is a frozen pretrained open_clip tower, rebuilt from "
+            "text_args (open_clip_model, open_clip_pretrained), not stored"
+            if frozen_text
+            else "text_encoder.*"
+        ),
+        **{key: ckpt[key] for key in ARGS_KEYS},
+        "sampling": ckpt["sampling"],
+        "config": cfg,
         "provenance": {
-            "config_hash": prov.get("config_hash"), "adr": prov.get("adr"), "git_commit": prov.get("git_commit"),
-            "git_dirty": prov.get("git_dirty"), "exploratory": prov.get("exploratory"),
-            "base": prov.get("base"), "dataset": {k: cfg.get(k) for k in ("DATASET", "DATASET_SPLIT", "DATASET_SIZE",
-                                                                           "DATASET_SEED", "IMAGE_SIZE") if k in cfg},
-            "run": os.path.basename(run_dir), "step": ckpt["step"], "source_checkpoint": os.path.basename(source),
+            "config_hash": prov.get("config_hash"),
+            "adr": prov.get("adr"),
+            "git_commit": prov.get("git_commit"),
+            "git_dirty": prov.get("git_dirty"),
+            "exploratory": prov.get("exploratory"),
+            "base": prov.get("base"),
+            "dataset": {
+                k: cfg.get(k)
+                for k in ("DATASET", "DATASET_SPLIT", "DATASET_SIZE", "DATASET_SEED", "IMAGE_SIZE")
+                if k in cfg
+            },
+            "run": os.path.basename(run_dir),
+            "step": ckpt["step"],
+            "source_checkpoint": os.path.basename(source),
         },
     }
 
@@ -84,8 +107,10 @@ def load_export(path: str) -> dict:
     meta_path = json_path(path)
     for p in (path, meta_path):
         if not os.path.isfile(p):
-            raise CheckpointError(f"{p}: no such file; an exported model is a {SUFFIX} file with its .json beside it "
-                                  "(make export CKPT=...)")
+            raise CheckpointError(
+                f"{p}: no such file; an exported model is a {SUFFIX} file with its .json beside it "
+                "(make export CKPT=...)"
+            )
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -93,17 +118,22 @@ def load_export(path: str) -> dict:
         raise CheckpointError(f"{meta_path}: not readable JSON ({str(err)[:200]}); export the model again") from None
     missing = [k for k in ("format", *ARGS_KEYS, "sampling", "config") if not isinstance(meta, dict) or k not in meta]
     if missing or meta.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"{meta_path}: not an export of this repo (missing {', '.join(missing) or 'format'}); "
-                              "export the model again")
+        raise CheckpointError(
+            f"{meta_path}: not an export of this repo (missing {', '.join(missing) or 'format'}); "
+            "export the model again"
+        )
     version = meta.get("format_version", 0)
     if not isinstance(version, int) or version > EXPORT_VERSION:
-        raise CheckpointError(f"{meta_path}: export format {version!r} is not one this code reads (up to "
-                              f"{EXPORT_VERSION}); update the repo, or export the model again")
+        raise CheckpointError(
+            f"{meta_path}: export format {version!r} is not one this code reads (up to "
+            f"{EXPORT_VERSION}); update the repo, or export the model again"
+        )
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({str(err)[:200]}); "
-                              "it may be truncated, export the model again") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({str(err)[:200]}); it may be truncated, export the model again"
+        ) from None
     return from_export(meta, tensors, meta_path)
 
 
@@ -127,8 +157,12 @@ def main(argv=None) -> int:
     except (CheckpointError, ValueError) as err:
         return error("export", str(err))
     except OSError as err:
-        return error("export", f"could not write {out} or its .json ({(err.strerror or str(err)).lower()}); nothing "
-                               "was written: free space, or choose another OUT=", code=1)
+        return error(
+            "export",
+            f"could not write {out} or its .json ({(err.strerror or str(err)).lower()}); nothing "
+            "was written: free space, or choose another OUT=",
+            code=1,
+        )
     n = sum(v.numel() for k in ("ema_unet", "ema_text_encoder") for v in (ckpt.get(k) or {}).values())
     print(f"exported {meta['provenance']['run']} step {ckpt['step']} ({n:,} EMA parameters) → {out} + {json_path(out)}")
     return 0

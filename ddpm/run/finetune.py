@@ -33,20 +33,25 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def init_from(path: str, *, unet, ema_unet, text_encoder, ema_text, unet_args: dict, text_args: dict,
-              diffusion_args: dict) -> dict:
+def init_from(
+    path: str, *, unet, ema_unet, text_encoder, ema_text, unet_args: dict, text_args: dict, diffusion_args: dict
+) -> dict:
     """Copy the base's EMA weights into the run's modules; returns the base's provenance entry for run.json."""
     try:
         base = load_model(path)
     except CheckpointError as err:
         raise FinetuneError(f"--init-from: {err}") from None
-    diffs = architecture_diff(base, {"unet_args": unet_args, "text_args": text_args, "diffusion_args": diffusion_args},
-                              names=("base", "run"))
+    diffs = architecture_diff(
+        base, {"unet_args": unet_args, "text_args": text_args, "diffusion_args": diffusion_args}, names=("base", "run")
+    )
     if diffs:
-        raise FinetuneError(f"--init-from {path}: the base's architecture differs from this run's config in "
-                            f"{len(diffs)} key(s):\n  " + "\n  ".join(diffs) +
-                            "\nSet the run's config to the base's values (its JSON or run.json shows them), or pick "
-                            "another base")
+        raise FinetuneError(
+            f"--init-from {path}: the base's architecture differs from this run's config in "
+            f"{len(diffs)} key(s):\n  "
+            + "\n  ".join(diffs)
+            + "\nSet the run's config to the base's values (its JSON or run.json shows them), or pick "
+            "another base"
+        )
     try:  # its JSON may describe this run while its weights are another model's: one line, not torch's report
         for module in (unet, ema_unet):
             load_weights(path, "unet_args", module, base["ema_unet"])
@@ -57,8 +62,15 @@ def init_from(path: str, *, unet, ema_unet, text_encoder, ema_text, unet_args: d
         raise FinetuneError(f"--init-from: {err}") from None
     prov = base.get("provenance") or {}
     run = base.get("run") or os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
-    return {"path": os.path.abspath(path), "sha256": sha256(path), "run": run, "step": base.get("step"),
-            "adr": prov.get("adr"), "config_hash": prov.get("config_hash"), "git_commit": prov.get("git_commit")}
+    return {
+        "path": os.path.abspath(path),
+        "sha256": sha256(path),
+        "run": run,
+        "step": base.get("step"),
+        "adr": prov.get("adr"),
+        "config_hash": prov.get("config_hash"),
+        "git_commit": prov.get("git_commit"),
+    }
 
 
 def parse_parts(value: str) -> tuple:
@@ -66,8 +78,9 @@ def parse_parts(value: str) -> tuple:
     parts = tuple(p.strip() for p in value.split(",") if p.strip())
     wrong = [p for p in parts if p not in UNET_PARTS]
     if not parts or wrong or ("all" in parts and len(parts) > 1):
-        raise ValueError(f"TRAIN_UNET_PARTS={value!r}: must be 'all' or a comma-separated list of "
-                         f"{', '.join(UNET_PARTS[1:])}")
+        raise ValueError(
+            f"TRAIN_UNET_PARTS={value!r}: must be 'all' or a comma-separated list of {', '.join(UNET_PARTS[1:])}"
+        )
     return parts
 
 

@@ -30,9 +30,11 @@ def check_run_name(name: str, flag: str = "--run") -> str:
     in the runs folder the user named: no separator, no "." or "..", no absolute path, and no leading "." (the
     runs folder's own .data-cache, .probe and .logs)."""
     if not name or name.startswith(".") or os.sep in name or "/" in name or "\0" in name or os.path.isabs(name):
-        raise RunFolderError(f"{flag} {name!r}: a run name is one folder name under the runs folder (no '/', not "
-                             "'.' or '..', not starting with '.'), e.g. --run lr-2e-3; pass --runs-dir for another "
-                             "place")
+        raise RunFolderError(
+            f"{flag} {name!r}: a run name is one folder name under the runs folder (no '/', not "
+            "'.' or '..', not starting with '.'), e.g. --run lr-2e-3; pass --runs-dir for another "
+            "place"
+        )
     return name
 
 
@@ -41,8 +43,10 @@ def restartable(run_dir: str) -> str:
     checkpoint (nothing to resume: the same command starts it afresh, and the old start's events are dropped when
     the folder is opened). A folder with checkpoints raises RunFolderError."""
     if ckpts.run_checkpoints(run_dir):
-        raise RunFolderError(f"run {run_dir} exists already: pick another --run name, or continue it with "
-                             f"--resume {os.path.basename(run_dir)}")
+        raise RunFolderError(
+            f"run {run_dir} exists already: pick another --run name, or continue it with "
+            f"--resume {os.path.basename(run_dir)}"
+        )
     return run_dir
 
 
@@ -57,12 +61,16 @@ def find_resume(runs_dir: str, name: str) -> tuple:
     paths = ckpts.run_checkpoints(run_dir)
     path, ckpt = ckpts.newest_valid(list(reversed(paths)))
     if ckpt is None and not paths:
-        raise RunFolderError(f"--resume: {run_dir} has no checkpoint (it stopped before its first); start it again "
-                             f"with the command that started it: the same --run {os.path.basename(run_dir)} starts "
-                             "afresh (its overrides are in its run.json)")
+        raise RunFolderError(
+            f"--resume: {run_dir} has no checkpoint (it stopped before its first); start it again "
+            f"with the command that started it: the same --run {os.path.basename(run_dir)} starts "
+            "afresh (its overrides are in its run.json)"
+        )
     if ckpt is None:
-        raise RunFolderError(f"--resume: no checkpoint in {run_dir} loads ({len(paths)} unreadable); move the folder "
-                             "away, or start a new run with another --run name")
+        raise RunFolderError(
+            f"--resume: no checkpoint in {run_dir} loads ({len(paths)} unreadable); move the folder "
+            "away, or start a new run with another --run name"
+        )
     return run_dir, path, ckpt
 
 
@@ -93,8 +101,10 @@ def open_run_folder(run_dir: str, record: dict, *, purge_step=None) -> SummaryWr
         write_json(record, os.path.join(run_dir, "run.json"), allow_nan=True)
         return SummaryWriter(run_dir, purge_step=purge_step)
     except OSError as err:
-        raise RunFolderError(f"cannot write the run folder {run_dir}: {err.strerror or err}; pass a writable "
-                             f"--runs-dir (make train ARGS=\"--runs-dir /path\") or fix its permissions") from err
+        raise RunFolderError(
+            f"cannot write the run folder {run_dir}: {err.strerror or err}; pass a writable "
+            f'--runs-dir (make train ARGS="--runs-dir /path") or fix its permissions'
+        ) from err
 
 
 def update_record(run_dir: str, **fields) -> None:
@@ -105,8 +115,13 @@ def update_record(run_dir: str, **fields) -> None:
 
 def record_resume(prov: dict, *, step: int, changes: dict, commit, dirty) -> dict:
     """The run's provenance with this resume appended: when, at which step, under which commit, what changed."""
-    entry = {"at_step": step, "time": datetime.datetime.now().isoformat(timespec="seconds"), "git_commit": commit,
-             "git_dirty": dirty, "changes": {k: [old, new] for k, (old, new) in changes.items()}}
+    entry = {
+        "at_step": step,
+        "time": datetime.datetime.now().isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "changes": {k: [old, new] for k, (old, new) in changes.items()},
+    }
     return {**prov, "resumes": [*prov.get("resumes", []), entry]}
 
 
@@ -125,8 +140,12 @@ def log_provenance(writer: SummaryWriter, cfg: dict, prov: dict) -> None:
     """The run's provenance and config as TensorBoard text and hparams, at step 0."""
     adr = prov.get("adr") or {}
     text = "\n".join(f"    {k} = {v!r}" for k, v in cfg.items())
-    writer.add_text("provenance", f"ADR {adr.get('number')}: {adr.get('title')}  \ncommit {prov.get('git_commit')} "
-                    f"(dirty: {prov.get('git_dirty')})  \noverrides: {prov.get('overrides')}  \n"
-                    f"exploratory: {prov.get('exploratory')}\n\n{text}", 0)
+    writer.add_text(
+        "provenance",
+        f"ADR {adr.get('number')}: {adr.get('title')}  \ncommit {prov.get('git_commit')} "
+        f"(dirty: {prov.get('git_dirty')})  \noverrides: {prov.get('overrides')}  \n"
+        f"exploratory: {prov.get('exploratory')}\n\n{text}",
+        0,
+    )
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else repr(v)) for k, v in cfg.items()}
     writer.add_hparams(hparams, {"hparam/final_loss": float("nan")}, run_name=".")

@@ -46,12 +46,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "bf16" if native else "fp32"
     if precision == "bf16" and not native:
         if device.type == "cpu":  # measured: ADR 0035
-            why = (f"this CPU (capability {torch.backends.cpu.get_cpu_capability()}) has no bf16 in hardware, and "
-                   "the default UNet trained about 10x slower in bf16 than in fp32 on one (ADR 0035)")
+            why = (
+                f"this CPU (capability {torch.backends.cpu.get_cpu_capability()}) has no bf16 in hardware, and "
+                "the default UNet trained about 10x slower in bf16 than in fp32 on one (ADR 0035)"
+            )
         else:  # not measured here: say what is known and no more
             why = f"this {device.type} device reports no native bf16, so bf16 is emulated and likely slower than fp32"
-        warnings.warn(f"PRECISION = \"bf16\": {why}. Use \"auto\" or \"fp32\" (PRECISION in config.py, "
-                      "--set PRECISION=auto, or sample.py --precision auto).")
+        warnings.warn(
+            f'PRECISION = "bf16": {why}. Use "auto" or "fp32" (PRECISION in config.py, '
+            "--set PRECISION=auto, or sample.py --precision auto)."
+        )
     return precision
 
 
@@ -66,7 +70,9 @@ def describe_hardware(device: torch.device) -> str:
     with contextlib.suppress(OSError, UnicodeDecodeError):  # Linux; elsewhere the capability alone
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    return (f"{model} " if model else "") + f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
+    return (
+        f"{model} " if model else ""
+    ) + f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
 
 
 def autocast(precision: str, device: torch.device):
@@ -104,9 +110,11 @@ class CompiledOrEager:
         try:
             out = self.compiled(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - any failure to compile means: go on eagerly
-            self.warn(f"torch.compile failed ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}); "
-                      "training goes on without it, slower. Set COMPILE = False (an ADR) or --set COMPILE=False "
-                      "to skip the attempt; inductor on CPU needs a C++ compiler (g++ or clang++ on PATH, or $CXX).")
+            self.warn(
+                f"torch.compile failed ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}); "
+                "training goes on without it, slower. Set COMPILE = False (an ADR) or --set COMPILE=False "
+                "to skip the attempt; inductor on CPU needs a C++ compiler (g++ or clang++ on PATH, or $CXX)."
+            )
             self.compiled = None
             return self.module(*args, **kwargs)
         self.proven = True

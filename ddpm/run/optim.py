@@ -55,15 +55,19 @@ def build_optimizer(name: str, groups: list, *, betas: tuple, eps: float, weight
         try:
             from lion_pytorch import Lion
         except ImportError as err:
-            raise OptimizerUnavailable(f"OPTIMIZER = 'lion' needs the lion-pytorch package ({err}); "
-                                       "install requirements.txt: pip install -r requirements.txt") from None
+            raise OptimizerUnavailable(
+                f"OPTIMIZER = 'lion' needs the lion-pytorch package ({err}); "
+                "install requirements.txt: pip install -r requirements.txt"
+            ) from None
         return Lion(groups, betas=betas, weight_decay=weight_decay)
     if name == "adamw8bit":
         try:
             import bitsandbytes
         except ImportError as err:
-            raise OptimizerUnavailable(f"OPTIMIZER = 'adamw8bit' needs bitsandbytes, which requirements.txt leaves out "
-                                       f"({err}): pip install bitsandbytes==0.50.2, or use 'adamw'") from None
+            raise OptimizerUnavailable(
+                f"OPTIMIZER = 'adamw8bit' needs bitsandbytes, which requirements.txt leaves out "
+                f"({err}): pip install bitsandbytes==0.50.2, or use 'adamw'"
+            ) from None
         return bitsandbytes.optim.AdamW8bit(groups, betas=betas, eps=eps, weight_decay=weight_decay)
     raise OptimizerUnavailable(f"OPTIMIZER = {name!r}: expected one of {', '.join(OPTIMIZERS)}")
 

@@ -37,8 +37,10 @@ def _build(path: str, args_name: str, build, args: dict):
     try:
         return build(**args)
     except (TypeError, ValueError, KeyError, AssertionError) as err:
-        raise CheckpointError(f"{path}: inconsistent checkpoint, its {args_name} cannot build the model "
-                              f"({type(err).__name__}: {err}); use another checkpoint") from None
+        raise CheckpointError(
+            f"{path}: inconsistent checkpoint, its {args_name} cannot build the model "
+            f"({type(err).__name__}: {err}); use another checkpoint"
+        ) from None
 
 
 def to_pil(images: torch.Tensor) -> list:
@@ -48,8 +50,20 @@ def to_pil(images: torch.Tensor) -> list:
 
 
 class Pipeline:
-    def __init__(self, *, unet, text_encoder, tokenizer, diffusion, image_size: int, sampling: Sampling,
-                 precision: str, channels_last: bool, config: dict, device="cpu"):
+    def __init__(
+        self,
+        *,
+        unet,
+        text_encoder,
+        tokenizer,
+        diffusion,
+        image_size: int,
+        sampling: Sampling,
+        precision: str,
+        channels_last: bool,
+        config: dict,
+        device="cpu",
+    ):
         self.unet, self.text_encoder, self.tokenizer, self.diffusion = unet, text_encoder, tokenizer, diffusion
         self.image_size, self.sampling, self.channels_last, self.config = image_size, sampling, channels_last, config
         self.device = torch.device(device)
@@ -62,32 +76,47 @@ class Pipeline:
         if os.path.isdir(path):
             found, ckpt = newest_valid(list(reversed(run_checkpoints(path))))
             if ckpt is None:
-                raise CheckpointError(f"{path}: no checkpoint that loads in {os.path.join(path, 'checkpoints')}; "
-                                      "pass a run folder that has trained, a .pt or a .safetensors file")
+                raise CheckpointError(
+                    f"{path}: no checkpoint that loads in {os.path.join(path, 'checkpoints')}; "
+                    "pass a run folder that has trained, a .pt or a .safetensors file"
+                )
             return cls.from_checkpoint(found, device=device, use_ema=use_ema, checkpoint=ckpt, precision=precision)
         return cls.from_checkpoint(path, device=device, use_ema=use_ema, precision=precision)
 
     @classmethod
-    def from_checkpoint(cls, path: str, *, use_ema: bool = True, device=None, checkpoint: dict = None,
-                        precision: str = None) -> "Pipeline":
+    def from_checkpoint(
+        cls, path: str, *, use_ema: bool = True, device=None, checkpoint: dict = None, precision: str = None
+    ) -> "Pipeline":
         """``precision`` overrides the checkpoint's ("auto", "fp32" or "bf16"); ``device`` None: training's choice."""
         ckpt = checkpoint if checkpoint is not None else load_model(path)  # a .pt checkpoint or a .safetensors export
         prefix = "ema_" if use_ema else ""
         unet = _build(path, "unet_args", UNet, ckpt["unet_args"])
         load_weights(path, "unet_args", unet, ckpt.get(prefix + "unet"))
         text_state = ckpt.get(prefix + "text_encoder")  # None: a frozen pretrained tower, not stored
-        text_encoder = _build(path, "text_args", build_text_encoder,  # stored weights need no pretrained ones first
-                              {**ckpt["text_args"], "load_pretrained": text_state is None})
+        text_encoder = _build(
+            path,
+            "text_args",
+            build_text_encoder,  # stored weights need no pretrained ones first
+            {**ckpt["text_args"], "load_pretrained": text_state is None},
+        )
         if text_state is not None:
             load_weights(path, "text_args", text_encoder, text_state)
         speed = ckpt["sampling"]
         device = torch.device(device) if device is not None else default_device()
         unet.to(device, memory_format=memory_format(speed.get("channels_last", False))).eval()
         text_encoder.to(device).eval()
-        return cls(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer_for(ckpt["text_args"]),
-                   diffusion=GaussianDiffusion(**ckpt["diffusion_args"]).to(device), sampling=sampling_of(ckpt),
-                   image_size=ckpt["unet_args"]["image_size"], precision=precision or speed.get("precision", "fp32"),
-                   channels_last=speed.get("channels_last", False), config=ckpt["config"], device=device)
+        return cls(
+            unet=unet,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer_for(ckpt["text_args"]),
+            diffusion=GaussianDiffusion(**ckpt["diffusion_args"]).to(device),
+            sampling=sampling_of(ckpt),
+            image_size=ckpt["unet_args"]["image_size"],
+            precision=precision or speed.get("precision", "fp32"),
+            channels_last=speed.get("channels_last", False),
+            config=ckpt["config"],
+            device=device,
+        )
 
     def _eps(self, x, t, context, mask):
         return self.unet(x.contiguous(memory_format=memory_format(self.channels_last)), t, context, mask)
@@ -101,7 +130,9 @@ class Pipeline:
         return sampling
 
     @torch.no_grad()
-    def generate(self, prompts: list, *, seed: int = 0, batch_size: int = 64, progress=None, **overrides) -> torch.Tensor:
+    def generate(
+        self, prompts: list, *, seed: int = 0, batch_size: int = 64, progress=None, **overrides
+    ) -> torch.Tensor:
         """Images (N, 3, H, W) in [-1, 1] for N prompts; the same seed gives the same images. ``overrides``:
         guidance_scale, num_steps, sampler, eta, clip_x0 (default: this pipeline's ``sampling``)."""
         if not prompts:
@@ -115,13 +146,23 @@ class Pipeline:
             null_ctx = self.text_encoder(null_tokens.to(self.device))
             for i in range(0, len(prompts), batch_size):
                 tok, m = tokens[i : i + batch_size].to(self.device), mask[i : i + batch_size].to(self.device)
-                out.append(self.diffusion.sample(
-                    self._eps, (len(tok), 3, self.image_size, self.image_size),
-                    context=self.text_encoder(tok), context_mask=m,
-                    null_context=null_ctx, null_mask=null_mask.to(self.device),
-                    guidance_scale=s.guidance_scale, sampler=s.sampler, num_steps=s.num_steps, eta=s.eta,
-                    clip_x0=s.clip_x0, generator=generator, progress=progress,
-                ).float())
+                out.append(
+                    self.diffusion.sample(
+                        self._eps,
+                        (len(tok), 3, self.image_size, self.image_size),
+                        context=self.text_encoder(tok),
+                        context_mask=m,
+                        null_context=null_ctx,
+                        null_mask=null_mask.to(self.device),
+                        guidance_scale=s.guidance_scale,
+                        sampler=s.sampler,
+                        num_steps=s.num_steps,
+                        eta=s.eta,
+                        clip_x0=s.clip_x0,
+                        generator=generator,
+                        progress=progress,
+                    ).float()
+                )
         return torch.cat(out)
 
     def __call__(self, prompts, *, seed: int = 0, output_type: str = "pil", **overrides):

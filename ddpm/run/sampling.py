@@ -34,16 +34,24 @@ class Sampling:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Sampling":
-        return cls(guidance_scale=cfg["GUIDANCE_SCALE"], num_steps=cfg["NUM_INFERENCE_STEPS"], sampler=cfg["SAMPLER"],
-                   eta=cfg["DDIM_ETA"], clip_x0=cfg["CLIP_DENOISED"])
+        return cls(
+            guidance_scale=cfg["GUIDANCE_SCALE"],
+            num_steps=cfg["NUM_INFERENCE_STEPS"],
+            sampler=cfg["SAMPLER"],
+            eta=cfg["DDIM_ETA"],
+            clip_x0=cfg["CLIP_DENOISED"],
+        )
 
     @classmethod
     def from_dict(cls, d) -> "Sampling":
         """The settings a checkpoint or an export stored; ValueError naming what is missing or mistyped."""
         if not isinstance(d, dict):
             raise ValueError(f"sampling settings are a {type(d).__name__}, not a dict")
-        wrong = [f"{k} is {d[k]!r}, not {_name(t)}" if k in d else f"{k} is missing" for k, t in _TYPES.items()
-                 if k not in d or isinstance(d[k], bool) and t is not bool or not isinstance(d[k], t)]
+        wrong = [
+            f"{k} is {d[k]!r}, not {_name(t)}" if k in d else f"{k} is missing"
+            for k, t in _TYPES.items()
+            if k not in d or isinstance(d[k], bool) and t is not bool or not isinstance(d[k], t)
+        ]
         if wrong:
             raise ValueError("sampling settings: " + "; ".join(wrong))
         return cls(**{k: d[k] for k in _TYPES})
@@ -58,12 +66,19 @@ class Sampling:
     def problems(self, timesteps: int) -> list:
         """What is wrong with these settings for a schedule of ``timesteps``, each naming the Makefile's variable."""
         most = max_sampling_steps(self.sampler, timesteps)
-        rules = ((self.sampler not in SAMPLERS, f"SAMPLER={self.sampler}: one of {', '.join(SAMPLERS)}"),
-                 (not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0),
-                  f"GUIDANCE={self.guidance_scale:g}: must be a finite number ≥ 0 (1 = no guidance)"),
-                 (not 1 <= self.num_steps <= most, f"STEPS={self.num_steps}: must be in [1, {most}] (the checkpoint's "
-                  "TIMESTEPS" + (" less one for dpmpp2m)" if most < timesteps else ")")),
-                 (not 0 <= self.eta <= 1, f"ETA={self.eta}: must be in [0, 1]"))
+        rules = (
+            (self.sampler not in SAMPLERS, f"SAMPLER={self.sampler}: one of {', '.join(SAMPLERS)}"),
+            (
+                not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0),
+                f"GUIDANCE={self.guidance_scale:g}: must be a finite number ≥ 0 (1 = no guidance)",
+            ),
+            (
+                not 1 <= self.num_steps <= most,
+                f"STEPS={self.num_steps}: must be in [1, {most}] (the checkpoint's "
+                "TIMESTEPS" + (" less one for dpmpp2m)" if most < timesteps else ")"),
+            ),
+            (not 0 <= self.eta <= 1, f"ETA={self.eta}: must be in [0, 1]"),
+        )
         return [message for bad, message in rules if bad]
 
 
@@ -74,14 +89,23 @@ def _name(types) -> str:
 def run_problems(*, n: int, n_max: int, seed: int, sweep=()) -> list:
     """What is wrong with a command's other sampling values: ``n`` images (or samples per prompt) in [1, n_max],
     the seed in [0, SEED_MAX], and each guidance scale of a sweep finite and ≥ 0."""
-    problems = [message for bad, message in (
-        (not 1 <= n <= n_max, f"N={n}: must be in [1, {n_max}]"),
-        (not 0 <= seed <= SEED_MAX, f"SEED={seed}: must be in [0, {SEED_MAX}] (2**64 - 1, what torch's generator takes)"),
-    ) if bad]
+    problems = [
+        message
+        for bad, message in (
+            (not 1 <= n <= n_max, f"N={n}: must be in [1, {n_max}]"),
+            (
+                not 0 <= seed <= SEED_MAX,
+                f"SEED={seed}: must be in [0, {SEED_MAX}] (2**64 - 1, what torch's generator takes)",
+            ),
+        )
+        if bad
+    ]
     bad_scales = [s for s in sweep if not (math.isfinite(s) and s >= 0)]
     if bad_scales:
-        problems.append(f"SWEEP value{'s' if len(bad_scales) > 1 else ''} {', '.join(f'{s:g}' for s in bad_scales)}: "
-                        "each guidance scale must be a finite number ≥ 0 (1 = no guidance)")
+        problems.append(
+            f"SWEEP value{'s' if len(bad_scales) > 1 else ''} {', '.join(f'{s:g}' for s in bad_scales)}: "
+            "each guidance scale must be a finite number ≥ 0 (1 = no guidance)"
+        )
     return problems
 
 

@@ -12,18 +12,19 @@ import re
 
 from ddpm.data.images import RESIZE_POLICIES
 from ddpm.data.load import BAD_FILE_POLICIES, DATASETS, FLIP_POLICIES
-from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES, max_sampling_steps
 from ddpm.data.shapes import SPLITS
+from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES, max_sampling_steps
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.model.unet import NORMS
-from ddpm.run.sampling import PRECISIONS, SEED_MAX, Sampling
 from ddpm.run.finetune import UNET_PARTS, parse_parts
 from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
+from ddpm.run.sampling import PRECISIONS, SEED_MAX, Sampling
 
 
 def _int(lo=None, hi=None):
     def check(v):
         return (lo is None or v >= lo) and (hi is None or v <= hi)
+
     text = f"an int in [{lo}, {'∞' if hi is None else '2**64 - 1' if hi == SEED_MAX else hi}]"
     return int, check, text
 
@@ -31,6 +32,7 @@ def _int(lo=None, hi=None):
 def _float(lo, hi, *, lo_open=False, hi_open=False):
     def check(v):
         return math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
     text = f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
     return (int, float), check, text
 
@@ -42,6 +44,7 @@ def _choice(options):
 def _int_tuple(*, lo, allow_empty):
     def check(v):
         return (allow_empty or len(v) > 0) and all(type(x) is int and x >= lo for x in v)
+
     return tuple, check, f"a tuple of ints ≥ {lo}" + ("" if allow_empty else ", not empty")
 
 
@@ -64,8 +67,11 @@ SCHEMA = {
     "DATASET_SPLIT": _choice(SPLITS),
     "IMAGE_SIZE": _int(8, 256),
     "RESIZE": _choice(RESIZE_POLICIES),
-    "BACKGROUND": (tuple, lambda v: len(v) == 3 and all(type(x) is int and 0 <= x <= 255 for x in v),
-                   "a tuple of 3 ints in [0, 255]"),
+    "BACKGROUND": (
+        tuple,
+        lambda v: len(v) == 3 and all(type(x) is int and 0 <= x <= 255 for x in v),
+        "a tuple of 3 ints in [0, 255]",
+    ),
     "FLIP": _choice(FLIP_POLICIES),
     "BAD_FILES": _choice(BAD_FILE_POLICIES),
     "CIFAR10_CAPTION": (str, lambda v: v.count("{}") == 1, 'a string with one "{}" for the class'),
@@ -107,8 +113,11 @@ SCHEMA = {
     "WARMUP_STEPS": _int(0),
     "WEIGHT_DECAY": _float(0, 1),
     "OPTIMIZER": _choice(OPTIMIZERS),
-    "ADAM_BETAS": ((tuple, list), lambda v: len(v) == 2 and all(type(b) in (int, float) and 0 <= b < 1 for b in v),
-                   "a pair (β1, β2) of numbers in [0, 1)"),
+    "ADAM_BETAS": (
+        (tuple, list),
+        lambda v: len(v) == 2 and all(type(b) in (int, float) and 0 <= b < 1 for b in v),
+        "a pair (β1, β2) of numbers in [0, 1)",
+    ),
     "ADAM_EPS": _float(0, 1, lo_open=True),
     "LR_SCHEDULE": _choice(LR_SCHEDULES),
     "LR_MIN_RATIO": _float(0, 1),
@@ -167,7 +176,9 @@ def _cross_checks(c: dict) -> list:
     errors = []
     levels = len(c["CHANNEL_MULTS"])
     if c["IMAGE_SIZE"] % 2 ** (levels - 1):
-        errors.append(f"IMAGE_SIZE = {c['IMAGE_SIZE']}: must be divisible by 2^{levels - 1} for {levels} CHANNEL_MULTS levels")
+        errors.append(
+            f"IMAGE_SIZE = {c['IMAGE_SIZE']}: must be divisible by 2^{levels - 1} for {levels} CHANNEL_MULTS levels"
+        )
     resolutions = [c["IMAGE_SIZE"] // 2**i for i in range(levels)]
     for r in c["ATTENTION_RESOLUTIONS"]:
         if r not in resolutions:
@@ -175,32 +186,40 @@ def _cross_checks(c: dict) -> list:
     for mult in c["CHANNEL_MULTS"]:
         ch = c["BASE_CHANNELS"] * mult
         if ch % c["NORM_GROUPS"] or ch % c["ATTENTION_HEADS"]:
-            errors.append(f"BASE_CHANNELS × {mult} = {ch}: must be divisible by NORM_GROUPS = {c['NORM_GROUPS']} "
-                          f"and ATTENTION_HEADS = {c['ATTENTION_HEADS']}")
+            errors.append(
+                f"BASE_CHANNELS × {mult} = {ch}: must be divisible by NORM_GROUPS = {c['NORM_GROUPS']} "
+                f"and ATTENTION_HEADS = {c['ATTENTION_HEADS']}"
+            )
     if c["TIME_EMB_DIM"] % 2:
         errors.append(f"TIME_EMB_DIM = {c['TIME_EMB_DIM']}: must be even (cos and sin halves)")
     if c["TEXT_WIDTH"] % c["TEXT_HEADS"]:
         errors.append(f"TEXT_WIDTH = {c['TEXT_WIDTH']}: must be divisible by TEXT_HEADS = {c['TEXT_HEADS']}")
     most = max_sampling_steps(c["SAMPLER"], c["TIMESTEPS"])
     if c["NUM_INFERENCE_STEPS"] > most:
-        errors.append(f"NUM_INFERENCE_STEPS = {c['NUM_INFERENCE_STEPS']}: must be ≤ {most} (TIMESTEPS = {c['TIMESTEPS']}"
-                      + (" less one for SAMPLER = \"dpmpp2m\")" if most < c["TIMESTEPS"] else ")"))
+        errors.append(
+            f"NUM_INFERENCE_STEPS = {c['NUM_INFERENCE_STEPS']}: must be ≤ {most} (TIMESTEPS = {c['TIMESTEPS']}"
+            + (' less one for SAMPLER = "dpmpp2m")' if most < c["TIMESTEPS"] else ")")
+        )
     if c["BETA_SCHEDULE"] == "linear" and c["BETA_START"] >= c["BETA_END"]:
         errors.append(f"BETA_START = {c['BETA_START']}: must be below BETA_END = {c['BETA_END']}")
     if c["TEXT_ENCODER"] == "open_clip" and not c["OPEN_CLIP_PRETRAINED"]:
         errors.append("OPEN_CLIP_PRETRAINED is empty: the open_clip encoder needs a pretrained tag or a weights file")
     if c["DATASET"] != "shapes" and not c["DATA_DIR"]:
-        errors.append(f"DATA_DIR is empty: DATASET = {c['DATASET']!r} reads its images from a folder (--set DATA_DIR=/path)")
+        errors.append(
+            f"DATA_DIR is empty: DATASET = {c['DATASET']!r} reads its images from a folder (--set DATA_DIR=/path)"
+        )
     if c["BATCH_SIZE"] % c["GRAD_ACCUM_STEPS"]:
-        errors.append(f"GRAD_ACCUM_STEPS = {c['GRAD_ACCUM_STEPS']}: must divide BATCH_SIZE = {c['BATCH_SIZE']} "
-                      "(each micro-batch is BATCH_SIZE / GRAD_ACCUM_STEPS images)")
+        errors.append(
+            f"GRAD_ACCUM_STEPS = {c['GRAD_ACCUM_STEPS']}: must divide BATCH_SIZE = {c['BATCH_SIZE']} "
+            "(each micro-batch is BATCH_SIZE / GRAD_ACCUM_STEPS images)"
+        )
     if c["DATASET"] == "shapes" and c["BATCH_SIZE"] > c["DATASET_SIZE"]:
         errors.append(f"BATCH_SIZE = {c['BATCH_SIZE']}: must be ≤ DATASET_SIZE = {c['DATASET_SIZE']}")
     return errors
 
 
 def unknown(key: str) -> str:
-    """"unknown key; did you mean LEARNING_RATE?" with the nearest known names, or where to find them all."""
+    """ "unknown key; did you mean LEARNING_RATE?" with the nearest known names, or where to find them all."""
     near = difflib.get_close_matches(key.upper(), SCHEMA, n=3, cutoff=0.6)
     return "unknown key; " + (f"did you mean {' or '.join(near)}?" if near else "config.py lists the known keys")
 
@@ -230,16 +249,38 @@ def config_from_module(module) -> dict:
 # ---- config values → constructor arguments (the only place that maps one to the other) ------------------
 # constructor argument → the config key it comes from, per component; read both ways (``config_name``)
 CONFIG_NAMES = {
-    "unet_args": {"image_size": "IMAGE_SIZE", "base_channels": "BASE_CHANNELS", "channel_mults": "CHANNEL_MULTS",
-                  "num_res_blocks": "NUM_RES_BLOCKS", "attention_resolutions": "ATTENTION_RESOLUTIONS",
-                  "time_emb_dim": "TIME_EMB_DIM", "attention_heads": "ATTENTION_HEADS", "norm_groups": "NORM_GROUPS",
-                  "dropout": "DROPOUT", "linear_bias": "LINEAR_BIAS", "norm": "NORM", "pooled_text": "POOLED_TEXT",
-                  "scale_shift": "SCALE_SHIFT"},
-    "text_args": {"kind": "TEXT_ENCODER", "context_length": "TEXT_CONTEXT_LENGTH", "width": "TEXT_WIDTH",
-                  "heads": "TEXT_HEADS", "layers": "TEXT_LAYERS", "open_clip_model": "OPEN_CLIP_MODEL",
-                  "open_clip_pretrained": "OPEN_CLIP_PRETRAINED", "train_tower": "TRAIN_TEXT_TOWER"},
-    "diffusion_args": {"timesteps": "TIMESTEPS", "schedule": "BETA_SCHEDULE", "beta_start": "BETA_START",
-                       "beta_end": "BETA_END", "prediction": "PREDICTION"},
+    "unet_args": {
+        "image_size": "IMAGE_SIZE",
+        "base_channels": "BASE_CHANNELS",
+        "channel_mults": "CHANNEL_MULTS",
+        "num_res_blocks": "NUM_RES_BLOCKS",
+        "attention_resolutions": "ATTENTION_RESOLUTIONS",
+        "time_emb_dim": "TIME_EMB_DIM",
+        "attention_heads": "ATTENTION_HEADS",
+        "norm_groups": "NORM_GROUPS",
+        "dropout": "DROPOUT",
+        "linear_bias": "LINEAR_BIAS",
+        "norm": "NORM",
+        "pooled_text": "POOLED_TEXT",
+        "scale_shift": "SCALE_SHIFT",
+    },
+    "text_args": {
+        "kind": "TEXT_ENCODER",
+        "context_length": "TEXT_CONTEXT_LENGTH",
+        "width": "TEXT_WIDTH",
+        "heads": "TEXT_HEADS",
+        "layers": "TEXT_LAYERS",
+        "open_clip_model": "OPEN_CLIP_MODEL",
+        "open_clip_pretrained": "OPEN_CLIP_PRETRAINED",
+        "train_tower": "TRAIN_TEXT_TOWER",
+    },
+    "diffusion_args": {
+        "timesteps": "TIMESTEPS",
+        "schedule": "BETA_SCHEDULE",
+        "beta_start": "BETA_START",
+        "beta_end": "BETA_END",
+        "prediction": "PREDICTION",
+    },
 }
 
 
@@ -249,8 +290,9 @@ def config_name(group: str, arg: str) -> str:
 
 
 def _args(group: str, cfg: dict) -> dict:
-    return {arg: tuple(cfg[name]) if isinstance(cfg[name], list) else cfg[name]
-            for arg, name in CONFIG_NAMES[group].items()}
+    return {
+        arg: tuple(cfg[name]) if isinstance(cfg[name], list) else cfg[name] for arg, name in CONFIG_NAMES[group].items()
+    }
 
 
 def text_args(cfg: dict) -> dict:
@@ -266,18 +308,35 @@ def text_args(cfg: dict) -> dict:
 def unet_args(cfg: dict, *, context_dim: int) -> dict:
     """``UNet`` arguments; ``context_dim`` is the text encoder's output width."""
     args = _args("unet_args", cfg)
-    return {"image_size": args.pop("image_size"), "in_channels": 3, "base_channels": args.pop("base_channels"),
-            "channel_mults": tuple(args.pop("channel_mults")), "num_res_blocks": args.pop("num_res_blocks"),
-            "attention_resolutions": tuple(args.pop("attention_resolutions")), "time_emb_dim": args.pop("time_emb_dim"),
-            "context_dim": context_dim, **args}
+    return {
+        "image_size": args.pop("image_size"),
+        "in_channels": 3,
+        "base_channels": args.pop("base_channels"),
+        "channel_mults": tuple(args.pop("channel_mults")),
+        "num_res_blocks": args.pop("num_res_blocks"),
+        "attention_resolutions": tuple(args.pop("attention_resolutions")),
+        "time_emb_dim": args.pop("time_emb_dim"),
+        "context_dim": context_dim,
+        **args,
+    }
 
 
 def data_args(cfg: dict) -> dict:
     """``ddpm.data.load.load_dataset`` arguments (train.py adds ``cache_dir``)."""
-    return dict(dataset=cfg["DATASET"], data_dir=cfg["DATA_DIR"], image_size=cfg["IMAGE_SIZE"],
-                batch_size=cfg["BATCH_SIZE"], dataset_size=cfg["DATASET_SIZE"], dataset_seed=cfg["DATASET_SEED"],
-                split=cfg["DATASET_SPLIT"], flip=cfg["FLIP"], bad_files=cfg["BAD_FILES"], background=tuple(cfg["BACKGROUND"]),
-                resize=cfg["RESIZE"], cifar10_caption=cfg["CIFAR10_CAPTION"])
+    return dict(
+        dataset=cfg["DATASET"],
+        data_dir=cfg["DATA_DIR"],
+        image_size=cfg["IMAGE_SIZE"],
+        batch_size=cfg["BATCH_SIZE"],
+        dataset_size=cfg["DATASET_SIZE"],
+        dataset_seed=cfg["DATASET_SEED"],
+        split=cfg["DATASET_SPLIT"],
+        flip=cfg["FLIP"],
+        bad_files=cfg["BAD_FILES"],
+        background=tuple(cfg["BACKGROUND"]),
+        resize=cfg["RESIZE"],
+        cifar10_caption=cfg["CIFAR10_CAPTION"],
+    )
 
 
 def sampling_args(cfg: dict) -> dict:

@@ -80,8 +80,18 @@ class Run:
         return self.state.step >= self.total
 
 
-def build(cfg: dict, prov: dict, run_dir: str, *, runs_dir: str, device: str, max_steps: Optional[int],
-          resume: Optional[tuple], init_path: Optional[str], log=print) -> Run:
+def build(
+    cfg: dict,
+    prov: dict,
+    run_dir: str,
+    *,
+    runs_dir: str,
+    device: str,
+    max_steps: Optional[int],
+    resume: Optional[tuple],
+    init_path: Optional[str],
+    log=print,
+) -> Run:
     """The run of ``cfg``; ``resume`` is None or (checkpoint path, checkpoint, changes); ``init_path`` a base."""
     try:
         world = ddp.init(device, timeout=DIST_TIMEOUT)  # a world of one without torchrun
@@ -89,8 +99,17 @@ def build(cfg: dict, prov: dict, run_dir: str, *, runs_dir: str, device: str, ma
     except ValueError as err:
         raise RunError(str(err)) from None
     run_dir = world.broadcast(run_dir)  # rank 0's name (the default is the time, which the ranks may read apart)
-    heartbeat = ddp.Heartbeat(world, advice=lambda: f"{last_good(run_dir)} Resume: make train NPROC={world.size} "
-                              f"ARGS=\"--resume {os.path.basename(run_dir)}\"") if world.distributed else None
+    heartbeat = (
+        ddp.Heartbeat(
+            world,
+            advice=lambda: (
+                f"{last_good(run_dir)} Resume: make train NPROC={world.size} "
+                f'ARGS="--resume {os.path.basename(run_dir)}"'
+            ),
+        )
+        if world.distributed
+        else None
+    )
     say = log if world.main else (lambda *a, **k: None)
     torch.manual_seed(cfg["SEED"])  # the same initial weights on every rank
     gen = torch.Generator().manual_seed(cfg["SEED"])  # the epoch permutation (on CPU), the same on every rank
@@ -98,8 +117,10 @@ def build(cfg: dict, prov: dict, run_dir: str, *, runs_dir: str, device: str, ma
     precision = prov["precision"] = resolve_precision(cfg["PRECISION"], world.device)  # bf16 where native (ADR 0035)
     prov["hardware"] = describe_hardware(world.device)  # img/s means little without it (`make runs` shows both)
     if cfg["PRECISION"] == "auto":
-        say(f"precision: {precision} (PRECISION = \"auto\": bf16 is {'' if precision == 'bf16' else 'not '}"
-            f"native on this {world.device.type})")
+        say(
+            f'precision: {precision} (PRECISION = "auto": bf16 is {"" if precision == "bf16" else "not "}'
+            f"native on this {world.device.type})"
+        )
 
     try:  # images in [-1, 1], captions tokenised once
         data = load_dataset(**settings.data_args(cfg), cache_dir=os.path.join(runs_dir, ".data-cache"), log=say)
@@ -124,40 +145,80 @@ def build(cfg: dict, prov: dict, run_dir: str, *, runs_dir: str, device: str, ma
     unet_trainable, unet_share, share_text = select_trainable(unet, parse_parts(cfg["TRAIN_UNET_PARTS"]))
     say(f"training {share_text}; text encoder: {'frozen' if text_encoder.frozen else 'trained'}")
     text_lr = cfg["TEXT_LEARNING_RATE"] or cfg["LEARNING_RATE"]  # 0 = the UNet's (ADR 0027)
-    groups = optim.param_groups([(unet_trainable, cfg["LEARNING_RATE"]),
-                                 ([] if text_encoder.frozen else text_encoder.parameters(), text_lr)])
+    groups = optim.param_groups(
+        [(unet_trainable, cfg["LEARNING_RATE"]), ([] if text_encoder.frozen else text_encoder.parameters(), text_lr)]
+    )
     try:
-        optimizer = optim.build_optimizer(cfg["OPTIMIZER"], groups, betas=cfg["ADAM_BETAS"], eps=cfg["ADAM_EPS"],
-                                          weight_decay=cfg["WEIGHT_DECAY"])
+        optimizer = optim.build_optimizer(
+            cfg["OPTIMIZER"], groups, betas=cfg["ADAM_BETAS"], eps=cfg["ADAM_EPS"], weight_decay=cfg["WEIGHT_DECAY"]
+        )
     except optim.OptimizerUnavailable as err:
         raise RunError(str(err)) from None
     ema_text = text_encoder if text_encoder.frozen else copy.deepcopy(text_encoder).eval().requires_grad_(False)
-    state = TrainState(unet=unet, ema_unet=copy.deepcopy(unet).eval().requires_grad_(False), text_encoder=text_encoder,
-                       ema_text=ema_text, optimizer=optimizer, generator=gen, draws=draws)
+    state = TrainState(
+        unet=unet,
+        ema_unet=copy.deepcopy(unet).eval().requires_grad_(False),
+        text_encoder=text_encoder,
+        ema_text=ema_text,
+        optimizer=optimizer,
+        generator=gen,
+        draws=draws,
+    )
     if world.rank:
         torch.manual_seed(ddp.seed_for(cfg["SEED"], world.rank))  # each rank's own dropout masks
     if init_path:  # a fine-tuning run: the base's EMA weights, this run's optimizer and step 0
         try:
-            prov["base"] = init_from(init_path, unet=unet, ema_unet=state.ema_unet, text_encoder=text_encoder,
-                                     ema_text=ema_text, unet_args=unet_args, text_args=text_args,
-                                     diffusion_args=diffusion_args)
+            prov["base"] = init_from(
+                init_path,
+                unet=unet,
+                ema_unet=state.ema_unet,
+                text_encoder=text_encoder,
+                ema_text=ema_text,
+                unet_args=unet_args,
+                text_args=text_args,
+                diffusion_args=diffusion_args,
+            )
         except FinetuneError as err:
             raise RunError(str(err)) from None
         say(f"fine-tuning from {init_path} (run {prov['base']['run']}, step {prov['base']['step']})")
 
-    spec = dict(unet_args=unet_args, text_args=text_args, diffusion_args=diffusion_args,
-                sampling=settings.sampling_args(cfg), config=cfg, provenance=prov)
+    spec = dict(
+        unet_args=unet_args,
+        text_args=text_args,
+        diffusion_args=diffusion_args,
+        sampling=settings.sampling_args(cfg),
+        config=cfg,
+        provenance=prov,
+    )
     steps_per_epoch = len(data.images) // cfg["BATCH_SIZE"]  # the remainder of each shuffled epoch is dropped
     total = cfg["EPOCHS"] * steps_per_epoch if max_steps is None else min(max_steps, cfg["EPOCHS"] * steps_per_epoch)
-    run = Run(cfg=cfg, world=world, run_dir=run_dir, precision=precision, images=data.images.to(world.device),
-              caption_index=torch.tensor([position[c] for c in data.captions], device=world.device),
-              null_index=len(unique) - 1, tokens=tokens, token_mask=token_mask, cached=cached,
-              text_encoder=text_encoder, encode=text_encoder if text_encoder.frozen else world.wrap(text_encoder),
-              unet=unet, unet_step=CompiledOrEager(world.wrap(unet), enabled=cfg["COMPILE"], warn=log),
-              diffusion=GaussianDiffusion(**diffusion_args).to(world.device),
-              trainable=unet_trainable + ([] if text_encoder.frozen else list(text_encoder.parameters())),
-              optimizer=optimizer, state=state, spec=spec, steps_per_epoch=steps_per_epoch, total=total, data=data,
-              memory_format=fmt, heartbeat=heartbeat, record={"unet_trained_share": round(unet_share, 4), "unet_trained": share_text})
+    run = Run(
+        cfg=cfg,
+        world=world,
+        run_dir=run_dir,
+        precision=precision,
+        images=data.images.to(world.device),
+        caption_index=torch.tensor([position[c] for c in data.captions], device=world.device),
+        null_index=len(unique) - 1,
+        tokens=tokens,
+        token_mask=token_mask,
+        cached=cached,
+        text_encoder=text_encoder,
+        encode=text_encoder if text_encoder.frozen else world.wrap(text_encoder),
+        unet=unet,
+        unet_step=CompiledOrEager(world.wrap(unet), enabled=cfg["COMPILE"], warn=log),
+        diffusion=GaussianDiffusion(**diffusion_args).to(world.device),
+        trainable=unet_trainable + ([] if text_encoder.frozen else list(text_encoder.parameters())),
+        optimizer=optimizer,
+        state=state,
+        spec=spec,
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        data=data,
+        memory_format=fmt,
+        heartbeat=heartbeat,
+        record={"unet_trained_share": round(unet_share, 4), "unet_trained": share_text},
+    )
     if resume:
         restore(run, resume, log=say)
     return run
@@ -168,8 +229,11 @@ def restore(run: Run, resume: tuple, *, log=print) -> None:
     ckpt_path, ckpt, changes = resume
     diffs = architecture_diff(ckpt, run.spec, names=("checkpoint", "now"))
     if diffs:
-        raise RunError("cannot resume: the model differs from the checkpoint's\n  " + "\n  ".join(diffs) +
-                       "\nStart a new run, or restore the checkpoint's values (see its config in run.json)")
+        raise RunError(
+            "cannot resume: the model differs from the checkpoint's\n  "
+            + "\n  ".join(diffs)
+            + "\nStart a new run, or restore the checkpoint's values (see its config in run.json)"
+        )
     state = run.state
     state.restore(ckpt)
     state.perm = None if state.perm is None else state.perm.to(run.device)
@@ -179,8 +243,10 @@ def restore(run: Run, resume: tuple, *, log=print) -> None:
     if run.finished:
         return
     adr = prov.get("adr") or {}
-    log(f"resuming {ckpt_path} (step {state.step}, epoch {state.epoch}), trained under ADR {adr.get('number')}: "
-        f"{adr.get('title')}")
+    log(
+        f"resuming {ckpt_path} (step {state.step}, epoch {state.epoch}), trained under ADR {adr.get('number')}: "
+        f"{adr.get('title')}"
+    )
     commit, dirty = provenance.git_state(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     run.spec["provenance"] = record_resume(prov, step=state.step, changes=changes, commit=commit, dirty=dirty)
 
@@ -190,22 +256,39 @@ def open_folder(run: Run, *, resumed: bool, grid_size: int) -> list:
     prompts. A folder that cannot be written raises RunError."""
     cfg, state = run.cfg, run.state
     record = read_json(os.path.join(run.run_dir, "run.json")) if resumed else {}
-    record.update(name=os.path.basename(run.run_dir), config=cfg, provenance=run.spec["provenance"], step=state.step,
-                  epoch=state.epoch, **run.record)
+    record.update(
+        name=os.path.basename(run.run_dir),
+        config=cfg,
+        provenance=run.spec["provenance"],
+        step=state.step,
+        epoch=state.epoch,
+        **run.record,
+    )
     record.setdefault("started", datetime.datetime.now().isoformat(timespec="seconds"))
     record.setdefault("final_loss", None)
     run.record = record
     try:
-        run.writer = open_run_folder(run.run_dir, record, purge_step=state.step + 1 if resumed else None) \
-            if run.world.main else ddp.NullWriter()  # rank 0 alone writes
+        run.writer = (
+            open_run_folder(run.run_dir, record, purge_step=state.step + 1 if resumed else None)
+            if run.world.main
+            else ddp.NullWriter()
+        )  # rank 0 alone writes
     except RunFolderError as err:
         raise RunError(str(err)) from None
     if run.world.main and not resumed:
         log_provenance(run.writer, cfg, run.spec["provenance"])
-    run.preview = Pipeline(unet=state.ema_unet, text_encoder=state.ema_text, tokenizer=tokenizer_for(run.spec["text_args"]),
-                           diffusion=run.diffusion, image_size=cfg["IMAGE_SIZE"], sampling=Sampling.from_config(cfg),
-                           precision=cfg["PRECISION"], channels_last=cfg["CHANNELS_LAST"], config=cfg,
-                           device=run.device)
+    run.preview = Pipeline(
+        unet=state.ema_unet,
+        text_encoder=state.ema_text,
+        tokenizer=tokenizer_for(run.spec["text_args"]),
+        diffusion=run.diffusion,
+        image_size=cfg["IMAGE_SIZE"],
+        sampling=Sampling.from_config(cfg),
+        precision=cfg["PRECISION"],
+        channels_last=cfg["CHANNELS_LAST"],
+        config=cfg,
+        device=run.device,
+    )
     if run.world.main:
         run.data.write_report(run.run_dir)  # the files skipped as unreadable, if any
     return grid_prompts(grid_size) if cfg["DATASET"] == "shapes" else run.data.grid_captions(grid_size)

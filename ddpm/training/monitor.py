@@ -21,8 +21,8 @@ import torch
 from tqdm import tqdm
 
 from ddpm.measure.caption_probe import training_probe
-from ddpm.measure.scoring import quick_eval
 from ddpm.measure.report import samples_sheet
+from ddpm.measure.scoring import quick_eval
 from ddpm.run import checkpoint as ckpts
 from ddpm.run.folder import last_good, save_grid, update_record
 
@@ -42,8 +42,9 @@ def probe_for(run, runs_dir: str, *, log=print):
     if not (cfg["EVAL_EVERY"] or cfg["EVAL_EVERY_STEPS"]) or not run.world.main:
         return None
     with torch.random.fork_rng(devices=[]):
-        return training_probe(run.data, cache_dir=os.path.join(runs_dir, ".probe"), image_size=cfg["IMAGE_SIZE"],
-                              log=log)
+        return training_probe(
+            run.data, cache_dir=os.path.join(runs_dir, ".probe"), image_size=cfg["IMAGE_SIZE"], log=log
+        )
 
 
 def eval_due(cfg, state, end_of_epoch, *, stepped) -> bool:
@@ -56,8 +57,15 @@ def eval_due(cfg, state, end_of_epoch, *, stepped) -> bool:
 def evaluate(preview, probe, cfg, writer, step) -> dict:
     """The cheap probe evaluation (ddpm/measure/scoring.py) at its fixed yardstick, PROBE_GUIDANCE_SCALE and
     PROBE_DDIM_ETA (ADR 0046, 0047), not the samples' settings; its scores go to TensorBoard as eval/*."""
-    scores = quick_eval(preview, probe, guidance_scale=cfg["PROBE_GUIDANCE_SCALE"], eta=cfg["PROBE_DDIM_ETA"],
-                        num_steps=cfg["NUM_INFERENCE_STEPS"], sampler=cfg["SAMPLER"], seed=cfg["SEED"])
+    scores = quick_eval(
+        preview,
+        probe,
+        guidance_scale=cfg["PROBE_GUIDANCE_SCALE"],
+        eta=cfg["PROBE_DDIM_ETA"],
+        num_steps=cfg["NUM_INFERENCE_STEPS"],
+        sampler=cfg["SAMPLER"],
+        seed=cfg["SEED"],
+    )
     for key, value in scores.items():
         if value is not None:
             writer.add_scalar(f"eval/{key}", value, step)
@@ -76,14 +84,17 @@ class Monitor:
         self.curve = run.record.get("quality_curve", [])  # (minutes of training, step, accuracy, probability)
         self.train_seconds = self.curve[-1]["minutes"] * 60 if self.curve else 0.0
         terminal = sys.stderr.isatty() if terminal is None else terminal
-        self.bar = tqdm(total=run.total, initial=state.step, unit="step", dynamic_ncols=True,
-                        disable=not (self.main and terminal))
+        self.bar = tqdm(
+            total=run.total, initial=state.step, unit="step", dynamic_ncols=True, disable=not (self.main and terminal)
+        )
         self.lines = self.main and not terminal  # progress as lines, off a terminal
         run.unet.train()
         run.text_encoder.train()
         if run.cfg["COMPILE"]:
-            self.say("compiling the UNet: the first step takes up to a minute or two (cached afterwards); COMPILE "
-                     "in config.py")
+            self.say(
+                "compiling the UNet: the first step takes up to a minute or two (cached afterwards); COMPILE "
+                "in config.py"
+            )
 
     def say(self, text: str) -> None:
         if self.main:
@@ -99,10 +110,12 @@ class Monitor:
             self.say(f"step {state.step}: non-finite {result.what}, update skipped ({self.bad_steps} in a row)")
             if self.bad_steps >= MAX_BAD_STEPS:
                 self.close()
-                raise RunStopped(f"{result.what} was not finite for {self.bad_steps} steps in a row at step {state.step}; "
-                                 f"stopping. {last_good(self.run.run_dir)} Resuming would repeat the same steps "
-                                 "(training is deterministic): start a new run with a lower LEARNING_RATE or GRAD_CLIP "
-                                 "(an ADR), or fine-tune from that checkpoint with --init-from")
+                raise RunStopped(
+                    f"{result.what} was not finite for {self.bad_steps} steps in a row at step {state.step}; "
+                    f"stopping. {last_good(self.run.run_dir)} Resuming would repeat the same steps "
+                    "(training is deterministic): start a new run with a lower LEARNING_RATE or GRAD_CLIP "
+                    "(an ADR), or fine-tune from that checkpoint with --init-from"
+                )
             return
         self.bad_steps = 0
         self.bar.update(1)
@@ -141,8 +154,11 @@ class Monitor:
         if self.lines and (now - self.said >= PROGRESS_SECONDS or state.step >= run.total):
             self.said = now
             left = (run.total - state.step) * run.cfg["BATCH_SIZE"] / max(img_s, 1e-9) / 60
-            print(f"step {state.step:,}/{run.total:,} ({state.step / run.total:.0%}) loss {self.loss:.4f} lr {lr:.1e} "
-                  f"{img_s:.0f} img/s, about {left:.0f} min of steps left", flush=True)
+            print(
+                f"step {state.step:,}/{run.total:,} ({state.step / run.total:.0%}) loss {self.loss:.4f} lr {lr:.1e} "
+                f"{img_s:.0f} img/s, about {left:.0f} min of steps left",
+                flush=True,
+            )
 
     def grid_due(self, end_of_epoch: bool) -> bool:
         cfg, state = self.run.cfg, self.run.state
@@ -155,7 +171,9 @@ class Monitor:
         images = run.preview.generate(self.prompts, seed=run.cfg["SEED"])
         with self.writing("the sample grid"):
             path = save_grid(images, self.prompts, run.writer, run.run_dir, epoch=state.epoch, step=state.step)
-            samples_sheet(images, self.prompts, 1, os.path.join(os.path.dirname(path), "captioned", os.path.basename(path)))
+            samples_sheet(
+                images, self.prompts, 1, os.path.join(os.path.dirname(path), "captioned", os.path.basename(path))
+            )
         self.say(f"epoch {state.epoch} step {state.step}: loss {self.loss:.4f}, samples → {path}")
 
     def probe_due(self, end_of_epoch: bool, stepped: bool) -> bool:
@@ -167,13 +185,20 @@ class Monitor:
         """One point of the time-to-quality curve, in TensorBoard and run.json."""
         run, step = self.run, self.run.state.step
         scores = evaluate(run.preview, self.probe, run.cfg, run.writer, step)
-        self.curve.append({"minutes": round(self.train_seconds / 60, 2), "step": step,
-                           "joint_accuracy": scores["joint_accuracy"],
-                           **{k: scores[k] for k in ("prompt_prob", "joint_prob") if scores.get(k) is not None}})
+        self.curve.append(
+            {
+                "minutes": round(self.train_seconds / 60, 2),
+                "step": step,
+                "joint_accuracy": scores["joint_accuracy"],
+                **{k: scores[k] for k in ("prompt_prob", "joint_prob") if scores.get(k) is not None},
+            }
+        )
         with self.writing("run.json"):
             update_record(run.run_dir, quality_curve=self.curve)
-        self.say(f"epoch {run.state.epoch} step {step}: joint prompt accuracy {scores['joint_accuracy']:.3f} after "
-                 f"{self.train_seconds / 60:.1f} min of training")
+        self.say(
+            f"epoch {run.state.epoch} step {step}: joint prompt accuracy {scores['joint_accuracy']:.3f} after "
+            f"{self.train_seconds / 60:.1f} min of training"
+        )
 
     def checkpoint_due(self, end_of_epoch: bool) -> bool:
         cfg, state = self.run.cfg, self.run.state
@@ -202,9 +227,11 @@ class Monitor:
         """What to do after a failed write: resume from the last good checkpoint, or start again when none exists."""
         name = os.path.basename(self.run.run_dir)
         if ckpts.run_checkpoints(self.run.run_dir):
-            return f"{last_good(self.run.run_dir)} {fix[0].upper() + fix[1:]} and resume: make train ARGS=\"--resume {name}\""
-        return (f"No checkpoint was written yet: {fix}, and start it again with the same command (the folder "
-                f"{name} holds no checkpoint, so the same --run name starts afresh)")
+            return f'{last_good(self.run.run_dir)} {fix[0].upper() + fix[1:]} and resume: make train ARGS="--resume {name}"'
+        return (
+            f"No checkpoint was written yet: {fix}, and start it again with the same command (the folder "
+            f"{name} holds no checkpoint, so the same --run name starts afresh)"
+        )
 
     @contextlib.contextmanager
     def writing(self, what: str):
@@ -213,8 +240,10 @@ class Monitor:
             yield
         except OSError as err:
             self.close()
-            raise RunStopped(f"cannot write {what} in {self.run.run_dir} ({(err.strerror or str(err)).lower()}). "
-                             f"{self.next_move('fix the folder')}") from None
+            raise RunStopped(
+                f"cannot write {what} in {self.run.run_dir} ({(err.strerror or str(err)).lower()}). "
+                f"{self.next_move('fix the folder')}"
+            ) from None
 
     def close(self) -> None:
         self.bar.close()

@@ -47,15 +47,21 @@ def draw(run) -> Batch:
     drop, t, noise = run.world.shard(  # drawn on the device for the GLOBAL batch, so every world size sees the same
         torch.rand(bs, generator=state.draws, device=run.device) < cfg["CAPTION_DROPOUT"],  # classifier-free guidance
         torch.randint(0, cfg["TIMESTEPS"], (bs,), generator=state.draws, device=run.device),
-        make_noise((bs, *x0.shape[1:]), cfg["OFFSET_NOISE"], state.draws, device=run.device))  # offset noise (ADR 0028)
+        make_noise((bs, *x0.shape[1:]), cfg["OFFSET_NOISE"], state.draws, device=run.device),
+    )  # offset noise (ADR 0028)
     return Batch(x0=x0, caption=torch.where(drop, run.null_index, run.caption_index[idx]), t=t, noise=noise)
 
 
 def learning_rate(run) -> float:
     """Set every group's rate for the coming step (warm-up, then the schedule); returns the UNet's, for the logs."""
     cfg = run.cfg
-    factor = optim.lr_factor(run.state.step, warmup_steps=cfg["WARMUP_STEPS"], schedule=cfg["LR_SCHEDULE"],
-                             total_steps=cfg["EPOCHS"] * run.steps_per_epoch, min_ratio=cfg["LR_MIN_RATIO"])
+    factor = optim.lr_factor(
+        run.state.step,
+        warmup_steps=cfg["WARMUP_STEPS"],
+        schedule=cfg["LR_SCHEDULE"],
+        total_steps=cfg["EPOCHS"] * run.steps_per_epoch,
+        min_ratio=cfg["LR_MIN_RATIO"],
+    )
     optim.set_lr(run.optimizer, factor)
     return cfg["LEARNING_RATE"] * factor
 
@@ -69,8 +75,9 @@ def optimizer_step(run, batch: Batch) -> Stepped:
         with autocast(run.precision, run.device):
             with torch.set_grad_enabled(not frozen):  # frozen and uncached: per batch, no graph
                 context = run.cached[cap] if run.cached is not None else run.encode(run.tokens[cap])
-            part_losses = run.diffusion.loss_per_sample(run.unet_step, batch.x0[part], batch.t[part], batch.noise[part],
-                                                        context, run.token_mask[cap])  # (b,)
+            part_losses = run.diffusion.loss_per_sample(
+                run.unet_step, batch.x0[part], batch.t[part], batch.noise[part], context, run.token_mask[cap]
+            )  # (b,)
         return (run.diffusion.min_snr_weights(batch.t[part], cfg["MIN_SNR_GAMMA"]) * part_losses).mean(), part_losses
 
     # Backward runs even when the loss is not finite: DDP's gradient all-reduce needs every rank, and carries a NaN
