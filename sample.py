@@ -20,8 +20,9 @@ from ddpm.cli import command_line, fail
 from ddpm.files import atomic_write
 from ddpm.model.diffusion import SAMPLERS
 from ddpm.run import settings
-from ddpm.run.checkpoint import CheckpointError, all_checkpoints, architecture_diff, newest_valid, sampling_of
+from ddpm.run.checkpoint import CheckpointError, architecture_diff, sampling_of
 from ddpm.run.export import load_model
+from ddpm.run.folder import all_checkpoints, newest_valid
 from ddpm.run.pipeline import Pipeline
 from ddpm.run.sampling import PRECISIONS, image_path_problems, run_problems
 

@@ -21,8 +21,10 @@ import torch
 from in_process import exits, one_line
 
 import sample
+from ddpm.files import TMP_PREFIX
 from ddpm.measure import evaluate as ev
 from ddpm.run import checkpoint as ckpts
+from ddpm.run import folder as run_folder
 from ddpm.run.pipeline import Pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -250,7 +252,7 @@ def previous(tmp_path):
 
 
 def failed_save(folder, before, match):
-    target = str(folder / ckpts.checkpoint_name(1, 4))
+    target = str(folder / run_folder.checkpoint_name(1, 4))
     with pytest.raises(ckpts.CheckpointError) as err:
         ckpts.save_atomic(saved_state(), target)
     message = str(err.value)
@@ -277,7 +279,7 @@ def test_disk_full_during_save(previous, monkeypatch):
         "open",
         lambda path, mode="r", *a, **k: (
             FullDisk(path, mode.replace("b", ""))
-            if mode == "wb" and os.path.basename(str(path)).startswith(ckpts.TMP_PREFIX)
+            if mode == "wb" and os.path.basename(str(path)).startswith(TMP_PREFIX)
             else real_open(path, mode, *a, **k)
         ),
     )
@@ -339,14 +341,14 @@ def test_read_only_folder(previous):
 
 def test_leftover_temporaries_are_removed_and_never_listed(previous):
     folder, before = previous
-    leftover = folder / f"{ckpts.TMP_PREFIX}abc123.pt"  # what a save killed mid-write leaves
+    leftover = folder / f"{TMP_PREFIX}abc123.pt"  # what a save killed mid-write leaves
     leftover.write_bytes(b"half")
     run_dir = str(folder.parent)
-    assert ckpts.run_checkpoints(run_dir) == [str(folder / NAME)]
-    assert ckpts.all_checkpoints(str(folder.parent.parent)) == [str(folder / NAME)]
-    assert ckpts.remove_temporaries(run_dir) == [str(leftover)]
+    assert run_folder.run_checkpoints(run_dir) == [str(folder / NAME)]
+    assert run_folder.all_checkpoints(str(folder.parent.parent)) == [str(folder / NAME)]
+    assert run_folder.remove_temporaries(run_dir) == [str(leftover)]
     assert sorted(os.listdir(folder)) == [NAME] and (folder / NAME).read_bytes() == before
-    assert ckpts.remove_temporaries(run_dir) == [] and ckpts.remove_temporaries(str(folder / "nowhere")) == []
+    assert run_folder.remove_temporaries(run_dir) == [] and run_folder.remove_temporaries(str(folder / "nowhere")) == []
 
 
 # ---- the same, end to end: the command lines, in a subprocess ---------------------------------------------

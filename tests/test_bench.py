@@ -111,7 +111,7 @@ def test_missing_diffusers_names_the_way_out(monkeypatch, capsys, tmp_path):
 def test_time_to_quality_curve_reads_the_newest_run(tmp_path):
     import json
 
-    from ddpm.measure.bench import curve_markdown, quality_curve
+    from ddpm.measure.bench_report import curve_markdown, quality_curve
 
     for name, started, accs in (
         ("old", "2026-01-01T00:00:00", [0.5, 0.95]),

@@ -11,6 +11,7 @@ import torch
 from ddpm.model.text import PromptTokenizer
 from ddpm.model.unet import UNet
 from ddpm.run import checkpoint as ckpts
+from ddpm.run import folder as run_folder
 from ddpm.run import hardware
 from ddpm.run.hardware import resolve_precision
 from ddpm.run.pipeline import Pipeline
@@ -148,7 +149,7 @@ def test_unreadable_checkpoints_are_named_and_skipped(tmp_path, tiny_unet_args, 
     with pytest.raises(ckpts.CheckpointError, match="bad.pt: not a readable checkpoint"):
         ckpts.load_checkpoint(bad)
     with pytest.warns(UserWarning, match="skipping"):
-        path, state = ckpts.newest_valid([bad, good])
+        path, state = run_folder.newest_valid([bad, good])
     assert path == good and state["step"] == 1
 
 
@@ -177,11 +178,11 @@ def test_prune_keeps_newest(tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     for epoch in range(1, 5):
-        (folder / ckpts.checkpoint_name(epoch, epoch * 10)).write_bytes(b"x")
-    ckpts.prune(str(tmp_path), keep=2)
-    assert [os.path.basename(p) for p in ckpts.run_checkpoints(str(tmp_path))] == [
-        ckpts.checkpoint_name(3, 30),
-        ckpts.checkpoint_name(4, 40),
+        (folder / run_folder.checkpoint_name(epoch, epoch * 10)).write_bytes(b"x")
+    run_folder.prune(str(tmp_path), keep=2)
+    assert [os.path.basename(p) for p in run_folder.run_checkpoints(str(tmp_path))] == [
+        run_folder.checkpoint_name(3, 30),
+        run_folder.checkpoint_name(4, 40),
     ]
 
 

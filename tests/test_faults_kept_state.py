@@ -19,6 +19,7 @@ import sample
 import train
 from ddpm.experiments import sweep
 from ddpm.run import checkpoint as ckpts
+from ddpm.run import folder as run_folder
 from ddpm.run.export import export, json_path, load_export
 from ddpm.run.export import main as export_main
 
@@ -218,7 +219,7 @@ def test_a_checkpoint_whose_format_is_a_string_is_refused_and_resume_takes_the_o
     ):
         code, err = exits(main, argv, capsys)
         assert code == 2 and "not int" in one_line(err)
-    path, ckpt = ckpts.newest_valid(list(reversed(ckpts.run_checkpoints(str(run)))))
+    path, ckpt = run_folder.newest_valid(list(reversed(run_folder.run_checkpoints(str(run)))))
     assert path == str(checkpoints(run)[-2]) and ckpt["step"] == 4  # what --resume takes
 
 

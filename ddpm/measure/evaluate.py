@@ -41,7 +41,8 @@ from ddpm.measure.probe import load_or_train_probe, load_probe
 from ddpm.measure.report import json_safe, sweep_table, update_run_json, write_outputs
 from ddpm.measure.scoring import evaluate, headline_line
 from ddpm.model.diffusion import SAMPLERS
-from ddpm.run.checkpoint import CheckpointError, all_checkpoints, load_checkpoint, newest_valid
+from ddpm.run.checkpoint import CheckpointError, load_checkpoint
+from ddpm.run.folder import all_checkpoints, newest_valid
 from ddpm.run.sampling import PRECISIONS, Sampling, run_problems
 
 DEFAULT_SWEEP = (1.0, 2.0, 3.0, 5.0)

@@ -26,16 +26,14 @@ mid-write leaves the previous checkpoint intact. Every failure is one ``Checkpoi
 happened and what to do.
 """
 
-import glob
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from ddpm.files import TMP_PREFIX, atomic_write
+from ddpm.files import atomic_write
 from ddpm.run.sampling import Sampling
 
 FORMAT_VERSION = 1
@@ -361,48 +359,3 @@ def load_checkpoint(path: str) -> dict:
             f"{': ' + detail if detail else ''}); use another one"
         ) from None
     return validated(ckpt, path)
-
-
-def checkpoint_name(epoch: int, step: int) -> str:
-    return f"ckpt-epoch{epoch:04d}-step{step:07d}.pt"
-
-
-def run_checkpoints(run_dir: str) -> list:
-    """Checkpoints of one run, oldest first (names sort by epoch, then step); temporary files excluded."""
-    return sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoints", "ckpt-*.pt")))
-
-
-def all_checkpoints(runs_dir: str) -> list:
-    """Checkpoints of every run under ``runs_dir``, newest (by modification time) first."""
-    paths = glob.glob(os.path.join(glob.escape(runs_dir), "*", "checkpoints", "ckpt-*.pt"))
-    return sorted(paths, key=os.path.getmtime, reverse=True)
-
-
-def newest_valid(paths: list) -> tuple:
-    """(path, checkpoint) of the first loadable file in ``paths``; warns about each unreadable one skipped."""
-    for path in paths:
-        try:
-            return path, load_checkpoint(path)
-        except CheckpointError as err:
-            warnings.warn(f"skipping {err}")
-    return None, None
-
-
-def remove_temporaries(run_dir: str) -> list:
-    """Delete the temporary files that saves killed mid-write left in a run's checkpoints folder; returns their
-    paths. Call it at the start of training, when no save of this run is under way. A file that cannot be
-    deleted (a read-only folder) stays; the next save into that folder then says why it fails."""
-    removed = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoints", glob.escape(TMP_PREFIX) + "*"))):
-        try:
-            os.remove(path)
-        except OSError:
-            continue
-        removed.append(path)
-    return removed
-
-
-def prune(run_dir: str, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints of a run."""
-    for path in run_checkpoints(run_dir)[:-keep]:
-        os.remove(path)

@@ -1,10 +1,11 @@
-"""A run's folder, runs/<name>/, and what train.py writes there besides checkpoints.
+"""A run's folder, runs/<name>/: where its checkpoints are and how they are named, listed and pruned, and what
+train.py writes beside them. What a checkpoint holds is ddpm/run/checkpoint.py.
 
     run.json            the config, provenance (with one entry per resume), counters, final loss, the quality curve
                         and the evaluation's headline numbers; read-modify-written, so nothing recorded is lost
     events.out.*        TensorBoard: train/*, loss_by_t/*, eval/*, samples, the provenance text and hparams
     samples/            the sample grids (epochNNNN-stepNNNNNNN.png) and their prompts.txt
-    checkpoints/        ddpm/run/checkpoint.py; their contents are ddpm/run/state.py
+    checkpoints/        ckpt-epochNNNN-stepNNNNNNN.pt, the newest KEEP_CHECKPOINTS of them; .tmp-* while one is written
 
 Errors a user can fix (no such run, an unwritable folder) are ``RunFolderError`` with a one-line message.
 """
@@ -13,18 +14,66 @@ import datetime
 import glob
 import math
 import os
+import warnings
 
 import torchvision.utils as vutils
 from torch.utils.tensorboard import SummaryWriter
 
-from ddpm.files import read_json, write_json
-from ddpm.run import checkpoint as ckpts
+from ddpm.files import TMP_PREFIX, read_json, write_json
+from ddpm.run.checkpoint import CheckpointError, load_checkpoint
 
 
 class RunFolderError(ValueError):
     """A run folder that cannot be used as asked; the message names it and the way out."""
 
 
+# ---- the checkpoints of a run ------------------------------------------------------------------------------
+def checkpoint_name(epoch: int, step: int) -> str:
+    return f"ckpt-epoch{epoch:04d}-step{step:07d}.pt"
+
+
+def run_checkpoints(run_dir: str) -> list:
+    """Checkpoints of one run, oldest first (names sort by epoch, then step); temporary files excluded."""
+    return sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoints", "ckpt-*.pt")))
+
+
+def all_checkpoints(runs_dir: str) -> list:
+    """Checkpoints of every run under ``runs_dir``, newest (by modification time) first."""
+    paths = glob.glob(os.path.join(glob.escape(runs_dir), "*", "checkpoints", "ckpt-*.pt"))
+    return sorted(paths, key=os.path.getmtime, reverse=True)
+
+
+def newest_valid(paths: list) -> tuple:
+    """(path, checkpoint) of the first loadable file in ``paths``; warns about each unreadable one skipped."""
+    for path in paths:
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as err:
+            warnings.warn(f"skipping {err}")
+    return None, None
+
+
+def remove_temporaries(run_dir: str) -> list:
+    """Delete the temporary files that saves killed mid-write left in a run's checkpoints folder; returns their
+    paths. Call it at the start of training, when no save of this run is under way. A file that cannot be
+    deleted (a read-only folder) stays; the next save into that folder then says why it fails."""
+    removed = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoints", glob.escape(TMP_PREFIX) + "*"))):
+        try:
+            os.remove(path)
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def prune(run_dir: str, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints of a run."""
+    for path in run_checkpoints(run_dir)[:-keep]:
+        os.remove(path)
+
+
+# ---- names, resume, the record ------------------------------------------------------------------------------
 def check_run_name(name: str, flag: str = "--run") -> str:
     """``name`` when it is one folder name under the runs folder; RunFolderError otherwise. A run's files must stay
     in the runs folder the user named: no separator, no "." or "..", no absolute path, and no leading "." (the
@@ -42,7 +91,7 @@ def restartable(run_dir: str) -> str:
     """``run_dir`` for a new run: a name not used yet, or a folder whose first start stopped before its first
     checkpoint (nothing to resume: the same command starts it afresh, and the old start's events are dropped when
     the folder is opened). A folder with checkpoints raises RunFolderError."""
-    if ckpts.run_checkpoints(run_dir):
+    if run_checkpoints(run_dir):
         raise RunFolderError(
             f"run {run_dir} exists already: pick another --run name, or continue it with "
             f"--resume {os.path.basename(run_dir)}"
@@ -56,10 +105,10 @@ def find_resume(runs_dir: str, name: str) -> tuple:
     run_dir = newest_run(runs_dir) if name == "latest" else os.path.join(runs_dir, check_run_name(name, "--resume"))
     if run_dir is None or not os.path.isdir(run_dir):
         raise RunFolderError(f"--resume {name}: no such run under {runs_dir}; start a new run with make train")
-    for path in ckpts.remove_temporaries(run_dir):
+    for path in remove_temporaries(run_dir):
         print(f"removed {path}, left by a save that was interrupted")
-    paths = ckpts.run_checkpoints(run_dir)
-    path, ckpt = ckpts.newest_valid(list(reversed(paths)))
+    paths = run_checkpoints(run_dir)
+    path, ckpt = newest_valid(list(reversed(paths)))
     if ckpt is None and not paths:
         raise RunFolderError(
             f"--resume: {run_dir} has no checkpoint (it stopped before its first); start it again "
@@ -76,13 +125,13 @@ def find_resume(runs_dir: str, name: str) -> tuple:
 
 def newest_run(runs_dir: str):
     """The folder of the run with the newest checkpoint under ``runs_dir``, or None."""
-    paths = ckpts.all_checkpoints(runs_dir)
+    paths = all_checkpoints(runs_dir)
     return os.path.dirname(os.path.dirname(paths[0])) if paths else None
 
 
 def last_good(run_dir: str) -> str:
     """A sentence naming the run's newest checkpoint, for messages after a fault."""
-    paths = ckpts.run_checkpoints(run_dir)
+    paths = run_checkpoints(run_dir)
     return f"The last good checkpoint, {paths[-1]}, is intact." if paths else "No checkpoint was written yet."
 
 

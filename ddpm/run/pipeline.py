@@ -24,8 +24,9 @@ from PIL import Image
 from ddpm.model.diffusion import GaussianDiffusion
 from ddpm.model.text import build_text_encoder, tokenizer_for
 from ddpm.model.unet import UNet
-from ddpm.run.checkpoint import CheckpointError, load_weights, newest_valid, run_checkpoints, sampling_of
+from ddpm.run.checkpoint import CheckpointError, load_weights, sampling_of
 from ddpm.run.export import load_model
+from ddpm.run.folder import newest_valid, run_checkpoints
 from ddpm.run.hardware import autocast, default_device, memory_format, resolve_precision
 from ddpm.run.sampling import Sampling
 

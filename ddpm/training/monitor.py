@@ -24,6 +24,7 @@ from ddpm.measure.caption_probe import training_probe
 from ddpm.measure.report import samples_sheet
 from ddpm.measure.scoring import quick_eval
 from ddpm.run import checkpoint as ckpts
+from ddpm.run import folder as run_folder
 from ddpm.run.folder import last_good, save_grid, update_record
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before the run stops (the last good checkpoint stays)
@@ -210,7 +211,7 @@ class Monitor:
         run, state = self.run, self.run.state
         if not self.main or state.step <= self.saved_step:
             return
-        path = os.path.join(run.run_dir, "checkpoints", ckpts.checkpoint_name(state.epoch, state.step))
+        path = os.path.join(run.run_dir, "checkpoints", run_folder.checkpoint_name(state.epoch, state.step))
         run.writer.flush()  # the events up to this step are as durable as the checkpoint that a resume starts from
         try:
             ckpts.save_atomic(state.to_checkpoint(run.spec, loss=self.loss), path)
@@ -218,7 +219,7 @@ class Monitor:
             self.close()
             raise RunStopped(f"{err}. {self.next_move('free space (or fix the folder)')}") from None
         self.saved_step = state.step
-        ckpts.prune(run.run_dir, run.cfg["KEEP_CHECKPOINTS"])
+        run_folder.prune(run.run_dir, run.cfg["KEEP_CHECKPOINTS"])
         with self.writing("run.json"):
             update_record(run.run_dir, step=state.step, epoch=state.epoch, final_loss=self.loss)
 
@@ -226,7 +227,7 @@ class Monitor:
     def next_move(self, fix: str) -> str:
         """What to do after a failed write: resume from the last good checkpoint, or start again when none exists."""
         name = os.path.basename(self.run.run_dir)
-        if ckpts.run_checkpoints(self.run.run_dir):
+        if run_folder.run_checkpoints(self.run.run_dir):
             return f'{last_good(self.run.run_dir)} {fix[0].upper() + fix[1:]} and resume: make train ARGS="--resume {name}"'
         return (
             f"No checkpoint was written yet: {fix}, and start it again with the same command (the folder "
