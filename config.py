@@ -7,11 +7,10 @@ For a one-off experiment instead: `make train ARGS="--set KEY=VALUE"` (the run i
 # Data
 DATASET = "shapes"  # "shapes" (embedded, drawn at start-up), "cifar10" or "folder" (from DATA_DIR) (ADR 0002, 0019)
 DATA_DIR = ""  # folder of the cifar10 or folder dataset; decoded once into runs/.data-cache (ADR 0019)
+CAPTION_COLUMN = "text"  # the caption's column in a folder's metadata.jsonl / metadata.csv (Hugging Face imagefolder) (ADR 0052)
 DATASET_SIZE = 10000  # images in the shapes training set (ADR 0002)
 DATASET_SEED = 1234  # seed of the dataset generator, separate from SEED (ADR 0002)
-DATASET_SPLIT = (
-    "train"  # shape-colour pairs trained on: "train" (all but the held-out pairs), "heldout", "all" (ADR 0016)
-)
+DATASET_SPLIT = "train"  # shapes: "train" (all but the held-out pairs), "heldout", "all"; a folder with split folders: "train", "test", "validation" (ADR 0016, 0052)
 IMAGE_SIZE = 32  # pixels per side (ADR 0002)
 RESIZE = "crop"  # real images: "crop" (shorter side to IMAGE_SIZE, centre square) or "pad" (ADR 0019)
 BACKGROUND = (255, 255, 255)  # RGB that transparent pixels are composited on, and "pad" fills with (ADR 0019)
@@ -25,9 +24,7 @@ BETA_SCHEDULE = "cosine"  # "linear" or "cosine" (ADR 0003)
 BETA_START = 0.0001  # β_1 of the linear schedule (ADR 0003)
 BETA_END = 0.02  # β_T of the linear schedule (ADR 0003)
 PREDICTION = "epsilon"  # the UNet predicts "epsilon" (ε) or "v" (√ᾱ·ε − √(1−ᾱ)·x_0, Salimans & Ho 2022) (ADR 0028)
-OFFSET_NOISE = (
-    0.0  # offset-noise strength s: ε += s·N(0, 1) per image and channel; 0 = off (Guttenberg 2023) (ADR 0028)
-)
+OFFSET_NOISE = 0.0  # offset-noise strength s: ε += s·N(0, 1) per image and channel; 0 = off (Guttenberg 2023) (ADR 0028)
 
 # UNet
 BASE_CHANNELS = 24  # channels at full resolution (ADR 0006; 32 → 24 by ADR 0050)
@@ -40,15 +37,11 @@ NORM_GROUPS = 8  # groups of the feature maps' normalisation (GroupNorm, or grou
 NORM = "group"  # "group" (GroupNorm on feature maps, LayerNorm on tokens) or "rms" (RMSNorm on both) (ADR 0030)
 LINEAR_BIAS = True  # biases of the UNet's nn.Linear layers (time MLP, attention output, feed-forward) (ADR 0029)
 POOLED_TEXT = True  # add the prompt's mean token embedding, projected, to the timestep embedding (ADR 0032, 0044)
-SCALE_SHIFT = (
-    True  # residual blocks take the embedding as norm(h)·(1 + scale) + shift, not a bias (AdaGN) (ADR 0034, 0044)
-)
+SCALE_SHIFT = True  # residual blocks take the embedding as norm(h)·(1 + scale) + shift, not a bias (AdaGN) (ADR 0034, 0044)
 DROPOUT = 0.0  # dropout in residual blocks (ADR 0006)
 
 # Text encoder
-TEXT_ENCODER = (
-    "scratch"  # "scratch" (trained jointly) or "open_clip" (pretrained; frozen unless TRAIN_TEXT_TOWER) (ADR 0004)
-)
+TEXT_ENCODER = "scratch"  # "scratch" (trained jointly) or "open_clip" (pretrained; frozen unless TRAIN_TEXT_TOWER) (ADR 0004)
 TEXT_CONTEXT_LENGTH = 16  # tokens per prompt incl. SOT/EOT; 77 for pretrained open_clip towers (ADR 0004)
 TEXT_WIDTH = 128  # width of the scratch text transformer (ADR 0004)
 TEXT_HEADS = 4  # attention heads of the scratch text transformer (ADR 0004)
@@ -74,18 +67,14 @@ WEIGHT_DECAY = 0.0  # AdamW decoupled weight decay (ADR 0007)
 OPTIMIZER = "adamw"  # "adamw", "lion", "adafactor" or "adamw8bit" (bitsandbytes, not in requirements) (ADR 0025)
 ADAM_BETAS = (0.9, 0.95)  # Adam's (β1, β2); Lion's (β1, β2) when OPTIMIZER = "lion" (ADR 0025, 0040, 0044)
 ADAM_EPS = 1e-08  # Adam's ε (ADR 0025)
-LR_SCHEDULE = (
-    "cosine"  # after the warm-up: "constant" or "cosine" decay to LR_MIN_RATIO × peak at the last step (ADR 0025, 0044)
-)
+LR_SCHEDULE = "cosine"  # after the warm-up: "constant" or "cosine" decay to LR_MIN_RATIO × peak at the last step (ADR 0025, 0044)
 LR_MIN_RATIO = 0.1  # floor of the cosine decay as a fraction of the peak learning rate (ADR 0025)
 TEXT_LEARNING_RATE = 0.0  # peak learning rate of a trained text encoder; 0 = LEARNING_RATE (ADR 0027)
 GRAD_ACCUM_STEPS = 1  # micro-batches of BATCH_SIZE / GRAD_ACCUM_STEPS images per optimizer step (ADR 0026)
 BATCH_SIZE = 32  # images per optimizer step (ADR 0010)
 EPOCHS = 8  # passes over the dataset: 2,496 steps (ADR 0007, 0044)
 GRAD_CLIP = 1.0  # max global gradient norm (ADR 0007)
-EMA_DECAY = (
-    0.98  # exponential moving average of the weights, used for sampling; a 50-step horizon (ADR 0007, 0042, 0044)
-)
+EMA_DECAY = 0.98  # exponential moving average of the weights, used for sampling; a 50-step horizon (ADR 0007, 0042, 0044)
 TRAIN_UNET_PARTS = "all"  # UNet parts trained: "all", or a comma list of down, mid, up, attention (ADR 0015)
 SEED = 0  # seed of model init, batching, noise and sample grids (ADR 0007)
 
@@ -100,8 +89,6 @@ CHECKPOINT_EVERY = 1  # epochs between checkpoints (ADR 0007)
 SAMPLE_GRID_SIZE = 16  # images in each training-time sample grid (ADR 0007)
 KEEP_CHECKPOINTS = 3  # newest checkpoints kept per run; older ones are deleted (ADR 0007)
 EVAL_EVERY = 1  # epochs between cheap probe evaluations (16 samples, TensorBoard eval/*); 0 = off (ADR 0008)
-EVAL_EVERY_STEPS = (
-    0  # optimizer steps between probe evaluations, for short sweep trials; 0 = every EVAL_EVERY epochs (ADR 0023)
-)
+EVAL_EVERY_STEPS = 0  # optimizer steps between probe evaluations, for short sweep trials; 0 = every EVAL_EVERY epochs (ADR 0023)
 PROBE_GUIDANCE_SCALE = 5.0  # guidance of the probe's samples, apart from GUIDANCE_SCALE: a fixed yardstick (ADR 0047)
 PROBE_DDIM_ETA = 0.0  # DDIM η of the probe's samples, apart from DDIM_ETA: a fixed yardstick (ADR 0046, 0047)

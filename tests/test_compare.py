@@ -85,3 +85,24 @@ def test_a_folder_without_results_is_one_line(tmp_path, capsys):
 def test_a_threshold_outside_0_1_is_refused(tmp_path, threshold):
     with pytest.raises(SystemExit):
         compare.main([str(tmp_path), "--threshold", threshold])
+
+
+def seeded_sweep(root, name, joints):
+    """A one-trial sweep whose seed s ends at joint accuracy ``joints[s]`` (run.json names the seed)."""
+    path = write_sweep(root, name, batch=32, curves=[{"joint": [(100, j)]} for j in joints])
+    for seed in range(len(joints)):
+        record = root / name / f"t0-s{seed}" / "run.json"
+        record.write_text(json.dumps({"config": {"BATCH_SIZE": 32, "SEED": seed}, "step": 100}))
+    return path
+
+
+def test_each_pair_gets_a_verdict_paired_by_seed(tmp_path, capsys):
+    """A real difference is resolved, no difference is not, and the seeds it would take are named (issue 40)."""
+    good = seeded_sweep(tmp_path, "good", [0.95, 0.93, 0.96, 0.94, 0.95])
+    worse = seeded_sweep(tmp_path, "worse", [0.90, 0.89, 0.91, 0.88, 0.90])
+    twin = seeded_sweep(tmp_path, "twin", [0.91, 0.90, 0.91, 0.88, 0.89])
+    assert compare.main([good, worse, twin]) == 0
+    out = capsys.readouterr().out
+    assert "- good/t0 better: good/t0 − worse/t0 = +0.05 (" in out and "paired over 5 seeds" in out
+    line = next(s for s in out.splitlines() if s.startswith("- not resolved: worse/t0 − twin/t0"))
+    assert "seeds would resolve a difference of this size" in line

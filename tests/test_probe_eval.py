@@ -187,7 +187,7 @@ def test_the_probe_samples_at_its_own_settings_not_the_samples(monkeypatch):
     assert seen == dict(guidance_scale=5.0, eta=0.0, num_steps=7, sampler="ddim", seed=2)
 
 
-def _tiny_checkpoint(path, raw_seed=None):
+def _tiny_checkpoint(path, raw_seed=None, image_size=32):
     """A randomly initialised checkpoint in this repo's format, small enough to sample in a second; with
     ``raw_seed``, its raw UNet's weights are its EMA UNet's plus noise of that seed (the output layer starts at
     zero, so another initialisation alone would sample the same images)."""
@@ -208,7 +208,7 @@ def _tiny_checkpoint(path, raw_seed=None):
         tokens, mask = tokenizer_for(text_args)([caption(*c) for c in all_combinations("all")] + [""])
         text_args["vocab"] = tuple(sorted(set(tokens[mask].tolist())))
     unet_args = dict(
-        image_size=32,
+        image_size=image_size,
         in_channels=3,
         base_channels=8,
         channel_mults=(1, 2),
@@ -401,3 +401,28 @@ def test_the_prompted_probability_comes_from_the_same_samples_and_orders_real_ab
 
 def accuracy_of(probs, labels):
     return torch.stack([probs[k].argmax(1) == labels[k] for k in ATTRIBUTES]).all(0).float().mean().item()
+
+
+def test_make_eval_reads_a_16_pixel_model_with_a_16_pixel_probe(small_probe, tmp_path, monkeypatch):
+    """A 32-pixel probe reads 16-pixel renders near chance; make eval trains (and caches) one of the model's own
+    size, whose ceiling is near the 32-pixel one's (issue 42)."""
+    ckpt = tmp_path / "runs" / "r16" / "checkpoints" / "ckpt-epoch0001-step0000010.pt"
+    _tiny_checkpoint(ckpt, image_size=16)
+    asked = []
+
+    def small(path, *, cache_dir, settings, log):  # the real thing at SMALL's sizes, so that the test is quick
+        asked.append(settings)
+        return load_or_train_probe(path, cache_dir=cache_dir, settings={**settings, **SMALL}, log=log)
+
+    monkeypatch.setattr(ev, "load_or_train_probe", small)
+    args = ["--ckpt", str(ckpt), "--n", "1", "--steps", "2"]
+    assert ev.main(args, log=lambda m: None) == 0
+    data = json.loads((tmp_path / "runs" / "r16" / "eval" / "eval.json").read_text())
+    assert asked == [{"image_size": 16}] and data["probe"]["settings"]["image_size"] == 16
+    seen = pr.eval_prompts()[0]
+    renders_16 = pr.render_real(seen, 4, seed=1, image_size=16)
+    wrong_size = scoring.score(small_probe[0], renders_16, seen, 4)["joint"]  # the 32-pixel probe on 16 pixels
+    assert data["ceiling"]["seen"]["joint"] > max(0.3, 3 * wrong_size), (data["ceiling"]["seen"], wrong_size)
+    for key in ("joint_accuracy", "heldout_joint_accuracy", "prompt_prob", "fd"):
+        lo, hi = data["headline"]["ci"][key]
+        assert lo <= data["headline"][key] <= hi, key  # every headline figure inside its interval

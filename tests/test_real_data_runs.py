@@ -106,3 +106,53 @@ def test_bad_data_exits_2_with_one_line(tmp_path, capsys):
     assert code == 2 and "cifar-10-batches-py" in one_line(err) and "data_batch_1" in err
     code, err = exits(train_main, ["--runs-dir", str(tmp_path), *sets(*TINY, "DATASET=folder")], capsys)
     assert code == 2 and "DATA_DIR is empty" in one_line(err)
+
+
+# ---- Hugging Face imagefolder layouts (issue 42, ADR 0052) ----------------------------------------------------
+def imagefolder(root, *, split="train", table="jsonl", column="text", n=32):
+    """``root/<split>/`` with n images in two subfolders and one metadata file at the split's top."""
+    rows = []
+    for i in range(n):
+        rel = f"{'ab'[i % 2]}/{i:02d}.png"
+        (root / split / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (12, 12), COLOURS[i % 4]).save(root / split / rel)
+        rows.append({"file_name": rel, column: CAPTIONS[i % 4]})
+    if table == "jsonl":
+        (root / split / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        (root / split / "metadata.csv").write_text(
+            f"file_name,{column}\n" + "".join(f'{r["file_name"]},"{r[column]}"\n' for r in rows)
+        )
+    return root
+
+
+@pytest.mark.parametrize(
+    "table, column, split", [("jsonl", "text", "train"), ("csv", "caption", "train"), ("csv", "text", "validation")]
+)
+def test_imagefolder_layouts_train(tmp_path, table, column, split):
+    data = imagefolder(tmp_path / "hub", split=split, table=table, column=column)
+    imagefolder(data, split="test", n=8)  # another split beside it, never read
+    runs = tmp_path / "runs"
+    train(
+        runs,
+        "hf",
+        *sets("DATASET=folder", f"DATA_DIR={data}", f"DATASET_SPLIT={split}", f"CAPTION_COLUMN={column}", "EPOCHS=1"),
+    )
+    info = json.loads((runs / "hf" / "run.json").read_text())["provenance"]["data"]
+    assert info["size"] == 32 and info["skipped"] == 0 and info["data_dir"].endswith(os.sep + split)
+
+
+def test_imagefolder_errors_name_the_file_and_the_line(tmp_path, capsys):
+    data = imagefolder(tmp_path / "hub", table="csv", column="caption")
+    code, err = exits(
+        train_main, ["--runs-dir", str(tmp_path), *sets(*TINY, "DATASET=folder", f"DATA_DIR={data}")], capsys
+    )  # the default column, text, is not the file's
+    assert code == 2 and "metadata.csv:2" in one_line(err) and "'text'" in err and "caption" in err
+    code, err = exits(
+        train_main,
+        ["--runs-dir", str(tmp_path), *sets(*TINY, "DATASET=folder", f"DATA_DIR={data}", "DATASET_SPLIT=test")],
+        capsys,
+    )
+    assert code == 2 and "no folder for DATASET_SPLIT = 'test'" in one_line(err) and "train" in err
+    code, err = exits(train_main, ["--runs-dir", str(tmp_path), *sets(*TINY, "DATASET_SPLIT=validation")], capsys)
+    assert code == 2 and "DATASET = 'shapes' has the splits" in one_line(err)

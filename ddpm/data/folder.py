@@ -1,8 +1,8 @@
 """A folder of captioned images: which files are images, and each one's caption (ADR 0019, 0052).
 
-Splits (Hugging Face's imagefolder layout): where DATA_DIR holds split folders (``train/``, ``test/``,
-``validation/``, or their usual spellings ``training``, ``val``, ``valid``, ``dev``, ``eval``, ``testing``), the
-data is the folder of ``DATA_SPLIT``; elsewhere DATA_DIR itself, whatever ``DATA_SPLIT`` says.
+Splits (Hugging Face's imagefolder layout): where DATA_DIR holds a folder for ``DATASET_SPLIT`` (``train/``,
+``test/``, ``validation/``, or their usual spellings ``training``, ``testing``, ``eval``, ``val``, ``valid``,
+``dev``), the data is that folder; without one, "train" is DATA_DIR itself and another split is an error.
 
 Images: every regular file under that folder (recursively) whose suffix is in ``images.IMAGE_SUFFIXES``, in
 sorted path order; names starting with "." (``.DS_Store``, macOS ``._x.png`` forks, hidden folders) are ignored,
@@ -46,20 +46,18 @@ SPLITS = {
 
 
 def split_root(root: str, split: str) -> str:
-    """The folder the data of ``split`` lives in: ``root/<split or its alias>/`` where ``root`` has split folders,
-    else ``root``. Raises BadFile when it has split folders but none for ``split``."""
+    """The folder the data of ``split`` lives in: ``root/<split or its alias>/`` where that folder exists; else, for
+    "train" (the default), ``root`` itself, as a folder without split folders always was (a stray ``eval/`` among
+    the images stays data). Another split with no folder of its own raises BadFile naming the split folders found."""
     present = {
         name: alias for name, aliases in SPLITS.items() for alias in aliases if os.path.isdir(os.path.join(root, alias))
     }
-    if not present:
+    if split in present:
+        return os.path.join(root, present[split])
+    if split == "train":
         return root
-    if split not in present:
-        raise BadFile(
-            root,
-            f"has split folders ({', '.join(sorted(present.values()))}) but none for DATA_SPLIT = "
-            f"{split!r}; set DATA_SPLIT to one of {', '.join(sorted(present))}",
-        )
-    return os.path.join(root, present[split])
+    found = f"its split folders are {', '.join(sorted(present.values()))}" if present else "it has no split folders"
+    raise BadFile(root, f"no folder for DATASET_SPLIT = {split!r} ({' or '.join(SPLITS[split])}/): {found}")
 
 
 def regular_file(path: str) -> bool:

@@ -12,8 +12,10 @@ table reads every seed's TensorBoard ``eval/*`` and gives, per point (``<sweep>/
                     thousands of training images, the compute at one model size, whatever the batch and machine.
                     Only as fine as the probe's interval; "n/N" when only n of the N seeds got there
 
-Each cell is mean (min / median / max) over the seeds that finished, as in results.md. The verdict column of a
-pair is left to the reader: ADR 0024's rule (a gap smaller than the seeds' range is inconclusive) applies.
+Each cell is mean (min / median / max) over the seeds that finished, as in results.md. Below the tables, each pair
+of points on one final reading (``--metric``, the joint accuracy by default): the difference with its 95 %
+interval over seeds, paired by seed where the points share them, and the verdict, "A better", "B better" or "not
+resolved: about N seeds would resolve a difference of this size" (ddpm/measure/intervals.py, ADR 0053).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ddpm.decisions.adr import fmt
 from ddpm.experiments.metrics import read_scalars
 from ddpm.experiments.results import describe, spread
 from ddpm.files import read_json
+from ddpm.measure.intervals import compare
 
 ATTRIBUTES = ("joint", "shape", "color", "background", "size")  # eval/<name>_accuracy, as ddpm.measure.probe logs them
 THRESHOLD = 0.9
@@ -47,9 +50,42 @@ def seed_record(run_dir: str, threshold: float) -> dict:
         final[attr] = points[-1][1] if points else None
         # TensorBoard keeps float32: 0.9 comes back as 0.8999999762, which must still count as 0.9
         images_to[attr] = next((step * batch for step, value in points if value >= threshold - 1e-6), None)
-    fd = scalars.get("eval/fd", [])
-    final["fd"] = fd[-1][1] if fd else None
-    return {"batch": batch, "step": record.get("step"), "final": final, "images_to": images_to}
+    for key in ("fd", "prompt_prob"):  # the probe's distance, and its continuous signal (ADR 0053)
+        points = scalars.get(f"eval/{key}", [])
+        final[key] = points[-1][1] if points else None
+    seed = (record.get("config") or {}).get("SEED")
+    return {"seed": seed, "batch": batch, "step": record.get("step"), "final": final, "images_to": images_to}
+
+
+METRICS = {
+    "joint": True,
+    "shape": True,
+    "color": True,
+    "background": True,
+    "size": True,
+    "prompt_prob": True,
+    "fd": False,
+}  # metric → whether higher is better
+
+
+def verdicts(points: list, metric: str) -> list:
+    """One line per pair of points on the final ``metric``: the difference with its 95 % interval over seeds
+    (paired by seed where both points have the same seeds) and the verdict (ddpm/measure/intervals.py)."""
+    lines = []
+    for i, a in enumerate(points):
+        for b in points[i + 1 :]:
+            va = {r["seed"]: r["final"].get(metric) for r in a["runs"]}
+            vb = {r["seed"]: r["final"].get(metric) for r in b["runs"]}
+            paired = set(va) == set(vb) and None not in va
+            keys = sorted(va) if paired else None
+            c = compare(
+                [va[k] for k in keys] if paired else list(va.values()),
+                [vb[k] for k in keys] if paired else list(vb.values()),
+                higher_is_better=METRICS[metric],
+                paired=paired,
+            )
+            lines.append(f"- {c.text((a['point'], b['point']), fmt=lambda v: f'{v:+.4g}')}")
+    return lines
 
 
 def sweep_points(sweep_dir: str, threshold: float) -> list:
@@ -142,6 +178,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("sweeps", nargs="+", help="sweep folders (runs/<name>), each with its results.json")
     parser.add_argument(
+        "--metric",
+        choices=sorted(METRICS),
+        default="joint",
+        help="the final probe reading each pair is judged on (default: %(default)s)",
+    )
+    parser.add_argument(
         "--threshold",
         type=float,
         default=THRESHOLD,
@@ -154,7 +196,13 @@ def main(argv=None) -> int:
         points = [p for d in args.sweeps for p in sweep_points(d, args.threshold)]
     except CompareError as err:
         return error("compare", str(err))
+    pairs = verdicts(points, args.metric)
     print(f'`make compare SWEEPS="{" ".join(args.sweeps)}"`\n\n{table(points, args.threshold)}')
+    if pairs:
+        print(
+            f"\nEach pair on the final {args.metric}: the difference with its 95 % interval over seeds, and the "
+            "verdict:\n\n" + "\n".join(pairs)
+        )
     return 0
 
 

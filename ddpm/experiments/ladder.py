@@ -11,17 +11,15 @@ Parameters are counted on the UNet built from the rung's config; FLOPs are one f
 (``torch.utils.flop_counter.FlopCounterMode``, as ``make bench`` counts them), and a run's training compute is
 3 × forward FLOPs × images (forward plus a backward of about twice its cost), the measure issue 10 uses.
 
-The verdict, per metric, on the rung means m_1 … m_k in ladder order and each rung's seed spread
-s_i = max − min of its seeds' values:
+The verdict, per metric, applies make compare's rule (``ddpm.measure.intervals.compare``) to each step between
+neighbouring rungs: the difference of the rungs' values with its 95 % interval over seeds (paired by seed), which
+says the next rung is better, worse, or not resolved:
 
-    a step i → i+1 is *clear* when |m_{i+1} − m_i| > max(s_i, s_{i+1}): the gap between the rungs is larger than
-    the spread of either rung's seeds; it *improves* when m_{i+1} is better (lower loss, higher accuracy).
-
-    "monotonic"       every step is clear and improves
-    "not monotonic"   some step is clear and worsens (a reversal larger than the seeds' spread)
-    "inconclusive: seed spread larger than the gap between rungs"   otherwise: no clear reversal, but some step
-                      is not clear
-    "inconclusive: fewer than 2 seeds on a rung"   a rung with fewer than two values has no spread to compare
+    "monotonic"       every step is resolved and the next rung is better (lower loss, higher accuracy)
+    "not monotonic"   some step is resolved and the next rung is worse: a reversal larger than the seeds' spread
+    "not resolved: about N seeds would resolve the closest step"   otherwise: no resolved reversal, but some step
+                      is not resolved; N is what it would take, at the spread seen
+    "not resolved: fewer than 2 seeds on a rung"   a rung with fewer than two values has no spread to compare
 """
 
 import os
@@ -32,27 +30,37 @@ from PIL import Image, ImageDraw
 from ddpm.experiments import results
 from ddpm.experiments.sweep import subprocess_runner, train_spec
 from ddpm.files import write_json, write_text
+from ddpm.measure.intervals import compare
 from ddpm.measure.report import load_font, plot_panel, save_png
 from ddpm.measure.workload import model_size
 
 MONOTONIC, NOT_MONOTONIC = "monotonic", "not monotonic"
-INCONCLUSIVE = "inconclusive: seed spread larger than the gap between rungs"
-TOO_FEW_SEEDS = "inconclusive: fewer than 2 seeds on a rung"
+INCONCLUSIVE = "not resolved"  # followed by ": about N seeds would resolve the closest step"
+TOO_FEW_SEEDS = "not resolved: fewer than 2 seeds on a rung"
 
 
 def verdict(values: list, direction: str) -> str:
-    """The verdict above for ``values`` = one list of seed values per rung, in ladder order (None = no value)."""
-    rungs = [[v for v in vs if v is not None] for vs in values]
-    if any(len(vs) < 2 for vs in rungs):
+    """The verdict above for ``values`` = one list of seed values per rung, in ladder order and seed order (None =
+    no value)."""
+    if any(sum(v is not None for v in vs) < 2 for vs in values):
         return TOO_FEW_SEEDS
-    means = [sum(vs) / len(vs) for vs in rungs]
-    spreads = [max(vs) - min(vs) for vs in rungs]
-    sign = -1 if direction == "min" else 1
-    clear = [abs(means[i + 1] - means[i]) > max(spreads[i], spreads[i + 1]) for i in range(len(rungs) - 1)]
-    improves = [sign * (means[i + 1] - means[i]) > 0 for i in range(len(rungs) - 1)]
-    if any(c and not up for c, up in zip(clear, improves)):
+    steps = [
+        compare(
+            values[i + 1], values[i], higher_is_better=direction == "max", paired=len(values[i]) == len(values[i + 1])
+        )
+        for i in range(len(values) - 1)
+    ]
+    if any(c.verdict == "B better" for c in steps):
         return NOT_MONOTONIC
-    return MONOTONIC if all(clear) else INCONCLUSIVE
+    open_ = [c.seeds_needed for c in steps if c.verdict == "not resolved"]
+    if not open_:
+        return MONOTONIC
+    need = min((n for n in open_ if n), default=None)
+    return (
+        f"{INCONCLUSIVE}: about {need} seeds would resolve the closest step"
+        if need
+        else f"{INCONCLUSIVE}: no difference seen"
+    )
 
 
 def table(rows: list) -> str:

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from ddpm.decisions.adr import fmt
 from ddpm.files import write_json, write_text
+from ddpm.measure.intervals import compare
 from ddpm.measure.report import fmt_number, load_font, plot_panel, save_png
 
 COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44))
@@ -79,6 +80,30 @@ def aggregate(runs: list, metric: str, direction: str, point_key: str = "trial")
             w[point_key],
         ),
     )
+
+
+def seed_values(row: dict, metric: str) -> dict:
+    """seed → the point's value of ``metric`` on that seed (None where it has none: failed, not reached)."""
+    return {r["seed"]: r.get(metric) if r.get("status", "finished") == "finished" else None for r in row["runs"]}
+
+
+def pair_verdicts(rows: list, metric: str, direction: str, name: str = "trial") -> list:
+    """One line per pair of points: the difference of ``metric`` with its 95 % interval over seeds (paired by seed
+    where both points have the same seeds) and the verdict (``ddpm.measure.intervals.compare``)."""
+    lines = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            va, vb = seed_values(a, metric), seed_values(b, metric)
+            paired = set(va) == set(vb)
+            seeds = sorted(va) if paired else None
+            c = compare(
+                [va[k] for k in seeds] if paired else list(va.values()),
+                [vb[k] for k in seeds] if paired else list(vb.values()),
+                higher_is_better=direction == "max",
+                paired=paired,
+            )
+            lines.append(f"- {c.text((a[name], b[name]), fmt=lambda v: f'{v:+.4g}')}")
+    return lines
 
 
 def describe(s: dict) -> str:
@@ -149,16 +174,26 @@ def write(plan: dict, runs: list, out_dir: str, *, current: dict) -> dict:
     text = table(plan, rows, current)
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
     failures = [f"- {r['run']}: {r.get('reason')}" for r in runs if r["status"] == "failed"]
+    pairs = pair_verdicts(rows, plan["metric"], plan["direction"])
     write_text(
         f"# Sweep {plan['name']}\n\n`{plan['command']}`: {plural(len(plan['points']), 'point')} × "
         f"{plural(len(plan['seeds']), 'seed')}, {plan['budget_text']}, "
         f"ranked by {plan['metric']} ({plan['direction']}), "
         f"target joint accuracy {plan['target_accuracy']}; mean (min / median / max) over seeds.\n\n{text}\n"
+        + (
+            f"\nEach pair on {plan['metric']}: the difference with its 95 % interval over seeds, and the verdict "
+            "(ddpm/measure/intervals.py):\n\n" + "\n".join(pairs) + "\n"
+            if pairs
+            else ""
+        )
         + ("\nFailed runs:\n" + "\n".join(failures) + "\n" if failures else "")
         + "\n![metric against each varied constant](results.png)\n",
         paths["md"],
     )
-    write_json(jsonable({**plan, "table": text, "rows": rows, "best": rows[0] if rows else None}), paths["json"])
+    write_json(
+        jsonable({**plan, "table": text, "pairs": pairs, "rows": rows, "best": rows[0] if rows else None}),
+        paths["json"],
+    )
     plot(rows, plan, paths["png"])
     write_hparams(runs, plan, out_dir)
     return paths

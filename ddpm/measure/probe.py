@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from ddpm.data.shapes import ATTRIBUTES, make_shapes_dataset
 from ddpm.files import atomic_write
@@ -167,9 +168,11 @@ def fit(probe: Probe, batch: Callable, labels: dict, n: int, s: dict, log: Calla
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s["lr"], total_steps=total, pct_start=0.2)
     gen = torch.Generator().manual_seed(s["train_seed"])
     probe.train()
+    bar = tqdm(total=total, desc="training the probe", unit="batch", leave=False, disable=None, dynamic_ncols=True)
     for epoch in range(s["epochs"]):
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, s["batch_size"]):
+            bar.update(1)
             idx = order[i : i + s["batch_size"]]
             x = batch(idx)
             if s["noise_aug"] > 0:
@@ -183,6 +186,7 @@ def fit(probe: Probe, batch: Callable, labels: dict, n: int, s: dict, log: Calla
             opt.step()
             sched.step()
         log(f"probe epoch {epoch + 1}/{s['epochs']}: loss {loss.item():.4f}")
+    bar.close()
     return probe.eval()
 
 

@@ -10,15 +10,19 @@ import math
 import time
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from ddpm.data.shapes import ATTRIBUTES, caption
 from ddpm.measure.distances import diversity, frechet_distance
+from ddpm.measure.intervals import bootstrap, jackknife, wilson
 from ddpm.measure.probe import accuracy, prompted_probability
 from ddpm.measure.prompts import (
     NUM_HELDOUT,
     NUM_SEEN,
     PROMPT_SEED,
+    QUICK_DRAW,
     REAL_PER_PROMPT,
     REAL_SEED,
     _as_combo,
@@ -30,15 +34,44 @@ from ddpm.measure.report import fmt_number
 
 
 def score(
-    probe, images: torch.Tensor, combos: Sequence[tuple], n: int, features: Optional[torch.Tensor] = None
+    probe,
+    images: torch.Tensor,
+    combos: Sequence[tuple],
+    n: int,
+    features: Optional[torch.Tensor] = None,
+    *,
+    intervals: bool = False,
 ) -> dict:
-    """Per-attribute accuracy, ``joint``, ``diversity`` of images generated n per combo in a row."""
+    """Per-attribute accuracy, ``joint``, the prompted attributes' probability (``prompt_prob``, ``joint_prob``,
+    ``<attribute>_prob``) and ``diversity`` of images generated n per combo in a row; with ``intervals``, also
+    ``"interval"``: each figure's 95 % interval, Wilson's for an accuracy, the bootstrap within prompts for the
+    rest (``ddpm.measure.intervals``)."""
     images = images.float().cpu()
     labels = labels_for(combos, n)
     probs = probe.probabilities(images)
     acc = accuracy({name: p.argmax(1) for name, p in probs.items()}, labels)
     feats = probe.features(images) if features is None else features
-    return {**acc, **prompted_probability(probs, labels), "diversity": diversity(feats, n)}
+    out = {**acc, **prompted_probability(probs, labels), "diversity": diversity(feats, n)}
+    if intervals:
+        out["interval"] = _intervals(probs, labels, feats, n, len(images))
+    return out
+
+
+def _intervals(probs: dict, labels: dict, feats: torch.Tensor, n: int, total: int) -> dict:
+    right = [(probs[a].argmax(1) == labels[a]).numpy() for a in ATTRIBUTES]
+    k = {a: int(r.sum()) for a, r in zip(ATTRIBUTES, right)}
+    k["joint"] = int(np.logical_and.reduce(right).sum())
+    out = {name: list(wilson(count, total)) for name, count in k.items()}
+    p_true = np.stack([probs[a].gather(1, labels[a].view(-1, 1)).squeeze(1).double().numpy() for a in ATTRIBUTES], 1)
+    rows = np.concatenate([p_true, p_true.mean(1, keepdims=True), p_true.prod(1, keepdims=True)], 1)  # (N, 6)
+    prompt = np.repeat(np.arange(total // n), n)
+    lo, hi = bootstrap(rows, lambda r: r.mean(0), strata=prompt)
+    for i, name in enumerate([f"{a}_prob" for a in ATTRIBUTES] + ["prompt_prob", "joint_prob"]):
+        out[name] = [float(lo[i]), float(hi[i])]
+    if n > 1:
+        per_prompt = [diversity(feats[i * n : (i + 1) * n], n) for i in range(total // n)]
+        out["diversity"] = list(bootstrap(np.array(per_prompt), np.mean))
+    return out
 
 
 # ---- generation ---------------------------------------------------------------------------------------
@@ -53,8 +86,10 @@ def generate(
     batch_size: int = 64,
     sampler: str = "ddim",
     eta: float = 0.0,
+    progress: Optional[Callable] = None,
 ) -> torch.Tensor:
-    """n images per combo, in order, from ``pipe.generate`` (``sampler``; DDIM's η), float32 on CPU."""
+    """n images per combo, in order, from ``pipe.generate`` (``sampler``; DDIM's η), float32 on CPU. ``progress``
+    wraps each batch's iterator of sampling steps (a shared bar)."""
     prompts = [caption(*c) for c in combos for _ in range(n)]
     images = pipe.generate(
         prompts,
@@ -64,6 +99,7 @@ def generate(
         eta=eta,
         seed=seed,
         batch_size=batch_size,
+        **({"progress": progress} if progress else {}),
     )
     images = images.float().cpu()
     if images.shape[0] != len(prompts):
@@ -102,8 +138,8 @@ def quick_eval(
             eta=eta,
         )
     start = time.perf_counter()
-    if prompts is None:
-        seen, held = eval_prompts()
+    if prompts is None:  # the yardstick of every in-training curve since ADR 0008: kept whatever make eval draws
+        seen, held = eval_prompts(*QUICK_DRAW)
         combos = seen[:4] + held[:4]
     else:
         combos = [_as_combo(p) for p in prompts]
@@ -150,8 +186,11 @@ def evaluate(
     log: Callable = print,
     sampler: str = "ddim",
     eta: float = 0.0,
+    progress: bool = False,
 ) -> dict:
-    """The full evaluation of one generator; returns the results dict (images under ``"_images"``)."""
+    """The full evaluation of one generator, every figure with its 95 % interval (``"interval"`` beside each set's
+    figures, ``fd_interval``); returns the results dict (images under ``"_images"``). ``progress``: a bar over the
+    sampling steps of all batches."""
     seen, held = eval_prompts(num_seen, num_heldout)
     combos = seen + held
     k_seen = len(seen) * n
@@ -170,33 +209,48 @@ def evaluate(
         f"ceiling (probe on real renders of the prompts): seen joint={ceiling_seen['joint']:.4f} "
         f"held-out joint={ceiling_held['joint']:.4f}; real-vs-real fd={fd_real}"
     )
+    steps_each = pipe.diffusion.timesteps if sampler == "ddpm" else num_steps
 
     def run_at(scale: float) -> dict:
         t0 = time.perf_counter()
-        images = generate(
-            pipe,
-            combos,
-            n,
-            guidance_scale=scale,
-            num_steps=num_steps,
-            seed=seed,
-            batch_size=batch_size,
-            sampler=sampler,
-            eta=eta,
-        )
+        batches = -(-len(combos) * n // batch_size)
+        with tqdm(
+            total=batches * steps_each,
+            desc=f"sampling at guidance {scale:g}",
+            unit="step",
+            disable=None if progress else True,  # None: a bar where stderr is a terminal
+            leave=False,
+            dynamic_ncols=True,
+        ) as bar:
+            images = generate(
+                pipe,
+                combos,
+                n,
+                guidance_scale=scale,
+                num_steps=num_steps,
+                seed=seed,
+                batch_size=batch_size,
+                sampler=sampler,
+                eta=eta,
+                progress=(lambda steps: _counted(steps, bar)) if progress else None,
+            )
         feats = probe.features(images)
+        prompt_of = np.repeat(np.arange(len(combos)), n)
         r = {
             "guidance_scale": scale,
-            "seen": score(probe, images[:k_seen], seen, n, features=feats[:k_seen]),
-            "heldout": score(probe, images[k_seen:], held, n, features=feats[k_seen:]),
+            "seen": score(probe, images[:k_seen], seen, n, features=feats[:k_seen], intervals=True),
+            "heldout": score(probe, images[k_seen:], held, n, features=feats[k_seen:], intervals=True),
             "diversity": diversity(feats, n),
             "fd": frechet_distance(ref_a, feats) if len(feats) >= 2 else None,
+            "fd_interval": list(jackknife(feats.numpy(), lambda f: frechet_distance(ref_a, f), groups=prompt_of)),
             "seconds": round(time.perf_counter() - t0, 2),
             "_images": images,
         }
+        iv = r["seen"]["interval"]
         log(
-            f"guidance {scale:g}: seen joint={r['seen']['joint']:.4f} held-out joint={r['heldout']['joint']:.4f} "
-            f"fd={fmt_number(r['fd'])} diversity={fmt_number(r['diversity'])} ({r['seconds']:.1f} s, {len(images)} images)"
+            f"guidance {scale:g}: seen joint={r['seen']['joint']:.4f} ({iv['joint'][0]:.3f}-{iv['joint'][1]:.3f}) "
+            f"held-out joint={r['heldout']['joint']:.4f} fd={fmt_number(r['fd'])} "
+            f"diversity={fmt_number(r['diversity'])} ({r['seconds']:.1f} s, {len(images)} images)"
         )
         return r
 
@@ -222,11 +276,14 @@ def evaluate(
             "real_per_prompt": per,
             "seen_prompts": [caption(*c) for c in seen],
             "heldout_prompts": [caption(*c) for c in held],
+            "intervals": "95 %: Wilson for accuracies; a bootstrap within prompts for the probabilities and over "
+            "prompts for diversity; the delete-one-prompt jackknife for the Fréchet distance",
         },
         "ceiling": {"seen": ceiling_seen, "heldout": ceiling_held},
         "seen": main_run["seen"],
         "heldout": main_run["heldout"],
         "fd": main_run["fd"],
+        "fd_interval": main_run["fd_interval"],
         "fd_real": fd_real,
         "diversity": main_run["diversity"],
         "diversity_real": diversity(ref_a, n),
@@ -239,18 +296,41 @@ def evaluate(
     return results
 
 
+def _counted(steps, bar):
+    for t in steps:
+        yield t
+        bar.update(1)
+
+
 def headline_numbers(results: dict) -> dict:
+    """The figures make eval prints last and run.json keeps, each with its 95 % interval under ``"ci"``."""
+    seen, held = results["seen"], results["heldout"]
     return {
-        "joint_accuracy": results["seen"]["joint"],
+        "joint_accuracy": seen["joint"],
         "ceiling": results["ceiling"]["seen"]["joint"],
-        "heldout_joint_accuracy": results["heldout"]["joint"],
+        "heldout_joint_accuracy": held["joint"],
         "heldout_ceiling": results["ceiling"]["heldout"]["joint"],
+        "prompt_prob": seen["prompt_prob"],
+        "heldout_prompt_prob": held["prompt_prob"],
         "fd": results["fd"],
         "fd_real": results["fd_real"],
         "diversity": results["diversity"],
+        "ci": {
+            "joint_accuracy": seen["interval"]["joint"],
+            "heldout_joint_accuracy": held["interval"]["joint"],
+            "prompt_prob": seen["interval"]["prompt_prob"],
+            "heldout_prompt_prob": held["interval"]["prompt_prob"],
+            "fd": results["fd_interval"],
+        },
     }
 
 
 def headline_line(numbers: dict) -> str:
-    """``key=value`` pairs on one line; floats below 1 get 3 decimals, others 4 significant digits."""
-    return " ".join(f"{k}={fmt_number(v)}" for k, v in numbers.items())
+    """``key=value`` pairs on one line, each figure that has an interval followed by ``key_lo=… key_hi=…``; floats
+    below 1 get 3 decimals, others 4 significant digits."""
+    ci = numbers.get("ci", {})
+    return " ".join(
+        f"{k}={fmt_number(v)}" + (f" {k}_lo={fmt_number(ci[k][0])} {k}_hi={fmt_number(ci[k][1])}" if k in ci else "")
+        for k, v in numbers.items()
+        if k != "ci"
+    )

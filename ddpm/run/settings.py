@@ -10,6 +10,7 @@ import difflib
 import math
 import re
 
+from ddpm.data.folder import SPLITS as FOLDER_SPLITS
 from ddpm.data.images import RESIZE_POLICIES
 from ddpm.data.load import BAD_FILE_POLICIES, DATASETS, FLIP_POLICIES
 from ddpm.data.shapes import SPLITS
@@ -64,7 +65,8 @@ SCHEMA = {
     "DATA_DIR": _STR,
     "DATASET_SIZE": _int(1),
     "DATASET_SEED": _int(0, SEED_MAX),
-    "DATASET_SPLIT": _choice(SPLITS),
+    "DATASET_SPLIT": _choice(SPLITS + tuple(FOLDER_SPLITS)[1:]),
+    "CAPTION_COLUMN": (str, lambda v: bool(v.strip()), "a column name, not empty"),
     "IMAGE_SIZE": _int(8, 256),
     "RESIZE": _choice(RESIZE_POLICIES),
     "BACKGROUND": (
@@ -208,6 +210,12 @@ def _cross_checks(c: dict) -> list:
         errors.append(
             f"DATA_DIR is empty: DATASET = {c['DATASET']!r} reads its images from a folder (--set DATA_DIR=/path)"
         )
+    allowed = {"shapes": SPLITS, "folder": tuple(FOLDER_SPLITS), "cifar10": ("train",)}[c["DATASET"]]
+    if c["DATASET_SPLIT"] not in allowed:
+        errors.append(
+            f"DATASET_SPLIT = {c['DATASET_SPLIT']!r}: DATASET = {c['DATASET']!r} has the splits "
+            f"{', '.join(map(repr, allowed))}"
+        )
     if c["BATCH_SIZE"] % c["GRAD_ACCUM_STEPS"]:
         errors.append(
             f"GRAD_ACCUM_STEPS = {c['GRAD_ACCUM_STEPS']}: must divide BATCH_SIZE = {c['BATCH_SIZE']} "
@@ -331,6 +339,7 @@ def data_args(cfg: dict) -> dict:
         dataset_size=cfg["DATASET_SIZE"],
         dataset_seed=cfg["DATASET_SEED"],
         split=cfg["DATASET_SPLIT"],
+        caption_column=cfg["CAPTION_COLUMN"],
         flip=cfg["FLIP"],
         bad_files=cfg["BAD_FILES"],
         background=tuple(cfg["BACKGROUND"]),
