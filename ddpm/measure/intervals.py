@@ -6,7 +6,7 @@
 - ``bootstrap(values, statistic, strata=...)``: the percentile bootstrap (Efron & Tibshirani 1993) for the means no
   formula covers (the prompted attributes' probability, diversity), resampling within each prompt so that every
   prompt keeps its count of samples; ``jackknife(values, statistic, groups=...)`` for the Fréchet distance, which
-  a bootstrap biases upwards (a resample's duplicated rows).
+  a bootstrap biases upwards (a resample's duplicated rows); a prompt is left out of both sides.
 - ``compare(a, b)``: the difference of two points' per-seed values with its t interval (paired where the seeds
   match, Welch's otherwise), and a verdict: "A better", "B better", or "not resolved: about N seeds would resolve a
   difference of this size". ``make compare``, the sweep's and the ladder's results use it, so ADR verdicts come
@@ -78,16 +78,16 @@ def bootstrap(
     return (float(lo), float(hi)) if stats.ndim == 1 else (lo, hi)
 
 
-def jackknife(values, statistic: Callable, *, groups: Sequence, z: float = Z95) -> tuple:
-    """(lo, hi) = θ ± z·se with the delete-one-group jackknife's standard error (Efron & Stein 1981): for a smooth
-    statistic that the bootstrap biases, such as a Fréchet distance, whose duplicated rows shrink the covariance."""
-    values, groups = np.asarray(values), np.asarray(groups)
-    labels = list(dict.fromkeys(groups.tolist()))
+def jackknife(labels: Sequence, statistic: Callable, *, z: float = Z95) -> tuple:
+    """(lo, hi) = θ ± z·se with the delete-one-group jackknife's standard error (Efron & Stein 1981), for a smooth
+    statistic that the bootstrap biases, such as a Fréchet distance (a resample's duplicated rows shrink its
+    covariance). ``statistic(without)`` is the figure computed with the group ``without`` left out (None: all)."""
+    labels = list(dict.fromkeys(labels))
     g = len(labels)
     if g < 2:
         return (math.nan, math.nan)
-    theta = statistic(values)
-    leave_out = np.array([statistic(values[groups != label]) for label in labels], dtype=float)
+    theta = statistic(None)
+    leave_out = np.array([statistic(label) for label in labels], dtype=float)
     se = math.sqrt((g - 1) / g * float(((leave_out - leave_out.mean()) ** 2).sum()))
     return theta - z * se, theta + z * se
 
