@@ -186,7 +186,9 @@ def save_grid(images, prompts: list, writer: SummaryWriter, run_dir: str, *, epo
 
 
 def log_provenance(writer: SummaryWriter, cfg: dict, prov: dict) -> None:
-    """The run's provenance and config as TensorBoard text and hparams, at step 0."""
+    """The run's provenance and config as TensorBoard text and hparams, at step 0. A sweep's trial leaves the
+    hparams to its sweep, which writes them with the trial's scores (ddpm/experiments/results.py): one row each in
+    TensorBoard's HPARAMS tab, not two."""
     adr = prov.get("adr") or {}
     text = "\n".join(f"    {k} = {v!r}" for k, v in cfg.items())
     writer.add_text(
@@ -196,5 +198,7 @@ def log_provenance(writer: SummaryWriter, cfg: dict, prov: dict) -> None:
         f"exploratory: {prov.get('exploratory')}\n\n{text}",
         0,
     )
+    if "sweep" in (prov.get("tags") or {}):
+        return
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else repr(v)) for k, v in cfg.items()}
     writer.add_hparams(hparams, {"hparam/final_loss": float("nan")}, run_name=".")
