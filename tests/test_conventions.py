@@ -5,17 +5,16 @@ import os
 import re
 import stat
 import subprocess
-import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_train_faults import checkpoints, ok, train_run
+from test_train_sample import ROOT
 
 from ddpm.files import write_json
 from ddpm.run.checkpoint import load_checkpoint
 from ddpm.run.export import export
 from ddpm.run.settings import parse_overrides
-from test_train_faults import checkpoints, ok, train_run
-from test_train_sample import ROOT
 
 OLD_CKPT = os.path.join(ROOT, "tests", "data", "ckpt-format1-pre-layout.pt")
 
