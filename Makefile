@@ -8,7 +8,8 @@ BENCH_STAMP := .venv/.bench-$(shell cat requirements-bench.txt 2>/dev/null | cks
 # it ("$$DDPM_CKPT"), so neither make nor the shell interprets a quote, $, backtick, ; or newline in it. ARGS, which
 # holds several arguments, is split by Python's shlex (ddpm/cli.py), which runs nothing. The recipes test a
 # variable with $(value NAME), never $(NAME), which would expand it.
-USER_VARS := ARGS PROMPT CKPT OUT N GUIDANCE STEPS SAMPLER ETA SEED SPEC TITLE FROM SUPERSEDES SWEEPS NPROC PORT HOST
+USER_VARS := ARGS PROMPT CKPT OUT N GUIDANCE STEPS SAMPLER ETA SEED SPEC TITLE FROM SUPERSEDES SWEEPS NPROC PORT HOST \
+             WORKERS STORAGE
 $(foreach v,$(USER_VARS),$(eval export DDPM_$v := $$(value $v)))
 # make would export every command-line variable to the recipes by expanding it, which runs a $(shell ...) in it.
 unexport $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $v)),$v))
@@ -28,6 +29,7 @@ help: ## list the targets
 	@echo "make adr TITLE=\"...\"       write the next ADR, filled with config.py's undecided changes; SUPERSEDES=N"
 	@echo "make adr TITLE=\"...\" FROM=runs/<sweep>   the ADR from a sweep's best point, its table and command"
 	@echo "make sweep SPEC=decisions/sweeps/lr.toml    random search, seeds per point → runs/<name>/results.md"
+	@echo "make sweep SPEC=... WORKERS=N STORAGE=URL   N workers here; the same STORAGE on other machines joins the study"
 	@echo "make ladder SPEC=decisions/ladders/width.toml  sizes × seeds: loss and accuracy vs params/FLOPs, verdict"
 	@echo "make compare SWEEPS=\"runs/a runs/b\"  finished sweeps side by side: each probe attribute, images to 0.9"
 	@echo "make runs                  table of training runs, newest first"
@@ -75,11 +77,11 @@ adr: $(STAMP)
 
 sweep: $(STAMP)
 	@test -n "$$DDPM_SPEC" || { echo 'make sweep needs a spec: make sweep SPEC=decisions/sweeps/lr.toml'; exit 2; }
-	$(PY) -m ddpm.experiments.sweep "$$DDPM_SPEC"
+	$(PY) -m ddpm.experiments.sweep "$$DDPM_SPEC" $(call opt,WORKERS,workers) $(call opt,STORAGE,storage)
 
 ladder: $(STAMP)
 	@test -n "$$DDPM_SPEC" || { echo 'make ladder needs a spec: make ladder SPEC=decisions/ladders/width.toml'; exit 2; }
-	$(PY) -m ddpm.experiments.ladder "$$DDPM_SPEC"
+	$(PY) -m ddpm.experiments.ladder "$$DDPM_SPEC" $(call opt,WORKERS,workers) $(call opt,STORAGE,storage)
 
 # SWEEPS holds several folders: its words are split with ARGS's (shlex), so a folder name with a space is quoted.
 compare: $(STAMP)

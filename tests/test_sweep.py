@@ -16,7 +16,7 @@ import pytest
 from ddpm.decisions.check import check
 from ddpm.decisions.config_file import read_config
 from ddpm.decisions.scaffold import from_results, new_adr
-from ddpm.experiments import sweep
+from ddpm.experiments import plan, sweep
 from ddpm.experiments.metrics import steps_to_target, trial_metrics, window_mean
 from ddpm.experiments.results import aggregate, spread
 from ddpm.experiments.search import Dimension, dimension, draw_trials
@@ -147,11 +147,11 @@ def test_a_compute_budget_gives_each_point_the_steps_its_flops_allow():
     config = {**read_config(os.path.join(ROOT, "config.py")), **TINY}
     spec = types.SimpleNamespace(budget_steps=None, budget_fraction=None, budget_tflop=0.01, base={"BASE_CHANNELS": 8})
     flops = model_size({**config, "BASE_CHANNELS": 8})["fwd_flops_per_image"]
-    steps = sweep.budget_steps(spec, config)
+    steps = plan.budget_steps(spec, config)
     assert steps == round(0.01e12 / (3 * flops * TINY["BATCH_SIZE"])) and steps > 1
-    assert sweep.budget_steps(spec, config, {"BATCH_SIZE": 2 * TINY["BATCH_SIZE"]}) in (steps // 2, (steps + 1) // 2)
-    assert sweep.budget_steps(spec, config, {"BASE_CHANNELS": 16}) < steps
-    assert sweep.budget_steps(types.SimpleNamespace(**{**vars(spec), "budget_tflop": 1e-12}), config) == 1  # never 0
+    assert plan.budget_steps(spec, config, {"BATCH_SIZE": 2 * TINY["BATCH_SIZE"]}) in (steps // 2, (steps + 1) // 2)
+    assert plan.budget_steps(spec, config, {"BASE_CHANNELS": 16}) < steps
+    assert plan.budget_steps(types.SimpleNamespace(**{**vars(spec), "budget_tflop": 1e-12}), config) == 1  # never 0
 
 
 # ---- metrics and ranking ---------------------------------------------------------------------------------

@@ -8,115 +8,66 @@ Each trial is an ordinary training run, ``train.py`` in a subprocess::
 so ``runs/<sweep>/<trial>-s<seed>/`` holds what any run holds (run.json with the overrides and tags in its
 provenance, TensorBoard events, checkpoints): ``make runs``, ``make eval CKPT=...`` and TensorBoard read it as
 they read any run. The sweep's own files sit beside the trials: ``sweep.json`` (the plan: spec, budget, the drawn
-points), ``results.json``, ``results.md``, ``results.png`` (results.py), ``.logs/<run>.log`` (each trial's output)
-and ``.hparams/`` (TensorBoard's HPARAMS tab).
+points), ``study.db`` (the Optuna study that schedules and records them, ``ddpm.experiments.study``),
+``results.json``, ``results.md``, ``results.png`` (results.py), ``.logs/<run>.log`` (each trial's output) and
+``.hparams/`` (TensorBoard's HPARAMS tab).
+
+Who trains what: every (point, seed) is a trial of the study, claimed by one worker at a time. ``--jobs N`` runs N
+workers in this process (threads), ``--workers N`` starts N worker processes; each run gets ``train.py --threads``
+= cores / N. The same command on other machines, with one ``--storage`` (a database URL, or ``journal:`` and a
+file on a shared filesystem) and a shared runs folder, joins the same study: each run is trained once, a worker
+that dies leaves its run to another, which resumes it from its newest checkpoint, and a finished study trains
+nothing. The results do not depend on who trained what.
 
 Interrupted and started again, a sweep skips the runs that are finished (run.json says step == budget), resumes
 those with a checkpoint, and starts again those without one. A trial that exits non-zero (a crash, a bad value,
 non-finite losses) or ends with a non-finite loss is recorded as failed in ``<run>/failed.json`` with the tail of
 its output, and the sweep goes on; a later start skips it too, unless ``--retry-failed`` (which keeps the failed
-folder aside as ``.failed-<run>-<n>`` and trains the run afresh). ``--jobs N`` trains N runs at a time, each with
-``train.py --threads`` = cores / N: the results are the same, in the same order. A folder whose runs were trained
-under other values than config.py gives now (an ADR changed the default since) is refused, naming each difference.
+folder aside as ``.failed-<run>-<n>`` and trains the run afresh). A folder whose runs were trained under other
+values than config.py gives now (an ADR changed the default since) is refused, naming each difference.
 """
 
 import argparse
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+import time
+
+import optuna
 
 from ddpm.cli import command_line, error
 from ddpm.decisions.adr import fmt
-from ddpm.decisions.config_file import read_config
-from ddpm.decisions.provenance import architecture_drift
 from ddpm.experiments import results
+from ddpm.experiments import study as studies
 from ddpm.experiments.metrics import trial_metrics
-from ddpm.experiments.search import draw_trials
-from ddpm.experiments.spec import Spec, SpecError, load
+from ddpm.experiments.plan import REPO_ROOT, prepare, run_name, run_overrides, train_command
+from ddpm.experiments.spec import SpecError
 from ddpm.files import read_json, write_json
-from ddpm.measure.workload import model_size
-from ddpm.run.checkpoint import RESUMABLE
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STDERR_TAIL = 2000  # characters of a failed trial's output kept in failed.json
 
 
-def budget_steps(spec: Spec, config: dict, overrides: dict = None) -> int:
-    """Optimizer steps of a trial: the spec's budget_steps; its budget_fraction of the default run (EPOCHS × steps
-    per epoch of ``[base]``); or, for budget_tflop, the steps at which the point's training compute
-    3 × forward FLOPs per image × BATCH_SIZE × steps reaches it, with the point's ``overrides``: a wider rung or a
-    larger batch trains fewer steps, so that a ladder or a batch-size sweep compares at equal compute."""
-    if spec.budget_steps is not None:
-        return spec.budget_steps
-    if spec.budget_tflop is not None:
-        cfg = {**config, **spec.base, **(overrides or {})}
-        per_step = 3 * model_size(cfg)["fwd_flops_per_image"] * cfg["BATCH_SIZE"]
-        return max(1, round(spec.budget_tflop * 1e12 / per_step))
-    cfg = {**config, **spec.base}
-    return max(1, round(spec.budget_fraction * cfg["EPOCHS"] * (cfg["DATASET_SIZE"] // cfg["BATCH_SIZE"])))
+def _die_with_parent():  # Linux: a worker killed with SIGKILL takes its train.py along, so no run has two writers
+    try:
+        import ctypes
 
-
-def budget_text(spec: Spec, budget) -> str:
-    """The budget in words, for results.md and the ADR drafted from it."""
-    if spec.budget_tflop is None:
-        return f"{budget} optimizer steps each"
-    return (
-        f"{fmt(spec.budget_tflop)} TFLOP of training compute each (3 × forward FLOPs × images; the steps differ "
-        f"by point)"
-    )
-
-
-def sweep_points(spec: Spec) -> list:
-    """[{"trial": "t00", "overrides": {NAME: value}}] drawn from the sweep's seed."""
-    width = len(str(spec.trials - 1))
-    return [
-        {"trial": f"t{i:0{width}d}", "overrides": o}
-        for i, o in enumerate(draw_trials(spec.vary, spec.trials, spec.seed))
-    ]
-
-
-def run_name(point: dict, seed: int) -> str:
-    """The folder of one (point, seed) in the sweep's: ``<trial>-s<seed>``."""
-    return f"{point['trial']}-s{seed}"
-
-
-def run_overrides(spec: Spec, point: dict, seed: int) -> dict:
-    """What a run's ``--set``s put over config.py: the spec's ``[base]``, the point's values, the seed."""
-    return {**spec.base, **point["overrides"], "SEED": seed}
-
-
-def train_command(
-    *, runs_dir: str, run: str, budget: int, overrides: dict, tags: dict, resume: bool, threads: int = None
-) -> list:
-    """The train.py command line of one run (``--resume`` continues its newest checkpoint)."""
-    cmd = [
-        sys.executable,
-        str(REPO_ROOT / "train.py"),
-        "--runs-dir",
-        runs_dir,
-        "--max-steps",
-        str(budget),
-        "--exploratory",
-    ]
-    cmd += ["--threads", str(threads)] if threads else []
-    cmd += ["--resume", run] if resume else ["--run", run]
-    for key, value in overrides.items():
-        cmd += ["--set", f"{key}={fmt(value)}"]
-    for key, value in tags.items():
-        cmd += ["--tag", f"{key}={value}"]
-    return cmd
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def subprocess_runner(cmd: list, log_path: str) -> tuple:
-    """Run ``cmd`` with its output appended to ``log_path``; (exit code, the log's tail). Interrupting kills the child."""
+    """Run ``cmd`` with its output appended to ``log_path``; (exit code, the log's tail). Interrupting kills the child,
+    and so does the death of this process."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "a") as log:
-        code = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        ).returncode
     with open(log_path, errors="replace") as log:
         return code, log.read()[-STDERR_TAIL:]
 
@@ -134,7 +85,7 @@ def run_status(run_dir: str, budget: int) -> str:
 
 
 def run_points(
-    spec: Spec,
+    spec,
     points: list,
     out_dir: str,
     *,
@@ -143,55 +94,130 @@ def run_points(
     retry_failed: bool = False,
     jobs: int = 1,
     report_only: bool = False,
+    storage: str = None,
+    threads: int = None,
+    plan: dict = None,
     log=print,
 ) -> list:
-    """Train every (point, seed) not finished yet; [{"run", "trial", "seed", "overrides", "status", ...metrics}].
-    A point's own "budget" (budget_tflop specs) overrides ``budget``. ``jobs`` > 1 trains that many runs at a time,
-    each with ``--threads`` = its share of the cores. ``report_only`` trains nothing: the runs not finished keep
-    their status ("new" or "partial"), so that a sweep stopped early can still be reported."""
+    """Train every (point, seed) not finished yet, claiming each from the sweep's study; returns
+    [{"run", "trial", "seed", "overrides", "status", ...metrics}] in plan order. A point's own "budget"
+    (budget_tflop specs) overrides ``budget``. ``jobs`` workers in this process (threads), each run on ``threads``
+    threads (default: cores / jobs). ``report_only`` trains nothing: the runs not finished keep their status ("new"
+    or "partial"), so that a sweep stopped early can still be reported."""
     _share_probe_cache(out_dir)
-    tasks = []  # (point, seed, run, steps, status)
-    for point in points:
-        steps = point.get("budget", budget)
-        for seed in spec.seeds:
-            run = run_name(point, seed)
-            run_dir = os.path.join(out_dir, run)
-            status = run_status(run_dir, steps)
-            if status == "failed" and retry_failed:  # kept aside as .failed-<run>-<n>, and trained afresh
-                n = sum(name.startswith(f".failed-{run}-") for name in os.listdir(out_dir))
-                os.rename(run_dir, os.path.join(out_dir, f".failed-{run}-{n}"))
-                status = "new"
-            tasks.append((point, seed, run, steps, status))
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if jobs > 1 else None
-    if jobs > 1:  # print writes a line and its newline apart: two runs' lines would run into one another
-        lock, log_line = threading.Lock(), log
+    units = [studies.Unit(p, seed, run_name(p, seed), p.get("budget", budget)) for p in points for seed in spec.seeds]
+    retried = []
+    if retry_failed:
+        for unit in units:
+            run_dir = os.path.join(out_dir, unit.run)
+            if run_status(run_dir, unit.steps) == "failed":  # kept aside as .failed-<run>-<n>, trained afresh
+                n = sum(name.startswith(f".failed-{unit.run}-") for name in os.listdir(out_dir))
+                os.rename(run_dir, os.path.join(out_dir, f".failed-{unit.run}-{n}"))
+                retried.append(unit.run)
+    if not report_only:
+        url = storage or f"sqlite:///{os.path.abspath(os.path.join(out_dir, 'study.db'))}"
+        study = studies.open_study(url, spec.name, plan or {}, units, log=log)
+        if retried:
+            _requeue(study, retried)
+        threads = threads or (max(1, len(os.sched_getaffinity(0)) // jobs) if jobs > 1 else None)
+        Workers(spec, study, units, out_dir, runner=runner, threads=threads, log=log).run(jobs)
+    records = []
+    for unit in units:
+        status = run_status(os.path.join(out_dir, unit.run), unit.steps)
+        if report_only and status in results.NOT_TRAINED:
+            log(f"{unit.run}: not trained (--report)")
+        records.append(_record(spec, unit.point, unit.seed, unit.run, os.path.join(out_dir, unit.run), status))
+    return records
 
-        def log(line):
-            with lock:
-                log_line(line)
 
-    def train(task) -> str:
-        point, seed, run, steps, status = task
-        if status in results.NOT_TRAINED:
-            if report_only:
-                log(f"{run}: not trained (--report)")
-                return status
-            return _train(spec, point, seed, run, out_dir, budget=steps, runner=runner, threads=threads, log=log)
-        log(f"{run}: {status} already, skipped")
-        return status
-
-    if jobs == 1:  # no pool: after a Ctrl-C a pool's worker could start the next run before the cancel reaches it
-        statuses = [train(task) for task in tasks]
-    else:
-        pool = ThreadPoolExecutor(max_workers=jobs)
-        try:
-            statuses = list(pool.map(train, tasks))
-        finally:  # interrupted: start no further run (the running ones got the same Ctrl-C)
-            pool.shutdown(wait=True, cancel_futures=True)
-    return [
-        _record(spec, point, seed, run, os.path.join(out_dir, run), status)
-        for (point, seed, run, _, _), status in zip(tasks, statuses)
+def _requeue(study, runs: list) -> None:
+    """--retry-failed: the failed trial of each of ``runs`` once more (their folders were moved aside)."""
+    done = set(study.user_attrs.get("requeued", []))
+    failed = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        if t.user_attrs.get("run") in runs and t.number not in done
     ]
+    for frozen in failed:
+        study.enqueue_trial(frozen.system_attrs.get("fixed_params", frozen.params), user_attrs=frozen.user_attrs)
+    study.set_user_attr("requeued", sorted(done | {t.number for t in failed}))
+
+
+class Workers:
+    """``jobs`` workers in this process: each claims a trial, trains its run (or skips a finished one), and tells
+    the study, until nothing waits; then waits for the other workers' runs, taking over any whose worker went
+    silent. Prints "run i of N", the time left at the pace so far, and where each run's log is."""
+
+    def __init__(self, spec, study, units: list, out_dir: str, *, runner, threads, log):
+        self.spec, self.study, self.out_dir, self.runner, self.threads = spec, study, out_dir, runner, threads
+        self.units, self.order = {u.run: u for u in units}, {u.run: i for i, u in enumerate(units)}
+        self.lock, self.log_line = threading.Lock(), log
+        self.started, self.trained = time.monotonic(), 0
+
+    def log(self, line: str) -> None:
+        with self.lock:  # print writes a line and its newline apart: two workers' lines would run into one another
+            self.log_line(line)
+
+    def run(self, jobs: int) -> None:
+        if jobs == 1:  # no thread: a Ctrl-C reaches the one worker directly
+            self.work()
+            return
+        pool = [threading.Thread(target=self.work, daemon=True) for _ in range(jobs)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            while t.is_alive():
+                t.join(timeout=1)
+
+    def work(self) -> None:
+        while True:
+            trial = studies.claim(self.study, self.order)
+            if trial is None:
+                if studies.take_over_stale(self.study):
+                    continue
+                if not studies.counts(self.study).get("RUNNING"):
+                    return
+                time.sleep(studies.POLL_SECONDS)  # others still train: wait, in case one of them dies
+                continue
+            self.one(trial)
+
+    def one(self, trial) -> None:
+        unit = self.units[trial.user_attrs["run"]]
+        studies.record_params(trial, self.spec.vary, self.spec.seeds)
+        run_dir = os.path.join(self.out_dir, unit.run)
+        status = run_status(run_dir, unit.steps)
+        if status in results.NOT_TRAINED:
+            done = sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
+            total = len(self.units)
+            pace = (time.monotonic() - self.started) / self.trained if self.trained else None
+            left = f", about {pace * (total - done) / 60:.0f} min left at this pace" if pace else ""
+            self.log(
+                f"run {done + 1} of {total}: {unit.run}{left}; log: {os.path.join(self.out_dir, '.logs', unit.run + '.log')}"
+            )
+            with studies.Beating(self.study, trial), studies.handed_back_if_interrupted(self.study, trial):
+                status = _train(
+                    self.spec,
+                    unit.point,
+                    unit.seed,
+                    unit.run,
+                    self.out_dir,
+                    budget=unit.steps,
+                    runner=self.runner,
+                    threads=self.threads,
+                    log=self.log,
+                )
+            self.trained += 1
+        else:
+            self.log(f"{unit.run}: {status} already, skipped")
+        if status == "finished":
+            value = trial_metrics(run_dir, target=self.spec.target_accuracy).get(self.spec.metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.study.tell(trial, value)
+            else:  # finished without a value of the metric (a target not reached): Optuna's PRUNED, and why
+                trial.set_user_attr("metric", f"no {self.spec.metric}")
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def _train(spec, point, seed, run, out_dir, *, budget, runner, threads=None, log) -> str:
@@ -255,55 +281,6 @@ def _share_probe_cache(out_dir: str) -> None:
         os.symlink(target, link)
 
 
-SAME_RUNS = ("budget", "points", "base")  # what makes run <trial>-s<seed> the same run in two plans
-
-
-def check_plan(out_dir: str, plan: dict) -> None:
-    """Write sweep.json, or refuse (one line) when the folder holds a sweep whose runs would differ.
-
-    The number of seeds may change: run <trial>-s<k> is the same whatever the count, so raising ``seeds`` trains
-    only the new seeds, and the table then covers the spec's seeds.
-    """
-    path = os.path.join(out_dir, "sweep.json")
-    if os.path.isfile(path):
-        old = read_json(path)
-        if {k: old.get(k) for k in SAME_RUNS} != {k: plan[k] for k in SAME_RUNS}:
-            raise SpecError(
-                f"{out_dir} holds a sweep with other trials, fixed values or budget (its sweep.json); "
-                f"give the spec another name, or move that folder away"
-            )
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(plan, path)
-
-
-def check_config(out_dir: str, spec: Spec, config: dict, points: list) -> None:
-    """Refuse (one line per run) when a run already in the folder was trained under other values than config.py,
-    ``[base]`` and its point would give it now, outside what a resume may change (``RESUMABLE``): a sweep would
-    skip it as finished, or resume it with its own values, and report a mix of two defaults as one (for example
-    after an ADR changes config.py). A constant absent on either side is not compared: an ADR adds a constant at
-    the value that keeps today's behaviour."""
-    stale = []
-    for point in points:
-        for seed in spec.seeds:
-            run = run_name(point, seed)
-            try:
-                saved = read_json(os.path.join(out_dir, run, "run.json"))["config"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # not started, or no run.json yet: nothing trained to mix in
-            now = {**config, **run_overrides(spec, point, seed)}
-            keys = sorted((set(saved) & set(now)) - set(RESUMABLE))
-            stale += [
-                f"{run}: {key} = {fmt(was)} there, {fmt(is_)} now"
-                for key, (was, is_) in architecture_drift(saved, now, keys).items()
-            ]
-    if stale:
-        raise SpecError(
-            f"{out_dir} holds runs trained under other values than config.py and the spec give now "
-            f"(config.py changed since?):\n  " + "\n  ".join(stale) + "\ngive the spec another name (or "
-            "move the folder away) to train today's values; the old runs' git commit is in their run.json"
-        )
-
-
 def parser(prog: str, example: str) -> argparse.ArgumentParser:
     """The command line that ``make sweep`` and ``make ladder`` share."""
     p = argparse.ArgumentParser(
@@ -319,7 +296,26 @@ def parser(prog: str, example: str) -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=1,
-        help="runs trained at a time, each on cores / JOBS threads (CPU; on one GPU they share it)",
+        help="workers in this process: runs trained at a time, each on cores / JOBS threads (CPU; on one GPU they "
+        "share it)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes to start here (make sweep WORKERS=N), each one run at a time on cores / N threads",
+    )
+    p.add_argument(
+        "--storage",
+        help="where the study lives (default: sqlite in runs/<sweep>/study.db); for several machines a database URL "
+        "(postgresql://…, mysql+pymysql://…) or journal:/shared/path/study.log, with the runs folder shared too",
+    )
+    p.add_argument("--threads", type=int, help="threads of each training run (default: cores / workers)")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=studies.GRACE_SECONDS,
+        help="seconds a worker may go without a heartbeat before its run is handed to another (default: %(default)s)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the trials and stop")
     p.add_argument(
@@ -331,64 +327,6 @@ def parser(prog: str, example: str) -> argparse.ArgumentParser:
     return p
 
 
-def check_epochs(spec: Spec, config: dict, points: list, budget) -> None:
-    """Refuse a point whose steps exceed its EPOCHS of the shapes dataset: train.py stops at EPOCHS (the sooner of
-    the two), and the run would be recorded as failed after training. Other datasets' sizes are known only then."""
-    for point in points:
-        cfg = {**config, **spec.base, **point["overrides"]}
-        steps, epochs = point.get("budget", budget), cfg["EPOCHS"] * (cfg["DATASET_SIZE"] // cfg["BATCH_SIZE"])
-        if cfg["DATASET"] == "shapes" and steps > epochs:
-            raise SpecError(
-                f"{spec.path}: {point['trial']} would train {steps:,} steps, but EPOCHS = {cfg['EPOCHS']} "
-                f"ends it at {epochs:,}; raise EPOCHS in [base] (train.py stops at the sooner)"
-            )
-
-
-def prepare(args, *, ladder: bool = False) -> tuple:
-    """(spec, config, points, out_dir, plan) for a sweep or a ladder; SpecError for a bad spec or a changed plan."""
-    spec = load(args.spec, ladder=ladder)
-    config = read_config(args.config)
-    points = (
-        [{"trial": f"r{i}", "overrides": rung} for i, rung in enumerate(spec.rungs)] if ladder else sweep_points(spec)
-    )
-    budget = None if spec.budget_tflop is not None else budget_steps(spec, config)
-    if budget is None:  # compute-matched: the steps are the point's own
-        for point in points:
-            point["budget"] = budget_steps(spec, config, point["overrides"])
-    check_epochs(spec, config, points, budget)
-    kind = "ladder" if ladder else "sweep"
-    plan = results.jsonable(
-        {
-            "kind": kind,
-            "name": spec.name,
-            "spec": args.spec,
-            "seed": spec.seed,
-            "seeds": spec.seeds,
-            "budget": budget,
-            "budget_tflop": spec.budget_tflop,
-            "budget_text": budget_text(spec, budget),
-            "metric": spec.metric,
-            "direction": spec.direction,
-            "target_accuracy": spec.target_accuracy,
-            "base": spec.base,
-            "points": points,
-            "axes": {d.name: d.axis for d in spec.vary},
-            "command": f"make {kind} SPEC={args.spec}",
-        }
-    )
-    for point in points:
-        print(
-            f"{point['trial']}: "
-            + " ".join(f"{k}={fmt(v)}" for k, v in point["overrides"].items())
-            + (f" ({point['budget']} steps)" if "budget" in point else "")
-        )
-    out_dir = os.path.join(args.runs_dir, spec.name)
-    if not args.dry_run:
-        check_plan(out_dir, plan)
-        check_config(out_dir, spec, config, points)
-    return spec, config, points, out_dir, plan
-
-
 def train_spec(argv, *, ladder: bool, runner):
     """Parse the command line, train what is not trained yet: an exit code (bad spec, dry run) or
     (spec, config, out_dir, plan, runs)."""
@@ -396,24 +334,54 @@ def train_spec(argv, *, ladder: bool, runner):
     example = "decisions/ladders/width.toml" if ladder else "decisions/sweeps/lr.toml"
     args = parser(f"python -m ddpm.experiments.{kind}", example).parse_args(command_line(argv))
     if args.jobs < 1:
-        return error(kind, f"--jobs {args.jobs}: must be ≥ 1 (runs trained at a time)")
+        return error(kind, f"--jobs {args.jobs}: must be ≥ 1 (workers in this process, runs trained at a time)")
+    if args.workers < 0:
+        return error(kind, f"--workers {args.workers}: must be ≥ 0 (worker processes to start; 0: none apart)")
+    studies.GRACE_SECONDS, studies.HEARTBEAT_SECONDS = args.grace, min(studies.HEARTBEAT_SECONDS, args.grace / 6)
     try:
         spec, config, points, out_dir, plan = prepare(args, ladder=ladder)
+        if args.dry_run:
+            return 0
+        if args.workers > 1:  # N worker processes, then the results of them all
+            return spawn_workers(args, kind)
+        runs = run_points(
+            spec,
+            points,
+            out_dir,
+            budget=plan["budget"],
+            runner=runner,
+            retry_failed=args.retry_failed,
+            jobs=args.jobs,
+            report_only=args.report,
+            storage=args.storage,
+            threads=args.threads,
+            plan=plan,
+        )
     except SpecError as err:
         return error(kind, str(err))
-    if args.dry_run:
-        return 0
-    runs = run_points(
-        spec,
-        points,
-        out_dir,
-        budget=plan["budget"],
-        runner=runner,
-        retry_failed=args.retry_failed,
-        jobs=args.jobs,
-        report_only=args.report,
-    )
     return spec, config, out_dir, plan, runs
+
+
+def spawn_workers(args, kind: str) -> int:
+    """``--workers N``: N processes of this command (one worker each, on cores / N threads a run), then the results."""
+    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.workers)
+    cmd = [
+        sys.executable,
+        "-m",
+        f"ddpm.experiments.{kind}",
+        args.spec,
+        "--runs-dir",
+        args.runs_dir,
+        "--config",
+        args.config,
+        "--threads",
+        str(threads),
+    ] + (["--storage", args.storage] if args.storage else [])
+    cmd += ["--retry-failed"] if args.retry_failed else []
+    cmd += ["--grace", str(args.grace)]
+    procs = [subprocess.Popen(cmd, cwd=REPO_ROOT) for _ in range(args.workers)]
+    codes = [p.wait() for p in procs]
+    return max(codes)
 
 
 def main(argv=None, *, runner=subprocess_runner) -> int:
