@@ -23,7 +23,12 @@ TIMESTEPS = 1000  # T, number of diffusion steps (ADR 0003)
 BETA_SCHEDULE = "cosine"  # "linear" or "cosine" (ADR 0003)
 BETA_START = 0.0001  # β_1 of the linear schedule (ADR 0003)
 BETA_END = 0.02  # β_T of the linear schedule (ADR 0003)
-PREDICTION = "epsilon"  # the UNet predicts "epsilon" (ε) or "v" (√ᾱ·ε − √(1−ᾱ)·x_0, Salimans & Ho 2022) (ADR 0028)
+PREDICTION = "epsilon"  # the UNet predicts "epsilon" (ε), "v" (√ᾱ·ε − √(1−ᾱ)·x_0, Salimans & Ho 2022) or "edm" (EDM's preconditioned F, Karras et al. 2022) (ADR 0028, 0055)
+OBJECTIVE = "ddpm"  # "ddpm" (Gaussian diffusion) or "flow" (flow matching on the straight path, Lipman et al. 2023; SAMPLER "euler" or "heun") (ADR 0055)
+TIMESTEP_DENSITY = "uniform"  # training timesteps: "uniform", "logit_normal" (SD3) or "lognormal_sigma" (EDM) (ADR 0055)
+DENSITY_LOC = 0.0  # logit_normal: the logit's mean (SD3: 0); lognormal_sigma: the mean of ln σ (EDM: -1.2) (ADR 0055)
+DENSITY_SCALE = 1.0  # logit_normal: the logit's std (SD3: 1); lognormal_sigma: the std of ln σ (EDM: 1.2) (ADR 0055)
+SIGMA_DATA = 0.5  # σ_data of EDM's preconditioning, used by PREDICTION = "edm" (ADR 0055)
 OFFSET_NOISE = 0.0  # offset-noise strength s: ε += s·N(0, 1) per image and channel; 0 = off (Guttenberg 2023) (ADR 0028)
 
 # UNet
@@ -54,7 +59,7 @@ TEXT_CACHE_MB = 1024  # frozen encoder: cache caption embeddings up to this size
 # Classifier-free guidance and sampling
 CAPTION_DROPOUT = 0.1  # probability of training on the empty prompt instead of the caption (ADR 0005)
 GUIDANCE_SCALE = 3.0  # s in ε_u + s·(ε_c − ε_u); 1 means no guidance (ADR 0011, 0048)
-SAMPLER = "ddim"  # "ddim", "ddpm" (ancestral, all TIMESTEPS) or "dpmpp2m" (DPM-Solver++(2M)) (ADR 0003)
+SAMPLER = "ddim"  # "ddim", "ddpm" (ancestral, all TIMESTEPS), "dpmpp2m" (DPM-Solver++(2M)); "euler", "heun" for OBJECTIVE = "flow" (ADR 0003, 0055)
 NUM_INFERENCE_STEPS = 50  # DDIM steps (ADR 0003)
 DDIM_ETA = 0.5  # DDIM stochasticity η; 0 is deterministic, 1 ≈ DDPM's ancestral steps (ADR 0003, 0046)
 CLIP_DENOISED = True  # clamp the predicted x_0 to [-1, 1] at every sampling step (ADR 0003)

@@ -75,7 +75,7 @@ def main(argv=None):
         guidance_scale=args.guidance, num_steps=args.steps, sampler=args.sampler, eta=args.eta
     )
     out = args.out or default_out(path, prompt)
-    problems = s.problems(ckpt["diffusion_args"]["timesteps"]) + run_problems(
+    problems = s.problems(ckpt["diffusion_args"]["timesteps"], ckpt["diffusion_args"]["objective"]) + run_problems(
         n=args.n, n_max=MAX_IMAGES, seed=args.seed
     )
     if problems := problems + image_path_problems(out):

@@ -127,7 +127,7 @@ def main(argv=None, *, log: Callable = None) -> int:
     eval_key = result_key(args, own)
     out_dir = args.out or os.path.join(run_dir or os.path.dirname(ckpt), eval_key.replace("_", "-"))
     asked = Sampling(guidance_scale=args.guidance, num_steps=args.steps, sampler=args.sampler, eta=args.eta)
-    problems = asked.problems(state["diffusion_args"]["timesteps"])
+    problems = asked.problems(state["diffusion_args"]["timesteps"], state["diffusion_args"]["objective"])
     problems += run_problems(n=args.n, n_max=MAX_PER_PROMPT, seed=args.seed, sweep=args.sweep)
     problems += [f"--batch-size {args.batch_size}: must be ≥ 1"] if args.batch_size < 1 else []
     problems += (

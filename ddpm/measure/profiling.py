@@ -119,7 +119,7 @@ def run_profile(cfg: dict, *, quick: bool = False) -> tuple:
         timesteps=cfg["TIMESTEPS"],
         device="cpu",
     )
-    diffusion = GaussianDiffusion(**settings.diffusion_args(cfg))
+    diffusion = GaussianDiffusion(**{**settings.diffusion_args(cfg), "objective": "ddpm"})  # the same forward
     model = UNet(**args)
     x0, _, ctx, mask = make_inputs(batch, **shape)
     precision = resolve_precision(cfg["PRECISION"], "cpu")  # "auto" → fp32 or bf16, as train.py resolves it

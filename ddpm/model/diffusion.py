@@ -4,8 +4,9 @@ Equations cite Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (DDPM)
 "Improved DDPM" (cosine schedule), Song et al. 2021, "Denoising Diffusion Implicit Models" (DDIM), and
 Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", and Lu et al. 2022, "DPM-Solver++: Fast Solver for
 Guided Sampling of Diffusion Probabilistic Models" (DPM-Solver++), Salimans & Ho 2022, "Progressive Distillation
-for Fast Sampling of Diffusion Models" (v-prediction, their §4 and appendix D), and Guttenberg 2023, "Diffusion
-with Offset Noise".
+for Fast Sampling of Diffusion Models" (v-prediction, their §4 and appendix D), Guttenberg 2023, "Diffusion
+with Offset Noise", and Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models"
+(EDM: the preconditioning of their Table 1, in this variance-preserving schedule's σ_t = √((1−ᾱ_t)/ᾱ_t)).
 
 The network is an argument, never a member: ``eps = model(x_t, t, context, context_mask)`` so that the
 maths here can be tested with a dummy function. Images live in [-1, 1].
@@ -18,12 +19,16 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ddpm.model.flow import FLOW_SAMPLERS, FlowMatching
+
 # eps = model(x_t (B,C,H,W), t (B,) long, context (B,L,D), context_mask (B,L) bool) -> (B,C,H,W)
 EpsModel = Callable[..., torch.Tensor]
 
 SCHEDULES = ("linear", "cosine")
-SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
-PREDICTIONS = ("epsilon", "v")  # what the network outputs: ε, or v = √ᾱ·ε − √(1−ᾱ)·x_0 (Salimans & Ho 2022)
+GAUSSIAN_SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
+SAMPLERS = GAUSSIAN_SAMPLERS + FLOW_SAMPLERS  # "euler" and "heun" integrate flow matching's ODE (ddpm.model.flow)
+OBJECTIVES = ("ddpm", "flow")  # Gaussian diffusion, or flow matching on the straight path
+PREDICTIONS = ("epsilon", "v", "edm")  # the network's output: ε; v = √ᾱ·ε − √(1−ᾱ)·x_0; EDM's F (Karras et al. 2022)
 
 
 def make_betas(schedule: str, timesteps: int, *, beta_start: float, beta_end: float) -> torch.Tensor:
@@ -78,6 +83,14 @@ def dpm_solver_timesteps(timesteps: int, num_steps: int) -> torch.Tensor:
     return ddim_timesteps(timesteps, num_steps + 1)[:-1]
 
 
+def edm_coefficients(sigma: torch.Tensor, sigma_data: float) -> tuple:
+    """EDM's preconditioning (Karras et al. 2022, Table 1): c_skip = σ_d²/(σ² + σ_d²), c_out = σ·σ_d/√(σ² + σ_d²),
+    c_in = 1/√(σ² + σ_d²), c_noise = ¼·ln σ. As σ → 0, D(x) = c_skip·x + c_out·F → x; as σ → ∞, c_skip → 0 and
+    c_out → σ_d: the network's output alone is the estimate of x_0."""
+    root = (sigma**2 + sigma_data**2).sqrt()
+    return sigma_data**2 / root**2, sigma * sigma_data / root, 1 / root, sigma.log() / 4
+
+
 def make_noise(shape: tuple, offset: float, generator: torch.Generator, device=None) -> torch.Tensor:
     """Training noise ε (B,C,H,W): N(0, I), plus ``offset``·N(0, 1) per (image, channel) when offset > 0
     (offset noise, Guttenberg 2023), so the model learns to change an image's mean colour. Offset 0 draws nothing
@@ -102,11 +115,23 @@ class GaussianDiffusion:
     checkpoint stores. Call ``.to(device)`` to move the tables.
     """
 
-    def __init__(self, *, timesteps: int, schedule: str, beta_start: float, beta_end: float, prediction: str):
+    def __init__(
+        self,
+        *,
+        timesteps: int,
+        schedule: str,
+        beta_start: float,
+        beta_end: float,
+        prediction: str,
+        sigma_data: float = 0.5,
+        objective: str = "ddpm",
+    ):
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {prediction!r}; allowed: {', '.join(PREDICTIONS)}")
-        self.timesteps = timesteps
-        self.prediction = prediction
+        if objective != "ddpm":
+            raise ValueError(f"objective {objective!r} is not Gaussian diffusion's; build it with make_diffusion")
+        self.timesteps, self.objective = timesteps, objective
+        self.prediction, self.sigma_data = prediction, sigma_data
         betas = make_betas(schedule, timesteps, beta_start=beta_start, beta_end=beta_end)
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, 0)
@@ -117,6 +142,7 @@ class GaussianDiffusion:
             "alphas_cumprod_prev": alphas_cumprod_prev,
             "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
             "sqrt_one_minus_alphas_cumprod": (1 - alphas_cumprod).sqrt(),
+            "sigmas": ((1 - alphas_cumprod) / alphas_cumprod).sqrt(),  # EDM's σ_t of x_t/√ᾱ_t = x_0 + σ_t·ε
             # DDPM eq. 7: posterior q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I).
             "posterior_variance": betas * (1 - alphas_cumprod_prev) / (1 - alphas_cumprod),
             "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1 - alphas_cumprod),
@@ -143,21 +169,43 @@ class GaussianDiffusion:
 
     def loss_per_sample(self, model: EpsModel, x0, t, noise, context, context_mask) -> torch.Tensor:
         """DDPM eq. 14 (L_simple): ‖ε − ε_θ(x_t, t)‖², averaged over pixels, shape (B,), float32; with
-        v-prediction ‖v − v_θ‖², v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0 (Salimans & Ho 2022, §4)."""
-        out = model(self.q_sample(x0, t, noise), t, context, context_mask)
+        v-prediction ‖v − v_θ‖², v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0 (Salimans & Ho 2022, §4); with EDM ‖F_θ − F*‖², F* =
+        (x_0 − c_skip·x)/c_out for x = x_0 + σ·ε: EDM eq. 8, whose weight λ(σ) = 1/c_out² makes it unit weight."""
+        x_t = self.q_sample(x0, t, noise)
+        out = model(self.network_input(x_t, t), t, context, context_mask)
         target = noise
         if self.prediction == "v":
             target = (
                 self._at(self.sqrt_alphas_cumprod, t) * noise - self._at(self.sqrt_one_minus_alphas_cumprod, t) * x0
             )
+        elif self.prediction == "edm":
+            c_skip, c_out, _, _ = edm_coefficients(self._at(self.sigmas, t), self.sigma_data)
+            target = (x0 - c_skip * (x0 + self._at(self.sigmas, t) * noise)) / c_out
         return F.mse_loss(out.float(), target, reduction="none").mean(dim=(1, 2, 3))
+
+    def network_input(self, x_t, t: torch.Tensor) -> torch.Tensor:
+        """What the network is given: x_t itself; with EDM, c_in·x = x_t/√(1 − ᾱ_t + ᾱ_t·σ_data²) (x = x_t/√ᾱ_t), the
+        unit-variance input of EDM Table 1. The network's time input stays t, a monotone function of σ_t, in the
+        place of c_noise = ¼·ln σ_t: the sinusoidal embedding is made for it."""
+        if self.prediction != "edm":
+            return x_t
+        a = self._at(self.alphas_cumprod, t)
+        return x_t / (1 - a + a * self.sigma_data**2).sqrt()
 
     def eps_from_output(self, x_t, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The network's output as ε: itself for ε-prediction; from v, ε = √ᾱ_t·v + √(1−ᾱ_t)·x_t (substitute
         x_t = √ᾱ·x_0 + √(1−ᾱ)·ε into v). Affine in ``out``, so guidance may combine either form. t (B,)."""
         if self.prediction == "epsilon":
             return out
+        if self.prediction == "edm":  # x̂_0 = c_skip·x + c_out·F with x = x_t/√ᾱ, then ε from eq. 4
+            c_skip, c_out, _, _ = edm_coefficients(self._at(self.sigmas, t), self.sigma_data)
+            x0 = c_skip * x_t / self._at(self.sqrt_alphas_cumprod, t) + c_out * out
+            return (x_t - self._at(self.sqrt_alphas_cumprod, t) * x0) / self._at(self.sqrt_one_minus_alphas_cumprod, t)
         return self._at(self.sqrt_alphas_cumprod, t) * out + self._at(self.sqrt_one_minus_alphas_cumprod, t) * x_t
+
+    def quartile(self, t: torch.Tensor) -> torch.Tensor:
+        """Which quarter of the schedule t lies in (0 = nearest the data), for the loss-by-timestep logs."""
+        return (t * 4 // self.timesteps).clamp(max=3)
 
     def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
         """Min-SNR-γ loss weights for ε-prediction (Hang et al. 2023, eq. 6 divided by SNR): min(SNR_t, γ)/SNR_t,
@@ -166,7 +214,7 @@ class GaussianDiffusion:
         With v-prediction, ‖v − v_θ‖² = (SNR_t + 1)·‖x_0 − x̂_0‖² (where ‖ε − ε_θ‖² = SNR_t·‖x_0 − x̂_0‖²), so the
         same min(SNR_t, γ) weight on the x_0 error is min(SNR_t, γ)/(SNR_t + 1) (Hang et al. 2023, §3.4).
         """
-        if gamma == 0:
+        if gamma == 0 or self.prediction == "edm":  # EDM weighs its own loss (see loss_per_sample)
             return torch.ones(t.shape, device=t.device)
         snr = self.alphas_cumprod[t] / (1 - self.alphas_cumprod[t])
         return snr.clamp(max=gamma) / (snr + 1 if self.prediction == "v" else snr)
@@ -251,8 +299,8 @@ class GaussianDiffusion:
         "ddim" runs ``num_steps`` DDIM steps with stochasticity ``eta`` (η = 1 with all steps ≈ DDPM);
         "dpmpp2m" runs ``num_steps`` DPM-Solver++(2M) steps on ``dpm_solver_timesteps`` (deterministic, ``eta`` unused).
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if sampler not in GAUSSIAN_SAMPLERS:
+            raise ValueError(f"sampler {sampler!r}: Gaussian diffusion samples with {', '.join(GAUSSIAN_SAMPLERS)}")
         device = context.device
         b = shape[0]
         guided = guidance_scale != 1.0
@@ -262,9 +310,12 @@ class GaussianDiffusion:
 
         def eps_at(x, t_batch):
             if not guided:
-                return self.eps_from_output(x, t_batch, model(x, t_batch, context, context_mask).float())
+                return self.eps_from_output(
+                    x, t_batch, model(self.network_input(x, t_batch), t_batch, context, context_mask).float()
+                )
             # One batched call for the conditional and unconditional branches.
-            eps = model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), both_ctx, both_mask).float()
+            x_in = self.network_input(x, t_batch)
+            eps = model(torch.cat([x_in, x_in]), torch.cat([t_batch, t_batch]), both_ctx, both_mask).float()
             eps_cond, eps_uncond = eps.chunk(2)
             return self.eps_from_output(x, t_batch, guided_eps(eps_cond, eps_uncond, guidance_scale))
 
@@ -292,3 +343,11 @@ class GaussianDiffusion:
                 t_prev = steps[i + 1] if i + 1 < len(steps) else -1
                 x = self.ddim_step(x, t, t_prev, eps, eta=eta, clip_x0=clip_x0, noise=noise)
         return x.clamp(-1, 1)
+
+
+def make_diffusion(**diffusion_args):
+    """The process a checkpoint's ``diffusion_args`` describe: Gaussian diffusion (objective "ddpm", ADR 0003) or
+    flow matching on the straight path ("flow", ddpm.model.flow)."""
+    if diffusion_args.get("objective", "ddpm") == "flow":
+        return FlowMatching(**diffusion_args)
+    return GaussianDiffusion(**diffusion_args)

@@ -76,7 +76,7 @@ RESUMABLE = (
 
 # Constructor arguments added after checkpoints were first written, with the behaviour those checkpoints had.
 ADDED_ARGS = {
-    "diffusion_args": {"prediction": "epsilon"},  # ADR 0028
+    "diffusion_args": {"prediction": "epsilon", "objective": "ddpm", "sigma_data": 0.5},  # ADR 0028, 0055
     "unet_args": {
         "linear_bias": True,
         "norm": "group",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.diffusion import make_diffusion
 from ddpm.model.text import build_text_encoder, tokenizer_for
 from ddpm.model.unet import UNet
 from ddpm.run.checkpoint import CheckpointError, load_weights, sampling_of
@@ -110,7 +110,7 @@ class Pipeline:
             unet=unet,
             text_encoder=text_encoder,
             tokenizer=tokenizer_for(ckpt["text_args"]),
-            diffusion=GaussianDiffusion(**ckpt["diffusion_args"]).to(device),
+            diffusion=make_diffusion(**ckpt["diffusion_args"]).to(device),
             sampling=sampling_of(ckpt),
             image_size=ckpt["unet_args"]["image_size"],
             precision=precision or speed.get("precision", "fp32"),
@@ -125,7 +125,7 @@ class Pipeline:
     def settings(self, **overrides) -> Sampling:
         """This pipeline's sampling settings with ``overrides`` (Sampling fields; None keeps a field), checked."""
         sampling = self.sampling.replace(**overrides)
-        problems = sampling.problems(self.diffusion.timesteps)
+        problems = sampling.problems(self.diffusion.timesteps, objective=getattr(self.diffusion, "objective", "ddpm"))
         if problems:
             raise ValueError("; ".join(problems))
         return sampling

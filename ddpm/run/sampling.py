@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass
 
 from ddpm.files import unwritable_reason
-from ddpm.model.diffusion import SAMPLERS, max_sampling_steps
+from ddpm.model.diffusion import GAUSSIAN_SAMPLERS, max_sampling_steps
+from ddpm.model.flow import FLOW_SAMPLERS
 
 PRECISIONS = ("auto", "fp32", "bf16")  # "auto": bf16 where the device computes it natively, else fp32 (ADR 0035)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most this (and wraps negatives, so we refuse them)
@@ -63,11 +64,13 @@ class Sampling:
         """These settings with the given fields changed; ``None`` keeps a field (an option left out)."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
-    def problems(self, timesteps: int) -> list:
-        """What is wrong with these settings for a schedule of ``timesteps``, each naming the Makefile's variable."""
+    def problems(self, timesteps: int, objective: str = "ddpm") -> list:
+        """What is wrong with these settings for a schedule of ``timesteps`` and an ``objective`` ("ddpm" or
+        "flow"), each naming the Makefile's variable."""
         most = max_sampling_steps(self.sampler, timesteps)
+        fits = FLOW_SAMPLERS if objective == "flow" else GAUSSIAN_SAMPLERS
         rules = (
-            (self.sampler not in SAMPLERS, f"SAMPLER={self.sampler}: one of {', '.join(SAMPLERS)}"),
+            (self.sampler not in fits, f"SAMPLER={self.sampler}: this model samples with {', '.join(fits)}"),
             (
                 not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0),
                 f"GUIDANCE={self.guidance_scale:g}: must be a finite number ≥ 0 (1 = no guidance)",

@@ -14,8 +14,10 @@ from ddpm.data.folder import SPLITS as FOLDER_SPLITS
 from ddpm.data.images import RESIZE_POLICIES
 from ddpm.data.load import BAD_FILE_POLICIES, DATASETS, FLIP_POLICIES
 from ddpm.data.shapes import SPLITS
-from ddpm.model.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES, max_sampling_steps
+from ddpm.model.diffusion import GAUSSIAN_SAMPLERS, OBJECTIVES, PREDICTIONS, SAMPLERS, SCHEDULES, max_sampling_steps
+from ddpm.model.flow import FLOW_SAMPLERS
 from ddpm.model.text import ENCODER_KINDS
+from ddpm.model.timesteps import DENSITIES
 from ddpm.model.unet import NORMS
 from ddpm.run.finetune import UNET_PARTS, parse_parts
 from ddpm.run.optim import LR_SCHEDULES, OPTIMIZERS
@@ -82,6 +84,11 @@ SCHEMA = {
     "BETA_START": _float(0, 1, lo_open=True, hi_open=True),
     "BETA_END": _float(0, 1, lo_open=True, hi_open=True),
     "PREDICTION": _choice(PREDICTIONS),
+    "OBJECTIVE": _choice(OBJECTIVES),
+    "TIMESTEP_DENSITY": _choice(DENSITIES),
+    "DENSITY_LOC": _float(-10, 10),
+    "DENSITY_SCALE": _float(0, 10, lo_open=True),
+    "SIGMA_DATA": _float(0, 10, lo_open=True),
     "OFFSET_NOISE": _float(0, 1),
     "BASE_CHANNELS": _int(1),
     "CHANNEL_MULTS": _int_tuple(lo=1, allow_empty=False),
@@ -210,6 +217,15 @@ def _cross_checks(c: dict) -> list:
         errors.append(
             f"DATA_DIR is empty: DATASET = {c['DATASET']!r} reads its images from a folder (--set DATA_DIR=/path)"
         )
+    fits = FLOW_SAMPLERS if c["OBJECTIVE"] == "flow" else GAUSSIAN_SAMPLERS
+    if c["SAMPLER"] not in fits:
+        errors.append(
+            f"SAMPLER = {c['SAMPLER']!r}: OBJECTIVE = {c['OBJECTIVE']!r} samples with {', '.join(map(repr, fits))}"
+        )
+    if c["PREDICTION"] == "edm" and c["MIN_SNR_GAMMA"]:
+        errors.append(
+            f"MIN_SNR_GAMMA = {c['MIN_SNR_GAMMA']}: PREDICTION = 'edm' weighs its own loss; set MIN_SNR_GAMMA=0"
+        )
     allowed = {"shapes": SPLITS, "folder": tuple(FOLDER_SPLITS), "cifar10": ("train",)}[c["DATASET"]]
     if c["DATASET_SPLIT"] not in allowed:
         errors.append(
@@ -288,6 +304,8 @@ CONFIG_NAMES = {
         "beta_start": "BETA_START",
         "beta_end": "BETA_END",
         "prediction": "PREDICTION",
+        "objective": "OBJECTIVE",
+        "sigma_data": "SIGMA_DATA",
     },
 }
 

@@ -21,7 +21,7 @@ from ddpm.data.shapes import grid_prompts
 from ddpm.decisions import provenance
 from ddpm.distributed import ddp
 from ddpm.files import read_json
-from ddpm.model.diffusion import GaussianDiffusion
+from ddpm.model.diffusion import make_diffusion
 from ddpm.model.text import build_text_encoder, cache_fits, encode_in_batches, tokenizer_for
 from ddpm.model.unet import UNet
 from ddpm.run import optim, settings
@@ -57,7 +57,7 @@ class Run:
     encode: Any  # the text forward (under DDP when trained)
     unet: torch.nn.Module
     unet_step: CompiledOrEager  # the training forward (ADR 0013)
-    diffusion: GaussianDiffusion
+    diffusion: Any  # GaussianDiffusion, or FlowMatching (OBJECTIVE = "flow")
     trainable: list
     optimizer: torch.optim.Optimizer
     state: TrainState
@@ -207,7 +207,7 @@ def build(
         encode=text_encoder if text_encoder.frozen else world.wrap(text_encoder),
         unet=unet,
         unet_step=CompiledOrEager(world.wrap(unet), enabled=cfg["COMPILE"], warn=log),
-        diffusion=GaussianDiffusion(**diffusion_args).to(world.device),
+        diffusion=make_diffusion(**diffusion_args).to(world.device),
         trainable=unet_trainable + ([] if text_encoder.frozen else list(text_encoder.parameters())),
         optimizer=optimizer,
         state=state,

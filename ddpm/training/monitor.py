@@ -121,7 +121,7 @@ class Monitor:
         self.bad_steps = 0
         self.bar.update(1)
         self.grad_norm = result.grad_norm.detach()  # the same on every rank (averaged gradients); read at the log
-        q = (result.t * 4 // self.run.cfg["TIMESTEPS"]).clamp(max=3)  # on the device: no host read until the log
+        q = self.run.diffusion.quartile(result.t)  # on the device: no host read until the log
         self.sums[0] += result.loss.detach().float()
         self.sums[1] += 1
         self.sums[2:6].index_add_(0, q, result.losses.detach().float())

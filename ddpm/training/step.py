@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ddpm.model import timesteps
 from ddpm.model.diffusion import make_noise
 from ddpm.model.ema import ema_update
 from ddpm.run import optim
@@ -23,7 +24,7 @@ from ddpm.run.hardware import autocast
 class Batch:
     x0: torch.Tensor  # (b, 3, H, W) in [-1, 1]: this rank's images
     caption: torch.Tensor  # (b,) row in run.tokens: the caption, or the null prompt where dropped
-    t: torch.Tensor  # (b,) timesteps in [0, T)
+    t: torch.Tensor  # (b,) timesteps in [0, T), or flow matching's t in (0, 1)
     noise: torch.Tensor  # (b, 3, H, W)
 
 
@@ -46,10 +47,25 @@ def draw(run) -> Batch:
     x0 = run.images[idx].contiguous(memory_format=run.memory_format)
     drop, t, noise = run.world.shard(  # drawn on the device for the GLOBAL batch, so every world size sees the same
         torch.rand(bs, generator=state.draws, device=run.device) < cfg["CAPTION_DROPOUT"],  # classifier-free guidance
-        torch.randint(0, cfg["TIMESTEPS"], (bs,), generator=state.draws, device=run.device),
+        draw_timesteps(run, bs),
         make_noise((bs, *x0.shape[1:]), cfg["OFFSET_NOISE"], state.draws, device=run.device),
     )  # offset noise (ADR 0028)
     return Batch(x0=x0, caption=torch.where(drop, run.null_index, run.caption_index[idx]), t=t, noise=noise)
+
+
+def draw_timesteps(run, n: int) -> torch.Tensor:
+    """n training timesteps from TIMESTEP_DENSITY (ddpm.model.timesteps): steps of the schedule, or flow's t."""
+    cfg, discrete = run.cfg, run.cfg["OBJECTIVE"] == "ddpm"
+    return timesteps.draw(
+        cfg["TIMESTEP_DENSITY"],
+        n,
+        generator=run.state.draws,
+        device=run.device,
+        loc=cfg["DENSITY_LOC"],
+        scale=cfg["DENSITY_SCALE"],
+        timesteps=cfg["TIMESTEPS"] if discrete else None,
+        sigmas=run.diffusion.sigmas if discrete else None,
+    )
 
 
 def learning_rate(run) -> float:
