@@ -17,7 +17,7 @@ unexport $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $v)),$v))
 opt = $(if $(value $(1)),"--$(2)=$$DDPM_$(1)")
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean digits sweep ladder compare
+.PHONY: help setup train sample test lint decisions adr runs eval export bench profile tensorboard clean digits clipart sweep ladder compare
 
 help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
@@ -39,6 +39,7 @@ help: ## list the targets
 	@echo "make profile               where a training and a sampling step spend their time → runs/profile.md"
 	@echo "make tensorboard           TensorBoard on runs/ (PORT=6006 HOST=localhost)"
 	@echo "make digits                1,797 real handwritten digits as a captioned folder → runs/data/digits (scikit-learn)"
+	@echo "make clipart               5,393 Open Clip Art drawings with free-text captions → runs/data/clipart (Debian package)"
 	@echo "make setup                 only create .venv with the pinned dependencies"
 	@echo "make clean                 delete runs/ and caches (keeps .venv)"
 	@echo "Options: make train ARGS=\"--set LEARNING_RATE=2e-4 --resume\"; fine-tune: ARGS=\"--init-from model.safetensors\"   (python train.py --help for all)"
@@ -102,6 +103,14 @@ export: $(STAMP)
 digits: $(STAMP) requirements-data.txt  # then: make train ARGS="--set DATASET=folder --set DATA_DIR=runs/data/digits"
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-data.txt
 	$(PY) -m ddpm.data.make_digits_folder --out runs/data/digits
+
+# Open Clip Art's drawings (Debian's openclipart-png, public domain) as a folder with free-text captions; no root:
+# the package is fetched and unpacked under runs/data/.openclipart where the system has not installed it.
+CLIPART_PNG := $(firstword $(wildcard /usr/share/openclipart/png) runs/data/.openclipart/usr/share/openclipart/png)
+clipart: $(STAMP)  # then: make train ARGS="--set DATASET=folder --set DATA_DIR=runs/data/clipart --set RESIZE=pad"
+	test -d $(CLIPART_PNG) || { mkdir -p runs/data/.openclipart && cd runs/data/.openclipart && \
+		apt-get download openclipart-png && dpkg -x openclipart-png_*.deb . ; }
+	$(PY) -m ddpm.data.make_clipart_folder --source $(CLIPART_PNG) --out runs/data/clipart
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt

@@ -78,6 +78,7 @@ TEXT_LEARNING_RATE = 0.0  # peak learning rate of a trained text encoder; 0 = LE
 GRAD_ACCUM_STEPS = 1  # micro-batches of BATCH_SIZE / GRAD_ACCUM_STEPS images per optimizer step (ADR 0026)
 BATCH_SIZE = 32  # images per optimizer step (ADR 0010)
 EPOCHS = 8  # passes over the dataset: 2,496 steps (ADR 0007, 0044)
+TRAIN_STEPS = 0  # the run's length in optimizer steps, whatever the dataset's size; 0 = EPOCHS epochs (ADR 0056)
 GRAD_CLIP = 1.0  # max global gradient norm (ADR 0007)
 EMA_DECAY = 0.98  # exponential moving average of the weights, used for sampling; a 50-step horizon (ADR 0007, 0042, 0044)
 TRAIN_UNET_PARTS = "all"  # UNet parts trained: "all", or a comma list of down, mid, up, attention (ADR 0015)

@@ -1,6 +1,7 @@
 """What a user reaches for beyond the commands (issue 42): progress off a terminal, files others can read, one
 HPARAMS row per sweep trial, the nearest names for a mistyped key."""
 
+import math
 import os
 import re
 import stat
@@ -68,3 +69,26 @@ def test_make_tensorboard_takes_a_port_and_a_host():
     assert given.stdout.split()[-2:] == ["--port=7007", "--host=0.0.0.0"], given.stdout + given.stderr
     default = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert default.stdout.split()[-2:] == ["--port=6006", "--host=localhost"], default.stdout + default.stderr
+
+
+def test_a_runs_length_in_steps_whatever_the_dataset(tmp_path):
+    """TRAIN_STEPS (ADR 0056): the run ends there and its cosine schedule with it, not at EPOCHS epochs."""
+    proc = ok(
+        train_run(
+            tmp_path,
+            "--run",
+            "six",
+            "--set",
+            "TRAIN_STEPS=6",
+            "--set",
+            "EPOCHS=100",
+            "--set",
+            "LR_SCHEDULE='cosine'",
+            "--set",
+            "WARMUP_STEPS=0",
+        )
+    )
+    state = load_checkpoint(str(checkpoints(tmp_path / "six")[-1]))
+    assert state["step"] == 6 and "done: 6 steps" in proc.stdout
+    group = state["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(group["base_lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 6))))

@@ -8,9 +8,10 @@ are scored per caption and overall, and the Fréchet distance between their prob
 real images' is reported (``fd_real``: two halves of the held-out set, its noise floor). The probe is cached
 under ``runs/.probe/`` by dataset, decode-cache key and settings.
 
-Free-text captions: accuracy does not apply. The report says so and gives the Fréchet distance only, in the
-features of the same network left at its seeded random initialisation (random features: comparable between
-checkpoints on one dataset, not an Inception FID), for generated samples of held-out images' own captions.
+Free-text captions: accuracy does not apply. The report says so and judges by retrieval instead
+(``ddpm.measure.retrieval``: is a sample nearest the very picture its caption names?), with the Fréchet distance in
+the features of the same network left at its seeded random initialisation (random features: comparable between
+checkpoints on one dataset, not an Inception FID).
 """
 
 import collections
@@ -25,6 +26,7 @@ import torchvision.utils as vutils
 
 from ddpm.data.load import Loaded, load_dataset
 from ddpm.files import write_json
+from ddpm.measure import retrieval
 from ddpm.measure.distances import frechet_distance
 from ddpm.measure.probe import DEFAULT_SETTINGS, Probe, fit, load_or_train_probe, load_probe, save_probe, settings_hash
 
@@ -233,36 +235,38 @@ def evaluate_real(
             "probe_file": probe.info["file"],
             "_images": r["_images"],
         }
-    log("free-text captions: prompt accuracy does not apply; Fréchet distance only, in random CNN features")
+    log(
+        f"free-text captions: prompt accuracy does not apply; retrieval instead (is the sample nearest the picture "
+        f"its caption names, among all {len(data.captions):,}?), and the Fréchet distance in random CNN features"
+    )
+    r = retrieval.evaluate(
+        pipe,
+        data.images,
+        data.captions,
+        seed=seed,
+        batch_size=batch_size,
+        guidance_scale=guidance_scale,
+        num_steps=num_steps,
+        sampler=sampler,
+        eta=eta,
+    )
     torch.manual_seed(SPLIT_SEED)
     features = Probe(**{**DEFAULT_SETTINGS, "image_size": pipe.image_size}).eval()
-    _, held_idx = split(len(data.captions))
-    held_idx = held_idx[: max(2, n * 8)]
-    prompts = [data.captions[i] for i in held_idx.tolist()]
-    images = (
-        pipe.generate(
-            prompts,
-            guidance_scale=guidance_scale,
-            num_steps=num_steps,
-            sampler=sampler,
-            eta=eta,
-            seed=seed,
-            batch_size=batch_size,
-        )
-        .float()
-        .cpu()
-    )
-    return {
-        "kind": "free text",
-        "accuracy": None,
-        "fd": frechet_distance(features.features(data.images.rows(held_idx)), features.features(images)),
-        "_images": images,
-    }
+    index = {c: i for i, c in enumerate(data.captions)}
+    real = data.images.rows(torch.tensor([index[p] for p in r["_prompts"]]))
+    fd = frechet_distance(features.features(real), features.features(r["_images"]))
+    return {"kind": "free text", "accuracy": None, "fd": fd, **{k: v for k, v in r.items() if k != "_prompts"}}
 
 
 def report_line(r: dict) -> str:
     if r["accuracy"] is None:
-        return f"accuracy=n/a (free-text captions) fd={r['fd']:.4g}"
+        lo1, hi1 = r["top1_interval"]
+        lo5, hi5 = r["top5_interval"]
+        return (
+            f"accuracy=n/a (free-text captions) fd={r['fd']:.4g} top1={r['top1']:.3f} top1_lo={lo1:.3f} "
+            f"top1_hi={hi1:.3f} top1_chance={r['top1_chance']:.2g} top5={r['top5']:.3f} top5_lo={lo5:.3f} "
+            f"top5_hi={hi5:.3f} top5_chance={r['top5_chance']:.2g}"
+        )
     fd_real = "n/a" if r["fd_real"] is None else f"{r['fd_real']:.4g}"
     return f"accuracy={r['accuracy']:.3f} ceiling={r['ceiling']:.3f} fd={r['fd']:.4g} fd_real={fd_real}"
 

@@ -57,6 +57,7 @@ EXPORT_PARTS = ("unet", "text_encoder")  # tensor name prefixes in an export's .
 # what it is; changing it means a new run.
 RESUMABLE = (
     "EPOCHS",
+    "TRAIN_STEPS",
     "GENERATE_SAMPLES_EVERY",
     "CHECKPOINT_EVERY",
     "SAMPLE_GRID_SIZE",

@@ -134,6 +134,7 @@ SCHEMA = {
     "GRAD_ACCUM_STEPS": _int(1),
     "BATCH_SIZE": _int(1),
     "EPOCHS": _int(1),
+    "TRAIN_STEPS": _int(0),
     "GRAD_CLIP": _float(0, 1e6, lo_open=True),
     "EMA_DECAY": _float(0, 1, hi_open=True),
     "SEED": _int(0, SEED_MAX),

@@ -63,7 +63,8 @@ class Run:
     state: TrainState
     spec: dict  # what a checkpoint describes itself with (checkpoint.SPEC_KEYS)
     steps_per_epoch: int
-    total: int  # optimizer steps this process trains to
+    schedule_steps: int  # the run's length, where the learning rate's schedule ends: TRAIN_STEPS, else EPOCHS epochs
+    total: int  # optimizer steps this process trains to (schedule_steps, or fewer with --max-steps)
     writer: Any = None
     preview: Optional[Pipeline] = None
     record: dict = field(default_factory=dict)  # run.json as it was at the start
@@ -191,7 +192,8 @@ def build(
         provenance=prov,
     )
     steps_per_epoch = len(data.images) // cfg["BATCH_SIZE"]  # the remainder of each shuffled epoch is dropped
-    total = cfg["EPOCHS"] * steps_per_epoch if max_steps is None else min(max_steps, cfg["EPOCHS"] * steps_per_epoch)
+    schedule_steps = cfg["TRAIN_STEPS"] or cfg["EPOCHS"] * steps_per_epoch  # the run's length (ADR 0056)
+    total = schedule_steps if max_steps is None else min(max_steps, schedule_steps)
     run = Run(
         cfg=cfg,
         world=world,
@@ -213,6 +215,7 @@ def build(
         state=state,
         spec=spec,
         steps_per_epoch=steps_per_epoch,
+        schedule_steps=schedule_steps,
         total=total,
         data=data,
         memory_format=fmt,

@@ -75,7 +75,7 @@ def learning_rate(run) -> float:
         run.state.step,
         warmup_steps=cfg["WARMUP_STEPS"],
         schedule=cfg["LR_SCHEDULE"],
-        total_steps=cfg["EPOCHS"] * run.steps_per_epoch,
+        total_steps=run.schedule_steps,
         min_ratio=cfg["LR_MIN_RATIO"],
     )
     optim.set_lr(run.optimizer, factor)
