@@ -54,6 +54,10 @@ setup: $(STAMP) ## create .venv
 
 # NPROC=N: N data-parallel processes on this machine under torchrun (ADR 0017); several machines: see README.
 train: $(STAMP)
+ifneq ($(value NPROC),)
+	@case "$$DDPM_NPROC" in auto|cpu|gpu|[1-9]|[1-9][0-9]|[1-9][0-9][0-9]) ;; \
+	*) echo "make train: NPROC=$$DDPM_NPROC is not a process count; use a number such as NPROC=4 (or auto, cpu, gpu)" >&2; exit 2;; esac
+endif
 	$(if $(value NPROC),$(PY) -m torch.distributed.run --standalone --nproc-per-node "$$DDPM_NPROC",$(PY)) train.py
 
 sample: $(STAMP)

@@ -335,3 +335,42 @@ def test_a_seed_past_what_torch_takes_is_refused_at_start(tmp_path, capsys):
     code, err = exits(train.main, ["--runs-dir", str(tmp_path), *sets(*TINY, "SEED=100000000000000000000")], capsys)
     assert code == 2 and "SEED = 100000000000000000000" in err and "2**64 - 1" in err  # what torch's generator takes
     assert not any(tmp_path.iterdir())
+
+
+# ---- a sweep of our own after the fixes: the cases that still got through --------------------------------------
+def test_a_file_name_with_a_newline_keeps_the_report_one_line_per_file(tmp_path):
+    root = tmp_path / "data"
+    for name in ("a", "b"):
+        image(root / f"{name}.png")
+        (root / f"{name}.txt").write_text(f"a {name}")
+    (root / "x\ny\tz.png").write_bytes(b"")  # a zero-byte image whose name would split the report's line
+    loaded = load_folder(root, tmp_path)
+    assert loaded.captions == ["a a", "a b"]
+    loaded.write_report(str(tmp_path))
+    lines = (tmp_path / "data_report.txt").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("skipped\t") and "x\\ny\\tz.png" in lines[0], lines
+
+
+def test_an_adr_title_with_a_newline_writes_nothing(tmp_path):
+    from ddpm.decisions.scaffold import new_adr
+
+    (tmp_path / "0001-first.md").write_text("# 1. First\n\nStatus: Accepted\n")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ValueError, match="one line of text"):
+        new_adr("a title\n## Decision\nEVIL = 1", decisions_dir=tmp_path, config_path=os.path.join(ROOT, "config.py"))
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize("nproc", ["abc", "0", "4; touch {d}/pwned", "$(shell touch {d}/pwned)"])
+def test_make_train_takes_only_a_process_count_for_nproc(nproc, tmp_path):
+    proc = make("train", "NPROC=" + nproc.format(d=tmp_path), f"ARGS=--runs-dir {tmp_path}")
+    assert proc.returncode == 2 and "is not a process count" in proc.stderr and "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == []  # neither a run nor the marker
+
+
+def test_a_prompt_that_is_not_a_string_is_a_type_error_naming_it():
+    from ddpm.run.pipeline import Pipeline
+
+    pipe = Pipeline.from_checkpoint(OLD_CKPT)
+    with pytest.raises(TypeError, match="prompt 1 is None"):
+        pipe.generate(["a red circle", None])

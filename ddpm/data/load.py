@@ -64,6 +64,12 @@ class Images:
         return x
 
 
+def printable(text: str) -> str:
+    """``text`` with each unprintable character (a newline or a tab in a file name) as its escape, \\n, so that a
+    report keeps one line per file."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 @dataclass
 class Loaded:
     images: Images
@@ -75,7 +81,10 @@ class Loaded:
         """``<run_dir>/data_report.txt``: one line per skipped or noted file (nothing when there are none)."""
         if self.report:
             write_text(
-                "".join(f"{'skipped' if r['skipped'] else 'note'}\t{r['path']}\t{r['reason']}\n" for r in self.report),
+                "".join(
+                    f"{'skipped' if r['skipped'] else 'note'}\t{printable(r['path'])}\t{printable(r['reason'])}\n"
+                    for r in self.report
+                ),
                 os.path.join(run_dir, "data_report.txt"),
             )
 
@@ -251,7 +260,10 @@ def _load_cached(
     skipped = sum(r["skipped"] for r in report)
     log(
         f"data: {dataset} {root}: {len(pixels)} images, {skipped} skipped, cache {status} in {seconds} s ({where})"
-        + "".join(f"\n  {'skipped' if r['skipped'] else 'note'}: {r['path']}: {r['reason']}" for r in report[:10])
+        + "".join(
+            f"\n  {'skipped' if r['skipped'] else 'note'}: {printable(r['path'])}: {printable(r['reason'])}"
+            for r in report[:10]
+        )
         + (f"\n  ... {len(report) - 10} more in the run's data_report.txt" if len(report) > 10 else "")
     )
     info = {

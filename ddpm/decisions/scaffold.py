@@ -212,6 +212,8 @@ def new_adr(
     """Write the next numbered ADR (status Proposed), pre-filled with config.py's differences from the decisions,
     or with the best point of ``results`` (a sweep's folder: ``from_results``)."""
     decisions_dir = Path(decisions_dir)
+    if any(not c.isprintable() for c in title):
+        raise ValueError(f"TITLE={title!r}: one line of text, without newlines or control characters")
     slug = slugify(title)
     if not slug:
         raise ValueError(f"title {title!r} gives an empty file name; use letters or digits")

@@ -138,6 +138,9 @@ class Pipeline:
         guidance_scale, num_steps, sampler, eta, clip_x0 (default: this pipeline's ``sampling``)."""
         if not prompts:
             raise ValueError("generate() needs at least one prompt")
+        wrong = [f"prompt {i} is {p!r}" for i, p in enumerate(prompts) if not isinstance(p, str)]
+        if wrong:
+            raise TypeError(f"every prompt must be a string: {'; '.join(wrong[:3])}")
         s = self.settings(**overrides)
         tokens, mask = self.tokenizer(prompts)
         null_tokens, null_mask = self.tokenizer([""])

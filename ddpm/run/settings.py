@@ -165,7 +165,9 @@ def validate(cfg: dict, *, origin: dict = None) -> dict:
     Raises ValueError listing every problem, each naming the key, the value and what is allowed, and where the
     value came from when ``origin`` (KEY → "set by ADR 0007", say) knows it.
     """
-    errors = [f"{k}: missing from config.py (expected {SCHEMA[k][2]})" for k in SCHEMA if k not in cfg]
+    errors = [
+        f"{k}: missing from config.py, or not a literal there (expected {SCHEMA[k][2]})" for k in SCHEMA if k not in cfg
+    ]
     errors += [f"{k}: {unknown(k)}" for k in cfg if k not in SCHEMA]
     for key, value in cfg.items():
         if key not in SCHEMA:
