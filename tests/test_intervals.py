@@ -62,6 +62,14 @@ def test_not_resolved_names_the_seeds_that_would_resolve_it():
     assert compare([1.0, 2.0], [1.0, 2.0]).seeds_needed is None  # no difference at all
 
 
+def test_one_seed_on_a_side_is_not_judged_and_says_why():
+    one = compare([0.19], [0.06, 0.06, 0.25])  # ADR 0033's single-seed trial against a 3-seed control
+    assert one.verdict == "not resolved" and one.seeds_needed is None
+    assert one.text(("lr 2e-3", "lr 1e-3")).endswith(
+        "over 1 and 3 seeds: a verdict needs at least 2 seeds on each side"
+    )
+
+
 def test_spearman_of_an_order_and_its_reverse():
     rho, lo, hi = spearman([1, 2, 3, 4, 5, 6], [10, 20, 30, 40, 50, 60])
     assert rho == 1.0 and hi == 1.0

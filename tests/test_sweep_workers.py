@@ -137,3 +137,30 @@ def test_each_kind_of_draw_has_its_optuna_distribution(kind, arg, expected):
     from ddpm.experiments.search import Dimension
 
     assert repr(studies.distribution(Dimension("X", kind, arg))) == expected
+
+
+@pytest.mark.parametrize("url", ["sqlite", "journal"])
+def test_workers_claiming_at_once_never_take_the_same_run(url, tmp_path):
+    """Eight workers, each with its own connection as separate processes have, race for 24 waiting runs: each run is
+    taken exactly once. (SQLite through Python's sqlite3 did not begin a transaction before Optuna's read of the
+    trial's state, so two workers could both see it WAITING and both set it RUNNING.)"""
+    import threading
+
+    url = f"sqlite:///{tmp_path}/s.db" if url == "sqlite" else f"journal:{tmp_path}/s.log"
+    study = optuna.create_study(study_name="race", storage=studies.storage_for(url))
+    for i in range(24):
+        study.enqueue_trial({"x": i})
+    workers = [optuna.load_study(study_name="race", storage=studies.storage_for(url)) for _ in range(8)]
+    start, taken = threading.Barrier(len(workers)), []
+
+    def work(s):
+        start.wait()
+        while (trial := studies.claim(s)) is not None:
+            taken.append(trial._trial_id)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(t._trial_id for t in study.get_trials())  # each once, none left waiting

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 import optuna
+import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
@@ -53,6 +54,10 @@ def storage_for(url: str):
     try:
         if url.startswith("journal:"):
             return JournalStorage(JournalFileBackend(url[len("journal:") :]))
+        if url.startswith("sqlite"):
+            storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            _begin_immediate(storage.engine)
+            return storage
         return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as err:  # noqa: BLE001 - any failure to open a storage is the URL's or the server's
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
@@ -60,6 +65,23 @@ def storage_for(url: str):
             f"STORAGE={url}: cannot open it ({type(err).__name__}: {first}); give a database URL Optuna "
             "accepts (postgresql://user:pass@host/db, mysql+pymysql://…, sqlite:///path.db) or journal:/shared/file"
         ) from None
+
+
+def _begin_immediate(engine) -> None:
+    """Make each SQLite transaction take the write lock at its start (SQLAlchemy's recipe for pysqlite). Python's
+    sqlite3 otherwise begins a transaction only at the first write, so Optuna's read of a trial's state and its write
+    of RUNNING were not one transaction: two workers could both read WAITING and both claim the run. Postgres and
+    MySQL lock the row (SELECT ... FOR UPDATE) and need nothing."""
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own; the next hook does
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # the connections Optuna opened to create the schema were made before the hooks
 
 
 def distribution(dim) -> object:

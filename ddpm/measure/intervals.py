@@ -108,6 +108,11 @@ class Comparison:
     def text(self, names=("A", "B"), fmt: Callable = "{:+.3g}".format) -> str:
         if not math.isfinite(self.difference):
             return f"not resolved: {names[0]} against {names[1]}: fewer than 2 seeds with a value on each"
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
+            return (
+                f"not resolved: {names[0]} − {names[1]} = {fmt(self.difference)} over {self.n_a} and {self.n_b} "
+                "seeds: a verdict needs at least 2 seeds on each side"
+            )
         span = f"{fmt(self.difference)} ({fmt(self.lo)} to {fmt(self.hi)})"
         how = "paired over" if self.paired else "over"
         seeds = f"{self.n_a}" if self.paired else f"{self.n_a} and {self.n_b}"
