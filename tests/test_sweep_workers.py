@@ -80,9 +80,15 @@ def test_two_workers_train_each_run_once_and_a_third_start_trains_nothing(tmp_pa
 def test_a_killed_workers_run_is_resumed_by_another_from_its_checkpoint(tmp_path):
     spec, runs = spec_file(tmp_path, "kill", trials=1, budget_steps=40), tmp_path / "runs"
     first = worker(spec, runs)
-    ckpts = runs / "kill" / "t0-s0" / "checkpoints"
-    deadline = time.monotonic() + 300
-    while not (ckpts.is_dir() and any(p.suffix == ".pt" for p in ckpts.iterdir())):
+    run_json, deadline = runs / "kill" / "t0-s0" / "run.json", time.monotonic() + 300
+
+    def checkpointed():  # a checkpoint is written, then run.json names its step: kill after both
+        try:
+            return json.loads(run_json.read_text())["step"] > 0
+        except (OSError, ValueError, KeyError):
+            return False
+
+    while not checkpointed():
         assert first.poll() is None and time.monotonic() < deadline, first.stdout.read() if first.poll() else "slow"
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)  # mid-trial: its train.py dies with it (PR_SET_PDEATHSIG)
