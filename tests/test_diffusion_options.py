@@ -197,17 +197,29 @@ def test_euler_and_heun_transport_a_gaussian_to_its_exact_answer():
     assert error("heun", 8) < error("euler", 8)
 
 
-@pytest.mark.parametrize("setting", ["TIMESTEP_DENSITY=logit_normal", "PREDICTION=edm", "OBJECTIVE=flow"])
-def test_each_option_changes_the_update(setting, tmp_path):
-    """A tiny run's weights after two steps differ from the default's: the option reaches the update."""
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory):
+    """The UNet of a tiny run after two steps with these settings; each set of settings trained once a module."""
     from test_train_faults import checkpoints, load, ok, train_run
 
-    extra = {"PREDICTION=edm": ["MIN_SNR_GAMMA=0"], "OBJECTIVE=flow": ["SAMPLER=euler"]}.get(setting, [])
-    runs = [("default", []), ("option", [setting, *extra])]
-    if extra:  # against the default with the same companion setting, so that only the option differs
-        runs[0] = ("default", [s for s in extra if not s.startswith("SAMPLER")])
-    for name, sets in runs:
-        ok(train_run(tmp_path, "--run", name, "--max-steps", "2", *[a for s in sets for a in ("--set", s)]))
-    a, b = (load(checkpoints(tmp_path / name)[-1]) for name in ("default", "option"))
+    runs, done = tmp_path_factory.mktemp("options"), {}
+
+    def unet(*settings):
+        if settings not in done:
+            name = f"r{len(done)}"
+            ok(train_run(runs, "--run", name, "--max-steps", "2", *[a for s in settings for a in ("--set", s)]))
+            done[settings] = load(checkpoints(runs / name)[-1])
+        return done[settings]
+
+    return unet
+
+
+@pytest.mark.parametrize("setting", ["TIMESTEP_DENSITY=logit_normal", "PREDICTION=edm", "OBJECTIVE=flow"])
+def test_each_option_changes_the_update(setting, two_step_run):
+    """A tiny run's weights after two steps differ from the default's: the option reaches the update."""
+    extra = {"PREDICTION=edm": ("MIN_SNR_GAMMA=0",), "OBJECTIVE=flow": ("SAMPLER=euler",)}.get(setting, ())
+    # against the default with the same companion setting, so that only the option differs
+    a = two_step_run(*[s for s in extra if not s.startswith("SAMPLER")])
+    b = two_step_run(setting, *extra)
     assert any(not torch.equal(a["unet"][k], b["unet"][k]) for k in a["unet"])
     assert b["diffusion_args"] != a["diffusion_args"] or setting.startswith("TIMESTEP")

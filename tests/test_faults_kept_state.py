@@ -292,3 +292,15 @@ def test_a_run_draws_the_same_numbers_whether_its_probe_is_cached_or_not(tmp_pat
     ok(train_run(tmp_path, "--run", "warm", *settings, patch=PROBE.format(draw="pass  # a cache hit")))
     cold, warm = load(checkpoints(tmp_path / "cold")[-1]), load(checkpoints(tmp_path / "warm")[-1])
     assert all(torch.equal(cold["unet"][k], warm["unet"][k]) for k in cold["unet"])
+
+
+# ---- a resume from before the last probe point: the curve is not read twice, nor its clock run ahead --------------
+def test_a_resume_drops_the_curve_points_past_its_checkpoint(tmp_path):
+    ok(train_run(tmp_path, "--run", "c", "--max-steps", "4"))
+    record_path = tmp_path / "c" / "run.json"
+    record = json.loads(record_path.read_text())
+    kept = {"minutes": 0.1, "step": 3, "joint_accuracy": 0.5}
+    record["quality_curve"] = [kept, {"minutes": 9.0, "step": 6, "joint_accuracy": 0.9}]  # probed at 6, then killed
+    record_path.write_text(json.dumps(record))
+    ok(train_run(tmp_path, "--resume", "c", "--max-steps", "8"))
+    assert json.loads(record_path.read_text())["quality_curve"] == [kept]  # step 6 is trained again, not kept

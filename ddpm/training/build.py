@@ -267,6 +267,8 @@ def open_folder(run: Run, *, resumed: bool, grid_size: int) -> list:
         epoch=state.epoch,
         **run.record,
     )
+    # as TensorBoard's events past the checkpoint are purged: the probe points of steps about to be trained again
+    record["quality_curve"] = [p for p in record.get("quality_curve", []) if p["step"] <= state.step]
     record.setdefault("started", datetime.datetime.now().isoformat(timespec="seconds"))
     record.setdefault("final_loss", None)
     run.record = record

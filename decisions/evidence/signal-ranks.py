@@ -41,12 +41,17 @@ def main(run_dirs):
             x = [v[1][step][signal] for v in runs.values()]
             rho, lo, hi = spearman(x, final)
             rhos.append(rho)
-            print(f"{signal:>15} at {step}: rho {rho:+.2f} ({lo:+.2f} to {hi:+.2f})  readings " + " ".join(f"{v:.3g}" for v in x))
+            print(
+                f"{signal:>15} at {step}: rho {rho:+.2f} ({lo:+.2f} to {hi:+.2f})  readings "
+                + " ".join(f"{v:.3g}" for v in x)
+            )
         means[signal] = float(np.nanmean(rhos))
         print(f"{signal:>15}: mean rho over {STEPS}: {means[signal]:+.2f}")
     verdict = "adopted" if means["prompt_prob"] > means["joint_accuracy"] else "not adopted"
-    print(f"rule: prompt_prob's mean rho {means['prompt_prob']:+.2f} against the 16-sample accuracy's "
-          f"{means['joint_accuracy']:+.2f}: {verdict}")
+    print(
+        f"rule: prompt_prob's mean rho {means['prompt_prob']:+.2f} against the 16-sample accuracy's "
+        f"{means['joint_accuracy']:+.2f}: {verdict}"
+    )
 
 
 if __name__ == "__main__":
