@@ -170,3 +170,29 @@ def test_workers_claiming_at_once_never_take_the_same_run(url, tmp_path):
     for t in threads:
         t.join()
     assert sorted(taken) == sorted(t._trial_id for t in study.get_trials())  # each once, none left waiting
+
+
+def test_workers_started_together_on_a_fresh_database_all_open_it(tmp_path):
+    """Workers started at once (``--workers N``, or by hand on several machines) each create Optuna's schema on the
+    same fresh SQLite file: one creates the tables, the others find them made. (Optuna creates tables and alembic's
+    version row outside one transaction: before, most rounds ended in 'table studies already exists' or a UNIQUE
+    failure on alembic_version for some worker.)"""
+    import threading
+
+    for round_ in range(4):
+        url, opened = f"sqlite:///{tmp_path}/fresh{round_}.db", []
+        start = threading.Barrier(6)
+
+        def open_it(url=url, start=start, opened=opened):
+            start.wait()
+            try:
+                opened.append(studies.storage_for(url))
+            except studies.SpecError as err:
+                opened.append(err)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [o for o in opened if isinstance(o, Exception)] == [], f"round {round_}"

@@ -55,16 +55,35 @@ def storage_for(url: str):
         if url.startswith("journal:"):
             return JournalStorage(JournalFileBackend(url[len("journal:") :]))
         if url.startswith("sqlite"):
-            storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            storage = _first_of_racing(lambda: RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}))
             _begin_immediate(storage.engine)
             return storage
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        return _first_of_racing(lambda: RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
     except Exception as err:  # noqa: BLE001 - any failure to open a storage is the URL's or the server's
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise SpecError(
             f"STORAGE={url}: cannot open it ({type(err).__name__}: {first}); give a database URL Optuna "
             "accepts (postgresql://user:pass@host/db, mysql+pymysql://…, sqlite:///path.db) or journal:/shared/file"
         ) from None
+
+
+def _first_of_racing(open_storage, tries: int = 5):
+    """``open_storage()``, tried again when another process was creating the same database's tables at that moment.
+    Optuna creates its schema (tables, then alembic's version row) outside one transaction, so workers started
+    together on a fresh database collide ("table studies already exists", a UNIQUE failure on alembic_version);
+    the next try finds the schema made and only reads it."""
+    for attempt in range(tries):
+        try:
+            return open_storage()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+            if attempt == tries - 1 or not _schema_race(err):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _schema_race(err) -> bool:
+    text = str(err).lower()
+    return "already exists" in text or "alembic_version" in text or "database is locked" in text
 
 
 def _begin_immediate(engine) -> None:
