@@ -23,7 +23,7 @@ help: ## list the targets
 	@echo "make train                 train the default model (creates .venv on first use)"
 	@echo "make train NPROC=N         the same, data-parallel in N processes (one per GPU; gloo on CPU) under torchrun"
 	@echo "make sample PROMPT=\"...\"   PNG grid from the newest checkpoint; also N= GUIDANCE= STEPS= SAMPLER= ETA= SEED= CKPT= OUT="
-	@echo "make test                  the test suite (CPU, about 7 minutes on 2 cores)"
+	@echo "make test                  the test suite (CPU, about 8 minutes on 2 cores)"
 	@echo "make lint                  ruff: syntax errors, undefined and unused names, import order, format"
 	@echo "make decisions             regenerate the ADR index and check config.py against the accepted ADRs"
 	@echo "make adr TITLE=\"...\"       write the next ADR, filled with config.py's undecided changes; SUPERSEDES=N"
@@ -66,7 +66,7 @@ sample: $(STAMP)
 		$(call opt,SEED,seed) $(call opt,CKPT,ckpt) $(call opt,OUT,out)
 
 test: $(BENCH_STAMP)  # the bench's own tests need diffusers
-	env -u DDPM_ARGS $(PY) -m pytest -q tests
+	env -u DDPM_ARGS $(PY) -m pytest -q -n auto --dist loadfile tests  # one worker a core: ADR 0057
 
 lint: $(STAMP)  # pyproject.toml's rules: syntax errors, undefined and unused names, import order; and the format
 	$(PY) -m ruff check .
