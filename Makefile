@@ -101,7 +101,7 @@ eval: $(STAMP)
 		$(call opt,STEPS,steps) $(call opt,SAMPLER,sampler) $(call opt,ETA,eta)
 
 export: $(STAMP)
-	@test -n "$$DDPM_CKPT" || { echo 'make export needs a checkpoint: make export CKPT=runs/<run>/checkpoints/<file>.pt [OUT=model.safetensors]'; exit 2; }
+	@test -n "$$DDPM_CKPT" || { echo 'make export needs a checkpoint: make export CKPT=runs/<run> (or its checkpoints/<file>.pt) [OUT=model.safetensors]'; exit 2; }
 	$(PY) -m ddpm.run.export $(call opt,CKPT,ckpt) $(call opt,OUT,out)
 
 digits: $(STAMP) requirements-data.txt  # then: make train ARGS="--set DATASET=folder --set DATA_DIR=runs/data/digits"

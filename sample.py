@@ -22,7 +22,7 @@ from ddpm.model.diffusion import SAMPLERS
 from ddpm.run import settings
 from ddpm.run.checkpoint import CheckpointError, architecture_diff, sampling_of
 from ddpm.run.export import load_model
-from ddpm.run.folder import all_checkpoints, newest_valid
+from ddpm.run.folder import all_checkpoints, checkpoint_at, newest_valid
 from ddpm.run.pipeline import Pipeline
 from ddpm.run.sampling import PRECISIONS, image_path_problems, run_problems
 
@@ -60,7 +60,7 @@ def main(argv=None):
 
     if args.ckpt:
         try:
-            path, ckpt = args.ckpt, load_model(args.ckpt)  # a .pt checkpoint or a .safetensors export
+            path, ckpt = checkpoint_at(args.ckpt, load=load_model)  # a run folder, a .pt or a .safetensors export
         except CheckpointError as err:
             fail("sample.py", str(err))
     else:

@@ -9,10 +9,13 @@ import textwrap
 
 import pytest
 import torch
+from in_process import one_line
 from PIL import Image
 from test_train_sample import ROOT
 
+import sample
 from ddpm import Pipeline
+from ddpm.run import export as exporting
 from ddpm.run.checkpoint import load_checkpoint, sampling_of
 from ddpm.run.export import export
 
@@ -86,3 +89,22 @@ def test_the_pipeline_reads_a_run_folder_a_checkpoint_and_an_export_alike(tmp_pa
         pipe(prompts, num_steps=0)
     with pytest.raises(ValueError, match="output_type"):
         pipe(prompts, output_type="np")
+
+
+def test_ckpt_may_be_a_run_folder_for_sample_and_export_as_for_the_pipeline(tmp_path, capsys, monkeypatch):
+    """CKPT=runs/<run> takes the run's newest checkpoint that loads (a newer torn one is skipped, with a warning);
+    a folder with none is one line naming it. (Before, make export and make sample said "no such checkpoint file".)"""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(OLD_CKPT, run / "checkpoints" / "ckpt-epoch0001-step0000002.pt")
+    (run / "checkpoints" / "ckpt-epoch0002-step0000004.pt").write_bytes(b"torn")
+    with pytest.warns(UserWarning, match="step0000004"):
+        assert exporting.main(["--ckpt", str(run), "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert (tmp_path / "m.safetensors").exists() and "step 2" in capsys.readouterr().out
+    monkeypatch.setenv("PROMPT", "a small star")
+    with pytest.warns(UserWarning, match="step0000004"):
+        sample.main(["--ckpt", str(run), "--n", "1", "--out", str(tmp_path / "a.png")])
+    assert "ckpt-epoch0001-step0000002.pt" in capsys.readouterr().out and (tmp_path / "a.png").exists()
+    (tmp_path / "empty").mkdir()
+    assert exporting.main(["--ckpt", str(tmp_path / "empty")]) == 2
+    assert "no checkpoint that loads in" in one_line(capsys.readouterr().err)

@@ -45,8 +45,8 @@ from ddpm.measure.probe import load_or_train_probe, load_probe, probe_path
 from ddpm.measure.report import json_safe, sweep_table, update_run_json, write_outputs
 from ddpm.measure.scoring import evaluate, headline_line
 from ddpm.model.diffusion import SAMPLERS
-from ddpm.run.checkpoint import CheckpointError, load_checkpoint
-from ddpm.run.folder import all_checkpoints, newest_valid
+from ddpm.run.checkpoint import CheckpointError
+from ddpm.run.folder import all_checkpoints, checkpoint_at, newest_valid
 from ddpm.run.sampling import PRECISIONS, Sampling, run_problems
 
 DEFAULT_SWEEP = ()  # none: a sweep multiplies the samples' cost; --sweep 1,2,3,5 asks for one (ADR 0053)
@@ -101,7 +101,7 @@ def main(argv=None, *, log: Callable = None) -> int:
 
     if args.ckpt:
         try:
-            ckpt, state = args.ckpt, load_checkpoint(args.ckpt)
+            ckpt, state = checkpoint_at(args.ckpt)  # a checkpoint, or a run folder's newest
         except CheckpointError as err:
             fail("evaluate", str(err))
     else:  # the newest checkpoint that loads, warning about each unreadable one skipped

@@ -32,6 +32,7 @@ from ddpm.run.checkpoint import (
     from_export,
     load_checkpoint,
 )
+from ddpm.run.folder import checkpoint_at
 
 SUFFIX = ".safetensors"
 
@@ -144,16 +145,17 @@ def load_model(path: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ddpm.run.export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="training checkpoint (runs/<run>/checkpoints/*.pt)")
+    p.add_argument("--ckpt", required=True, help="training checkpoint (runs/<run>/checkpoints/*.pt) or run folder")
     p.add_argument("--out", help="weights file (default: the checkpoint's name with .safetensors)")
     args = p.parse_args(command_line(argv))
-    out = args.out or os.path.splitext(args.ckpt)[0] + SUFFIX
+    out = args.out
     try:
-        ckpt = load_checkpoint(args.ckpt)
+        path, ckpt = checkpoint_at(args.ckpt)  # a run folder: its newest checkpoint that loads
+        out = args.out or os.path.splitext(path)[0] + SUFFIX
         reason = unwritable_reason(os.path.dirname(os.path.abspath(out)))
         if reason:
             raise ValueError(f"OUT={out}: {reason}; choose another place")
-        meta = export(ckpt, out, source=args.ckpt)
+        meta = export(ckpt, out, source=path)
     except (CheckpointError, ValueError) as err:
         return error("export", str(err))
     except OSError as err:

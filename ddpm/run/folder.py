@@ -53,6 +53,21 @@ def newest_valid(paths: list) -> tuple:
     return None, None
 
 
+def checkpoint_at(path: str, load=load_checkpoint) -> tuple:
+    """(file, checkpoint) for what a user passed as CKPT: a file, read by ``load``, or a run folder, whose newest
+    checkpoint that loads is taken (``make sample``, ``make eval``, ``make export`` and the pipeline alike);
+    CheckpointError naming the folder when it holds none."""
+    if not os.path.isdir(path):
+        return path, load(path)
+    found, ckpt = newest_valid(list(reversed(run_checkpoints(path))))
+    if ckpt is None:
+        raise CheckpointError(
+            f"{path}: no checkpoint that loads in {os.path.join(path, 'checkpoints')}; "
+            "pass a run folder that has trained, a .pt or a .safetensors file"
+        )
+    return found, ckpt
+
+
 def remove_temporaries(run_dir: str) -> list:
     """Delete the temporary files that saves killed mid-write left in a run's checkpoints folder; returns their
     paths. Call it at the start of training, when no save of this run is under way. A file that cannot be

@@ -26,7 +26,7 @@ from ddpm.model.text import build_text_encoder, tokenizer_for
 from ddpm.model.unet import UNet
 from ddpm.run.checkpoint import CheckpointError, load_weights, sampling_of
 from ddpm.run.export import load_model
-from ddpm.run.folder import newest_valid, run_checkpoints
+from ddpm.run.folder import checkpoint_at
 from ddpm.run.hardware import autocast, default_device, memory_format, resolve_precision
 from ddpm.run.sampling import Sampling
 
@@ -73,16 +73,8 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, path: str, *, device=None, use_ema: bool = True, precision: str = None) -> "Pipeline":
         """A run folder (its newest checkpoint that loads), a training checkpoint (.pt) or an export (.safetensors)."""
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            found, ckpt = newest_valid(list(reversed(run_checkpoints(path))))
-            if ckpt is None:
-                raise CheckpointError(
-                    f"{path}: no checkpoint that loads in {os.path.join(path, 'checkpoints')}; "
-                    "pass a run folder that has trained, a .pt or a .safetensors file"
-                )
-            return cls.from_checkpoint(found, device=device, use_ema=use_ema, checkpoint=ckpt, precision=precision)
-        return cls.from_checkpoint(path, device=device, use_ema=use_ema, precision=precision)
+        found, ckpt = checkpoint_at(os.fspath(path), load=load_model)
+        return cls.from_checkpoint(found, device=device, use_ema=use_ema, checkpoint=ckpt, precision=precision)
 
     @classmethod
     def from_checkpoint(
