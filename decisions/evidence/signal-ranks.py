@@ -24,7 +24,7 @@ SIGNALS = ("prompt_prob", "joint_accuracy", "joint_prob")
 def reading(run_dir: str):
     """(final seen joint accuracy from eval/eval.json, {step: probe entry}) of one run."""
     with open(os.path.join(run_dir, "eval", "eval.json")) as f:
-        final = json.load(f)["joint_accuracy"]
+        final = json.load(f)["headline"]["joint_accuracy"]
     with open(os.path.join(run_dir, "run.json")) as f:
         curve = {entry["step"]: entry for entry in json.load(f)["quality_curve"]}
     return final, curve
