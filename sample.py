@@ -14,11 +14,11 @@ import time
 
 import torch
 import torchvision.utils as vutils
-from tqdm import tqdm
 
 from ddpm.cli import command_line, fail
 from ddpm.files import atomic_write
 from ddpm.model.diffusion import SAMPLERS
+from ddpm.progress import progress
 from ddpm.run import settings
 from ddpm.run.checkpoint import CheckpointError, architecture_diff, sampling_of
 from ddpm.run.export import load_model
@@ -98,7 +98,10 @@ def main(argv=None):
 
     start = time.perf_counter()
     images = pipe.generate(
-        [prompt] * args.n, seed=args.seed, progress=lambda it: tqdm(it, desc="sampling", leave=False), **s.as_dict()
+        [prompt] * args.n,
+        seed=args.seed,
+        progress=lambda it: progress(it, desc="sampling", unit="step", leave=False),
+        **s.as_dict(),
     )
     elapsed = time.perf_counter() - start
 

@@ -9,12 +9,13 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "ddpm")
 
-# room → the rooms it may import (itself always); "files" and "cli" are ddpm/files.py and ddpm/cli.py, below
-# every room (atomic writes; command-line words and the one-line error exit).
-BELOW = {"files", "cli"}
+# room → the rooms it may import (itself always); "files", "cli" and "progress" are ddpm/files.py, ddpm/cli.py and
+# ddpm/progress.py, below every room (atomic writes; command-line words and the one-line error exit; bars and lines).
+BELOW = {"files", "cli", "progress"}
 ALLOWED = {
     "files": set(),
     "cli": set(),
+    "progress": set(),
     "model": BELOW,
     "data": BELOW,
     "run": {"model", "data"} | BELOW,

@@ -276,6 +276,7 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(small_probe, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert KEY_VALUE_LINE.match(lines[-1]), lines[-1]
     assert any(line.startswith("| guidance |") for line in lines)
+    assert any(line.startswith("sampling at guidance 3: ") and "done in" in line for line in lines)  # off a terminal
     for name in ("eval.json", "samples.png", "sweep.png", "sweep.md"):
         assert (run / "eval" / name).stat().st_size > 0
     data = json.loads((run / "eval" / "eval.json").read_text())

@@ -23,7 +23,8 @@ import tempfile
 from typing import Callable, Iterable
 
 import numpy as np
-from tqdm import tqdm
+
+from ddpm.progress import progress
 
 VERSION = 2  # bump when decoding changes what the same file and settings give (2: the key hashes contents)
 CHUNK = 1 << 20
@@ -108,7 +109,7 @@ def build(folder: str, items: list, decode: Callable, *, shape: tuple, meta: dic
             os.posix_fallocate(f.fileno(), 0, offset + rows * int(np.prod(shape)))  # ENOSPC here, not SIGBUS later
         out = np.lib.format.open_memmap(path, mode="r+")
         captions = []
-        for item in tqdm(items, desc=desc, unit="img", dynamic_ncols=True, disable=None):
+        for item in progress(items, desc=desc, unit="img"):
             got = decode(item)
             if got is not None:
                 out[len(captions)] = got[0]

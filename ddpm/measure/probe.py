@@ -20,10 +20,10 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ddpm.data.shapes import ATTRIBUTES, make_shapes_dataset
 from ddpm.files import atomic_write
+from ddpm.progress import progress
 
 # Every setting that changes the trained probe; the cache file name hashes these.
 DEFAULT_SETTINGS = {
@@ -168,7 +168,7 @@ def fit(probe: Probe, batch: Callable, labels: dict, n: int, s: dict, log: Calla
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s["lr"], total_steps=total, pct_start=0.2)
     gen = torch.Generator().manual_seed(s["train_seed"])
     probe.train()
-    bar = tqdm(total=total, desc="training the probe", unit="batch", leave=False, disable=None, dynamic_ncols=True)
+    bar = progress(total=total, desc="training the probe", unit="batch", leave=False)
     for epoch in range(s["epochs"]):
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, s["batch_size"]):

@@ -12,7 +12,6 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ddpm.data.shapes import ATTRIBUTES, caption
 from ddpm.measure.distances import diversity, frechet_distance
@@ -31,6 +30,7 @@ from ddpm.measure.prompts import (
     render_real,
 )
 from ddpm.measure.report import fmt_number
+from ddpm.progress import progress as bar_or_lines
 
 
 def score(
@@ -207,20 +207,16 @@ def evaluate(
     fd_real = frechet_distance(ref_a, ref_b) if len(ref_a) >= 2 else None
     log(
         f"ceiling (probe on real renders of the prompts): seen joint={ceiling_seen['joint']:.4f} "
-        f"held-out joint={ceiling_held['joint']:.4f}; real-vs-real fd={fd_real}"
+        f"held-out joint={ceiling_held['joint']:.4f}; real-vs-real Fréchet distance="
+        + ("n/a (one sample a prompt)" if fd_real is None else f"{fd_real:.2f}")
     )
     steps_each = pipe.diffusion.timesteps if sampler == "ddpm" else num_steps
 
     def run_at(scale: float) -> dict:
         t0 = time.perf_counter()
         batches = -(-len(combos) * n // batch_size)
-        with tqdm(
-            total=batches * steps_each,
-            desc=f"sampling at guidance {scale:g}",
-            unit="step",
-            disable=None if progress else True,  # None: a bar where stderr is a terminal
-            leave=False,
-            dynamic_ncols=True,
+        with bar_or_lines(
+            total=batches * steps_each, desc=f"sampling at guidance {scale:g}", unit="step", leave=False, show=progress
         ) as bar:
             images = generate(
                 pipe,
