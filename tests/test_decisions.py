@@ -338,12 +338,12 @@ def test_index_content(repo):
 def test_the_index_shows_an_adrs_finding_line_in_place_of_its_title(repo):
     path = repo.add(4, "Try a thing", lines=["- LEARNING_RATE: 0.001 → 0.002"])
     text = path.read_text().replace(
-        "## Context", "## Finding\n\n<!-- guidance -->\nIt helps on 5 of 5 seeds.\n\n## Context"
+        "## Context", "## Finding\n\n<!-- guidance -->\nIt helps on 5 of 5\nseeds.\n\nA second paragraph.\n\n## Context"
     )
     path.write_text(text)
     decisions.update_index(repo.dir)
     table = (repo.dir / "README.md").read_text()
-    assert "| [0004](0004-try-a-thing.md) | It helps on 5 of 5 seeds. | Accepted |" in table
+    assert "| [0004](0004-try-a-thing.md) | It helps on 5 of 5 seeds. | Accepted |" in table  # wrapped lines joined
     assert "| [0002](0002-start-the-unet.md) | Start the UNet |" in table  # no Finding: the title
 
 

@@ -77,7 +77,7 @@ class ADR:
     status: str = ""  # "Proposed", "Accepted", "Rejected", "Superseded", or the raw unknown text
     superseded_by: int | None = None
     status_line: int = 0
-    finding: str = ""  # the first line of an optional `## Finding` section: what was learned, for the index
+    finding: str = ""  # the first paragraph of an optional `## Finding` section, as one line: for the index
     decisions: list[Decision] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -245,7 +245,7 @@ def parse_adr(path) -> ADR:
             )
 
     section = None
-    in_comment = in_fence = False
+    in_comment = in_fence = finding_ended = False
     seen_sections = set()
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip()
@@ -292,8 +292,10 @@ def parse_adr(path) -> ADR:
                     f"{where}:{lineno}: unknown status {status!r}: use Proposed, Accepted, Rejected or "
                     "`Superseded by NNNN`"
                 )
-        elif section == "finding" and line and not adr.finding:
-            adr.finding = line
+        elif section == "finding" and not finding_ended:  # its first paragraph, wrapped lines joined
+            if line:
+                adr.finding = f"{adr.finding} {line}".strip()
+            finding_ended = bool(adr.finding) and not line
         elif section == "decision" and (dm := DECISION_LINE_RE.match(line)):
             name, rest = dm.group(1), dm.group(2)
             try:
