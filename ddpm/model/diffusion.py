@@ -31,6 +31,11 @@ OBJECTIVES = ("ddpm", "flow")  # Gaussian diffusion, or flow matching on the str
 PREDICTIONS = ("epsilon", "v", "edm")  # the network's output: ε; v = √ᾱ·ε − √(1−ᾱ)·x_0; EDM's F (Karras et al. 2022)
 
 
+def samplers_for(objective: str) -> tuple:
+    """The samplers that draw from a model of ``objective``: Gaussian diffusion's, or flow matching's ODE solvers."""
+    return FLOW_SAMPLERS if objective == "flow" else GAUSSIAN_SAMPLERS
+
+
 def make_betas(schedule: str, timesteps: int, *, beta_start: float, beta_end: float) -> torch.Tensor:
     """β_1..β_T as float64, shape (T,).
 

@@ -117,7 +117,7 @@ class Pipeline:
     def settings(self, **overrides) -> Sampling:
         """This pipeline's sampling settings with ``overrides`` (Sampling fields; None keeps a field), checked."""
         sampling = self.sampling.replace(**overrides)
-        problems = sampling.problems(self.diffusion.timesteps, objective=getattr(self.diffusion, "objective", "ddpm"))
+        problems = sampling.problems(self.diffusion.timesteps, objective=self.diffusion.objective)
         if problems:
             raise ValueError("; ".join(problems))
         return sampling

@@ -15,8 +15,7 @@ import os
 from dataclasses import dataclass
 
 from ddpm.files import unwritable_reason
-from ddpm.model.diffusion import GAUSSIAN_SAMPLERS, max_sampling_steps
-from ddpm.model.flow import FLOW_SAMPLERS
+from ddpm.model.diffusion import max_sampling_steps, samplers_for
 
 PRECISIONS = ("auto", "fp32", "bf16")  # "auto": bf16 where the device computes it natively, else fp32 (ADR 0035)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most this (and wraps negatives, so we refuse them)
@@ -68,7 +67,7 @@ class Sampling:
         """What is wrong with these settings for a schedule of ``timesteps`` and an ``objective`` ("ddpm" or
         "flow"), each naming the Makefile's variable."""
         most = max_sampling_steps(self.sampler, timesteps)
-        fits = FLOW_SAMPLERS if objective == "flow" else GAUSSIAN_SAMPLERS
+        fits = samplers_for(objective)
         rules = (
             (self.sampler not in fits, f"SAMPLER={self.sampler}: this model samples with {', '.join(fits)}"),
             (

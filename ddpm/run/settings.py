@@ -14,8 +14,7 @@ from ddpm.data.folder import SPLITS as FOLDER_SPLITS
 from ddpm.data.images import RESIZE_POLICIES
 from ddpm.data.load import BAD_FILE_POLICIES, DATASETS, FLIP_POLICIES
 from ddpm.data.shapes import SPLITS
-from ddpm.model.diffusion import GAUSSIAN_SAMPLERS, OBJECTIVES, PREDICTIONS, SAMPLERS, SCHEDULES, max_sampling_steps
-from ddpm.model.flow import FLOW_SAMPLERS
+from ddpm.model.diffusion import OBJECTIVES, PREDICTIONS, SAMPLERS, SCHEDULES, max_sampling_steps, samplers_for
 from ddpm.model.text import ENCODER_KINDS
 from ddpm.model.timesteps import DENSITIES
 from ddpm.model.unet import NORMS
@@ -220,7 +219,7 @@ def _cross_checks(c: dict) -> list:
         errors.append(
             f"DATA_DIR is empty: DATASET = {c['DATASET']!r} reads its images from a folder (--set DATA_DIR=/path)"
         )
-    fits = FLOW_SAMPLERS if c["OBJECTIVE"] == "flow" else GAUSSIAN_SAMPLERS
+    fits = samplers_for(c["OBJECTIVE"])
     if c["SAMPLER"] not in fits:
         errors.append(
             f"SAMPLER = {c['SAMPLER']!r}: OBJECTIVE = {c['OBJECTIVE']!r} samples with {', '.join(map(repr, fits))}"

@@ -3,7 +3,7 @@ window (TensorBoard scalars and progress), the sample grids, the probe points of
 the checkpoints. Rank 0 alone writes (the others hold a ``NullWriter``).
 
 Progress: in a terminal a tqdm bar; elsewhere (``make train > log``, nohup, CI) one line at least every
-``PROGRESS_SECONDS`` with the step, loss, learning rate, images per second and the time left.
+``ddpm.progress.EVERY_SECONDS`` with the step, loss, learning rate, images per second and the time left.
 
 Faults stop the run with ``RunStopped`` (train.py prints its one line and exits 1), and nothing good is lost:
 ``MAX_BAD_STEPS`` non-finite steps in a row end it, naming the last good checkpoint; a checkpoint is written only
@@ -23,13 +23,13 @@ from tqdm import tqdm
 from ddpm.measure.caption_probe import training_probe
 from ddpm.measure.report import samples_sheet
 from ddpm.measure.scoring import quick_eval
+from ddpm.progress import EVERY_SECONDS
 from ddpm.run import checkpoint as ckpts
 from ddpm.run import folder as run_folder
 from ddpm.run.folder import last_good, save_grid, update_record
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before the run stops (the last good checkpoint stays)
 LOG_EVERY = 25  # optimizer steps between TensorBoard scalars and progress-bar updates
-PROGRESS_SECONDS = 30  # off a terminal: the longest silence between progress lines
 
 
 class RunStopped(RuntimeError):
@@ -152,7 +152,7 @@ class Monitor:
                 run.writer.add_scalar(f"loss_by_t/q{i + 1}", totals[2 + i] / totals[6 + i], state.step)
         self.sums.zero_()
         self.bar.set_postfix(loss=f"{self.loss:.4f}", lr=f"{lr:.1e}", img_s=f"{img_s:.0f}")
-        if self.lines and (now - self.said >= PROGRESS_SECONDS or state.step >= run.total):
+        if self.lines and (now - self.said >= EVERY_SECONDS or state.step >= run.total):
             self.said = now
             left = (run.total - state.step) * run.cfg["BATCH_SIZE"] / max(img_s, 1e-9) / 60
             print(
