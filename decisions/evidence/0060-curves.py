@@ -1,0 +1,57 @@
+"""ADR 0060's reading: two sweeps' probe curves, seed by seed, over the steps the shorter one trained.
+
+Run from the repository root:
+    .venv/bin/python decisions/evidence/0060-curves.py runs/width-24-88tflop runs/logit-normal-1300 [last_step]
+
+Each argument is a sweep folder whose runs are named <trial>-s<seed>; seeds present in both are paired. For each
+run: the mean probe prompt probability over the probe points up to ``last_step`` (default: the last point both
+have; the area under its curve), the joint accuracy there, and the first step at which joint accuracy reads
+≥ 0.9. Seeds present in both that reached ``last_step`` are paired. Then ADR 0053's paired verdict on the mean prompt probability, second folder against the first.
+"""
+
+import glob
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.getcwd())
+from ddpm.measure.intervals import compare  # noqa: E402
+
+
+def curves(sweep_dir: str) -> dict:
+    """{seed: {step: probe point}} of a sweep folder's runs (a resumed run's repeated points: the last wins)."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(sweep_dir, "*-s*", "run.json"))):
+        seed = int(os.path.basename(os.path.dirname(path)).rsplit("-s", 1)[1])
+        with open(path) as f:
+            out[seed] = {p["step"]: p for p in json.load(f).get("quality_curve", [])}
+    return out
+
+
+def first_at(curve: dict, last: int, target: float = 0.9):
+    return next((s for s in sorted(curve) if s <= last and curve[s]["joint_accuracy"] >= target), None)
+
+
+def main(a_dir: str, b_dir: str, last_step: int = None) -> None:
+    a, b = curves(a_dir), curves(b_dir)
+    last = last_step or min(max(c) for c in b.values())
+    seeds = sorted(s for s in set(a) & set(b) if last in a[s] and last in b[s])  # a run cut short is left out
+    rows = []
+    for s in seeds:
+        steps = [k for k in sorted(b[s]) if k <= last and k in a[s]]
+        area = [statistics.mean(c[s][k]["prompt_prob"] for k in steps) for c in (a, b)]
+        joint = [c[s][last]["joint_accuracy"] for c in (a, b)]
+        rows.append((s, area, joint, [first_at(c[s], last) for c in (a, b)], len(steps)))
+    names = (os.path.basename(os.path.normpath(b_dir)), os.path.basename(os.path.normpath(a_dir)))
+    print(f"seed | mean prompt prob to {last} ({names[1]} → {names[0]}) | joint at {last} | first ≥ 0.9 | points")
+    for s, area, joint, first, n in rows:
+        print(f"{s} | {area[0]:.3f} → {area[1]:.3f} | {joint[0]} → {joint[1]} | {first[0]} → {first[1]} | {n}")
+    for i, name in ((1, names[1]), (0, names[0])):
+        print(f"{name}: median joint at {last} {statistics.median(r[2][1 - i] for r in rows):.2f}")
+    r = compare([r[1][1] for r in rows], [r[1][0] for r in rows], higher_is_better=True)
+    print(f"mean prompt prob to {last}: {r.text(names=names)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)
