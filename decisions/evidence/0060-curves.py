@@ -3,10 +3,12 @@
 Run from the repository root:
     .venv/bin/python decisions/evidence/0060-curves.py runs/width-24-88tflop runs/logit-normal-1300 [last_step]
 
-Each argument is a sweep folder whose runs are named <trial>-s<seed>; seeds present in both are paired. For each
+Each argument is a sweep folder whose runs are named <trial>-s<seed>. For each
 run: the mean probe prompt probability over the probe points up to ``last_step`` (default: the last point both
 have; the area under its curve), the joint accuracy there, and the first step at which joint accuracy reads
-≥ 0.9. Seeds present in both that reached ``last_step`` are paired. Then ADR 0053's paired verdict on the mean prompt probability, second folder against the first.
+≥ 0.9. Seeds present in both that reached ``last_step`` are paired. Then ADR 0053's paired verdicts, second folder
+against the first, on the mean prompt probability (ADR 0060's primary figure) and on the joint accuracy at
+``last_step``.
 """
 
 import glob
@@ -51,6 +53,8 @@ def main(a_dir: str, b_dir: str, last_step: int = None) -> None:
         print(f"{name}: median joint at {last} {statistics.median(r[2][1 - i] for r in rows):.2f}")
     r = compare([r[1][1] for r in rows], [r[1][0] for r in rows], higher_is_better=True)
     print(f"mean prompt prob to {last}: {r.text(names=names)}")
+    r = compare([r[2][1] for r in rows], [r[2][0] for r in rows], higher_is_better=True)
+    print(f"joint accuracy at {last}: {r.text(names=names)}")
 
 
 if __name__ == "__main__":
