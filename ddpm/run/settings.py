@@ -209,7 +209,7 @@ def _cross_checks(c: dict) -> list:
     if c["NUM_INFERENCE_STEPS"] > most:
         errors.append(
             f"NUM_INFERENCE_STEPS = {c['NUM_INFERENCE_STEPS']}: must be ≤ {most} (TIMESTEPS = {c['TIMESTEPS']}"
-            + (' less one for SAMPLER = "dpmpp2m")' if most < c["TIMESTEPS"] else ")")
+            + (' less one for the DPM-Solver++ samplers)' if most < c["TIMESTEPS"] else ")")
         )
     if c["BETA_SCHEDULE"] == "linear" and c["BETA_START"] >= c["BETA_END"]:
         errors.append(f"BETA_START = {c['BETA_START']}: must be below BETA_END = {c['BETA_END']}")
