@@ -59,9 +59,9 @@ TEXT_CACHE_MB = 1024  # frozen encoder: cache caption embeddings up to this size
 # Classifier-free guidance and sampling
 CAPTION_DROPOUT = 0.1  # probability of training on the empty prompt instead of the caption (ADR 0005)
 GUIDANCE_SCALE = 3.0  # s in ε_u + s·(ε_c − ε_u); 1 means no guidance (ADR 0011, 0048)
-SAMPLER = "ddim"  # "ddim", "ddpm" (ancestral, all TIMESTEPS), "dpmpp2m" (DPM-Solver++(2M)); "euler", "heun" for OBJECTIVE = "flow" (ADR 0003, 0055)
-NUM_INFERENCE_STEPS = 50  # DDIM steps (ADR 0003)
-DDIM_ETA = 0.5  # DDIM stochasticity η; 0 is deterministic, 1 ≈ DDPM's ancestral steps (ADR 0003, 0046)
+SAMPLER = "dpmpp2m_sde"  # "ddim", "ddpm" (ancestral, all TIMESTEPS), "dpmpp2m" (DPM-Solver++(2M)), "dpmpp2m_sde" (its SDE form, η = DDIM_ETA); "euler", "heun" for OBJECTIVE = "flow" (ADR 0003, 0055, 0061)
+NUM_INFERENCE_STEPS = 12  # sampling steps of the samples, make sample and make eval (ADR 0003, 0059, 0061)
+DDIM_ETA = 0.5  # stochasticity η of DDIM and dpmpp2m_sde; 0 is deterministic, 1 ≈ DDPM's ancestral steps (ADR 0003, 0046, 0061)
 CLIP_DENOISED = True  # clamp the predicted x_0 to [-1, 1] at every sampling step (ADR 0003)
 
 # Optimisation
@@ -98,3 +98,4 @@ EVAL_EVERY = 1  # epochs between cheap probe evaluations (16 samples, TensorBoar
 EVAL_EVERY_STEPS = 0  # optimizer steps between probe evaluations, for short sweep trials; 0 = every EVAL_EVERY epochs (ADR 0023)
 PROBE_GUIDANCE_SCALE = 5.0  # guidance of the probe's samples, apart from GUIDANCE_SCALE: a fixed yardstick (ADR 0047)
 PROBE_DDIM_ETA = 0.0  # DDIM η of the probe's samples, apart from DDIM_ETA: a fixed yardstick (ADR 0046, 0047)
+PROBE_NUM_STEPS = 50  # DDIM steps of the probe's samples, apart from NUM_INFERENCE_STEPS: a fixed yardstick (ADR 0059)

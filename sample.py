@@ -37,7 +37,7 @@ def parse_args(argv):
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the checkpoint's")
-    p.add_argument("--eta", type=float, default=None, help="DDIM η (default: the checkpoint's)")
+    p.add_argument("--eta", type=float, default=None, help="η of ddim and dpmpp2m_sde (default: the checkpoint's)")
     p.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -78,6 +78,7 @@ def test_repo_config_is_valid():
         ("BETA_SCHEDULE", "quadratic", "one of 'linear', 'cosine'"),
         ("ATTENTION_RESOLUTIONS", (4,), "ATTENTION_RESOLUTIONS contains 4"),
         ("NUM_INFERENCE_STEPS", 2000, "NUM_INFERENCE_STEPS = 2000: must be ≤ 1000 \\(TIMESTEPS = 1000\\)"),
+        ("PROBE_NUM_STEPS", 1001, "PROBE_NUM_STEPS = 1001: the probe's DDIM takes ≤ TIMESTEPS = 1000"),
         ("GUIDANCE_SCALE", float("nan"), "GUIDANCE_SCALE = nan"),
     ],
 )
@@ -90,7 +91,7 @@ def test_validation_names_key_value_and_allowed(key, value, match):
 def test_dpm_solver_takes_one_step_fewer_than_timesteps():  # its table leaves out t = 0 (ADR 0045)
     cfg = {**config_from_module(config), "TIMESTEPS": 1000, "SAMPLER": "dpmpp2m"}
     validate({**cfg, "NUM_INFERENCE_STEPS": 999})
-    with pytest.raises(ValueError, match="NUM_INFERENCE_STEPS = 1000: must be ≤ 999 .*less one for SAMPLER"):
+    with pytest.raises(ValueError, match="NUM_INFERENCE_STEPS = 1000: must be ≤ 999 .*less one for the DPM-Solver"):
         validate({**cfg, "NUM_INFERENCE_STEPS": 1000})
 
 

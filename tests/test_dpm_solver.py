@@ -123,3 +123,79 @@ def test_sample_py_names_the_solver_and_its_steps(tmp_path, capsys):
         ]
     )
     assert "(dpmpp2m, 3 steps," in capsys.readouterr().out and out.stat().st_size > 0  # not the 20 TIMESTEPS
+
+
+def test_the_sde_step_at_eta_0_is_the_ode_step_and_keeps_q_of_x_t_given_x_0_at_any_eta():
+    """SDE-DPM-Solver++(2M) at η = 0 is DPM-Solver++(2M), bit for bit. With the exact data prediction of a point
+    mass x_0 = c, one step of any η maps x_s ~ N(α_s·c, σ_s²) onto N(α_t·c, σ_t²), whatever the step's size, and
+    keeps e^{−ηh} of x_s's noise (correlation), the rest fresh: the closed form of the SDE step (ddpm/model/diffusion.py)."""
+    diffusion = GaussianDiffusion(
+        timesteps=1000, schedule="cosine", beta_start=1e-4, beta_end=0.02, prediction="epsilon"
+    )
+    g = torch.Generator().manual_seed(0)
+    x, noise = torch.randn(4, 3, 4, 4, generator=g), torch.randn(4, 3, 4, 4, generator=g)
+    x0 = torch.randn(4, 3, 4, 4, generator=g)
+    ode, prev = diffusion.dpmpp2m_step(x, 900, 700, x0, None)
+    sde, _ = diffusion.dpmpp2m_step(x, 900, 700, x0, None, eta=0.0, noise=noise)
+    assert torch.equal(ode, sde)
+    assert torch.equal(
+        diffusion.dpmpp2m_step(ode, 700, 500, x0, prev)[0],
+        diffusion.dpmpp2m_step(ode, 700, 500, x0, prev, eta=0.0, noise=noise)[0],
+    )
+
+    c, n = 0.4, 200_000
+    for s, t in ((999, 500), (500, 450), (300, 20)):
+        for eta in (0.25, 0.5, 1.0):
+            a_s, a_t = diffusion.alphas_cumprod[s], diffusion.alphas_cumprod[t]
+            x_s = a_s.sqrt() * c + (1 - a_s).sqrt() * torch.randn(n, generator=g).view(n, 1, 1, 1)
+            z = torch.randn(n, generator=g).view(n, 1, 1, 1)
+            x_t, _ = diffusion.dpmpp2m_step(x_s, s, t, torch.full_like(x_s, c), None, eta=eta, noise=z)
+            mean, std = x_t.mean().item(), x_t.std().item()
+            assert abs(mean - a_t.sqrt().item() * c) < 0.01 and abs(std / (1 - a_t).sqrt().item() - 1) < 0.01, (
+                s,
+                t,
+                eta,
+                mean,
+                std,
+            )
+            # What the step keeps of x_s's noise: all of it on the ODE (η = 0), e^{−ηh} of it here.
+            h = 0.5 * ((a_t / (1 - a_t)).log() - (a_s / (1 - a_s)).log())
+            kept = torch.corrcoef(torch.stack([x_s.flatten(), x_t.flatten()]))[0, 1].item()
+            assert abs(kept - torch.exp(-eta * h).item()) < 0.01, (s, t, eta, kept)
+
+
+def test_the_sde_solver_draws_the_gaussian_datas_spread_where_ddim_shrinks_it():
+    """On Gaussian data with the exact denoiser, 20 SDE-DPM-Solver++(2M) steps at η 0.5 and 1 draw samples whose
+    mean (within 0.015, five standard errors) and spread (within 3 %) are the data's, N(MU, S²) clamped to [-1, 1]
+    as the sampler returns it; DDIM at η 0.5 draws them more than 5 % narrower at 10 and 20 steps (first order:
+    0.40 and 0.43 against 0.46), the solver less than half as far off. The same seed gives the same samples."""
+    diffusion = GaussianDiffusion(
+        timesteps=1000, schedule="cosine", beta_start=1e-4, beta_end=0.02, prediction="epsilon"
+    )
+    data = (MU + S * torch.randn(2_000_000, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
+
+    def draw(sampler, steps, eta, seed=0):
+        ctx, mask = torch.zeros(512, 1, 4), torch.ones(512, 1, dtype=torch.bool)
+        return diffusion.sample(
+            gaussian_oracle(diffusion),
+            (512, 3, 4, 4),
+            context=ctx,
+            context_mask=mask,
+            null_context=None,
+            null_mask=None,
+            guidance_scale=1.0,
+            sampler=sampler,
+            num_steps=steps,
+            eta=eta,
+            clip_x0=False,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    for eta in (0.5, 1.0):
+        x = draw("dpmpp2m_sde", 20, eta)
+        assert abs(x.mean() - data.mean()) < 0.015 and abs(x.std() / data.std() - 1) < 0.03, (eta, x.std())
+    for steps in (10, 20):
+        sde, ddim = (abs(draw(name, steps, 0.5).std() / data.std() - 1) for name in ("dpmpp2m_sde", "ddim"))
+        assert ddim > 0.05 and sde < 0.5 * ddim, (steps, sde, ddim)
+    assert torch.equal(draw("dpmpp2m_sde", 5, 0.5), draw("dpmpp2m_sde", 5, 0.5))
+    assert not torch.equal(draw("dpmpp2m_sde", 5, 0.5), draw("dpmpp2m_sde", 5, 0.5, seed=1))

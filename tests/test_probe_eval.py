@@ -167,8 +167,9 @@ def test_quick_eval(small_probe):
 
 
 def test_the_probe_samples_at_its_own_settings_not_the_samples(monkeypatch):
-    """train.py's probe reads PROBE_GUIDANCE_SCALE / PROBE_DDIM_ETA (ADR 0047): the yardstick of steps to a target
-    stays put when GUIDANCE_SCALE or DDIM_ETA move."""
+    """train.py's probe reads PROBE_GUIDANCE_SCALE / PROBE_DDIM_ETA / PROBE_NUM_STEPS and samples with DDIM (ADR
+    0047, 0059): the yardstick of steps to a target stays put when GUIDANCE_SCALE, DDIM_ETA, NUM_INFERENCE_STEPS
+    or SAMPLER move. Flow matching, which has no DDIM, probes with its own sampler."""
     from ddpm.training import monitor as train  # the loop's probe point
 
     seen = {}
@@ -178,13 +179,17 @@ def test_the_probe_samples_at_its_own_settings_not_the_samples(monkeypatch):
         DDIM_ETA=0.5,
         PROBE_GUIDANCE_SCALE=5.0,
         PROBE_DDIM_ETA=0.0,
+        PROBE_NUM_STEPS=9,
         NUM_INFERENCE_STEPS=7,
-        SAMPLER="ddim",
+        SAMPLER="dpmpp2m_sde",
+        OBJECTIVE="ddpm",
         SEED=2,
     )
     writer = type("W", (), {"add_scalar": lambda self, *a: None})()
     assert train.evaluate(None, None, cfg, writer, step=10)["joint_accuracy"] == 0.5
-    assert seen == dict(guidance_scale=5.0, eta=0.0, num_steps=7, sampler="ddim", seed=2)
+    assert seen == dict(guidance_scale=5.0, eta=0.0, num_steps=9, sampler="ddim", seed=2)
+    train.evaluate(None, None, {**cfg, "OBJECTIVE": "flow", "SAMPLER": "heun"}, writer, step=10)
+    assert seen["sampler"] == "heun" and seen["num_steps"] == 9
 
 
 def _tiny_checkpoint(path, raw_seed=None, image_size=32):

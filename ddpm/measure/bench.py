@@ -16,7 +16,7 @@
     autocast (channels_last for ours as configured); where config.py sets COMPILE, both models again under
     ``torch.compile`` at the configured precision (the first, compiling call is timed apart);
 (c) sampling: seconds per guided step for 64 images (one batch-128 forward) of ours, and the seconds for 64
-    images at NUM_INFERENCE_STEPS DDIM steps;
+    images at NUM_INFERENCE_STEPS steps (one guided call a step: DDIM and the DPM-Solver++ samplers alike);
 (d) achieved GFLOP/s = 3·forward FLOPs·images/s, and its fraction of the fastest measured matmul peak;
 (e) minutes per 1,000 optimizer steps at BATCH_SIZE, from (b): with the steps a run needs to reach a quality
     (the README's steps to 0.9), the minutes it takes on this machine.

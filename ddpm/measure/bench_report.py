@@ -83,7 +83,7 @@ def markdown(res: dict) -> str:
         "## Sampling (ours, configured precision, classifier-free guidance)",
         "",
         f"- {s['step_s']:.4f} s per step for {s['images']} images (one forward of batch {s['forward_batch']})",
-        f"- {s['total_s']:.2f} s for {s['images']} images at {res['steps']} DDIM steps",
+        f"- {s['total_s']:.2f} s for {s['images']} images at {res['steps']} sampling steps",
         "",
         "## Headline",
         "",

@@ -74,8 +74,14 @@ def main(argv=None, *, log: Callable = None) -> int:
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (default: %(default)s)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default: the checkpoint's GUIDANCE_SCALE)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's NUM_INFERENCE_STEPS)")
-    parser.add_argument("--sampler", choices=SAMPLERS, help="ddim, ddpm or dpmpp2m (default: the checkpoint's SAMPLER)")
-    parser.add_argument("--eta", type=float, help="DDIM η, 0 (deterministic) to 1 (default: the checkpoint's DDIM_ETA)")
+    parser.add_argument(
+        "--sampler", choices=SAMPLERS, help=f"{', '.join(SAMPLERS)} (default: the checkpoint's SAMPLER)"
+    )
+    parser.add_argument(
+        "--eta",
+        type=float,
+        help="η of ddim and dpmpp2m_sde, 0 (deterministic) to 1 (default: the checkpoint's DDIM_ETA)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     parser.add_argument(
         "--precision",

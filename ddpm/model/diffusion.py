@@ -25,7 +25,8 @@ from ddpm.model.flow import FLOW_SAMPLERS, FlowMatching
 EpsModel = Callable[..., torch.Tensor]
 
 SCHEDULES = ("linear", "cosine")
-GAUSSIAN_SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
+GAUSSIAN_SAMPLERS = ("ddim", "ddpm", "dpmpp2m", "dpmpp2m_sde")
+DPM_SOLVERS = ("dpmpp2m", "dpmpp2m_sde")  # DPM-Solver++(2M) and its SDE form, on dpm_solver_timesteps
 SAMPLERS = GAUSSIAN_SAMPLERS + FLOW_SAMPLERS  # "euler" and "heun" integrate flow matching's ODE (ddpm.model.flow)
 OBJECTIVES = ("ddpm", "flow")  # Gaussian diffusion, or flow matching on the straight path
 PREDICTIONS = ("epsilon", "v", "edm")  # the network's output: ε; v = √ᾱ·ε − √(1−ᾱ)·x_0; EDM's F (Karras et al. 2022)
@@ -70,7 +71,7 @@ def ddim_timesteps(timesteps: int, num_steps: int) -> torch.Tensor:
 
 def max_sampling_steps(sampler: str, timesteps: int) -> int:
     """The most steps ``sampler`` can take on a schedule of ``timesteps``: DPM-Solver++'s table leaves out t = 0."""
-    return timesteps - 1 if sampler == "dpmpp2m" else timesteps
+    return timesteps - 1 if sampler in DPM_SOLVERS else timesteps
 
 
 def dpm_solver_timesteps(timesteps: int, num_steps: int) -> torch.Tensor:
@@ -256,15 +257,23 @@ class GaussianDiffusion:
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
         return a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
 
-    def dpmpp2m_step(self, x_s, s: int, t: int, x0: torch.Tensor, previous: Optional[tuple]) -> tuple:
-        """One step s → t of DPM-Solver++(2M) (DPM-Solver++ Algorithm 2: multistep, second order, data prediction).
+    def dpmpp2m_step(
+        self, x_s, s: int, t: int, x0: torch.Tensor, previous: Optional[tuple], *, eta: float = 0.0, noise=None
+    ) -> tuple:
+        """One step s → t of DPM-Solver++(2M) (DPM-Solver++ Algorithm 2: multistep, second order, data prediction),
+        or with ``eta`` > 0 of its SDE form (SDE-DPM-Solver++(2M), the same paper's solver for the reverse SDE).
 
         With α = √ᾱ, σ = √(1−ᾱ), λ = log(α/σ) and h = λ_t − λ_s, the first-order update (their eq. 9, = DDIM with
         η = 0) is x_t = (σ_t/σ_s)·x_s − α_t·(e^{−h} − 1)·D, with D = x̂_0(x_s) the data prediction. From the second
         step on, D = (1 + 1/(2r))·x̂_0(x_s) − 1/(2r)·x̂_0(x_prev), r = h_prev/h (Algorithm 2, line 5), the
         multistep correction from the previous step's data prediction. ``previous`` is that (x̂_0, h) or None;
-        t = −1 means ᾱ = 1 (σ = 0, λ = ∞): that last step is first order, x_t = x̂_0 (as DDIM's). Returns
-        (x_t, (x0, h) for the next step). x_s, x0 (B,C,H,W).
+        t = −1 means ᾱ = 1 (σ = 0, λ = ∞): that last step is first order, x_t = x̂_0 (as DDIM's).
+
+        The SDE form with strength η (k-diffusion's ``sample_dpmpp_2m_sde``; η = 1 is diffusers'
+        "sde-dpmsolver++") is x_t = (σ_t/σ_s)·e^{−ηh}·x_s + α_t·(1 − e^{−(1+η)h})·D + σ_t·√(1 − e^{−2ηh})·z,
+        z = ``noise``: η = 0 is the ODE step above; for any η, if x_s ~ q(x_s | x_0) and D = x_0, then x_t ~
+        q(x_t | x_0) exactly (the mean α_t·x_0 and variance σ_t² are kept), so the added noise replaces what the
+        step removed instead of piling up. Returns (x_t, (x0, h) for the next step). x_s, x0, noise (B,C,H,W).
         """
         if t < 0:
             return x0, None
@@ -276,7 +285,10 @@ class GaussianDiffusion:
             x0_prev, h_prev = previous
             r = h_prev / h
             d = (1 + 1 / (2 * r)).float() * x0 - (1 / (2 * r)).float() * x0_prev
-        x_t = ((1 - a_t) / (1 - a_s)).sqrt().float() * x_s - (a_t.sqrt() * torch.expm1(-h)).float() * d
+        keep = ((1 - a_t) / (1 - a_s)).sqrt() * torch.exp(-eta * h)
+        x_t = keep.float() * x_s - (a_t.sqrt() * torch.expm1(-(1 + eta) * h)).float() * d
+        if eta > 0:
+            x_t = x_t + ((1 - a_t) * -torch.expm1(-2 * eta * h)).sqrt().float() * noise
         return x_t, (x0, h)
 
     @torch.no_grad()
@@ -302,7 +314,8 @@ class GaussianDiffusion:
         context (B,L,D) / context_mask (B,L): the prompts; null_context/null_mask (1,L,D)/(1,L): the empty
         prompt, used for guidance when ``guidance_scale != 1``. sampler "ddpm" runs all T ancestral steps;
         "ddim" runs ``num_steps`` DDIM steps with stochasticity ``eta`` (η = 1 with all steps ≈ DDPM);
-        "dpmpp2m" runs ``num_steps`` DPM-Solver++(2M) steps on ``dpm_solver_timesteps`` (deterministic, ``eta`` unused).
+        "dpmpp2m" runs ``num_steps`` DPM-Solver++(2M) steps on ``dpm_solver_timesteps`` (deterministic, ``eta`` unused);
+        "dpmpp2m_sde" its SDE form on the same table, with stochasticity ``eta``.
         """
         if sampler not in GAUSSIAN_SAMPLERS:
             raise ValueError(f"sampler {sampler!r}: Gaussian diffusion samples with {', '.join(GAUSSIAN_SAMPLERS)}")
@@ -327,7 +340,7 @@ class GaussianDiffusion:
         x = torch.randn(shape, generator=generator, device=device)
         if sampler == "ddpm":
             table = torch.arange(self.timesteps - 1, -1, -1)
-        elif sampler == "dpmpp2m":
+        elif sampler in DPM_SOLVERS:
             table = dpm_solver_timesteps(self.timesteps, num_steps)
         else:
             table = ddim_timesteps(self.timesteps, num_steps)
@@ -340,10 +353,12 @@ class GaussianDiffusion:
             noise = torch.randn(shape, generator=generator, device=device)
             if sampler == "ddpm":
                 x = self.p_sample(x, t_batch, eps, clip_x0=clip_x0, noise=noise)
-            elif sampler == "dpmpp2m":
+            elif sampler in DPM_SOLVERS:
                 x0 = self.predict_x0(x, t_batch, eps)
                 t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-                x, previous = self.dpmpp2m_step(x, t, t_prev, x0.clamp(-1, 1) if clip_x0 else x0, previous)
+                sde_eta = eta if sampler == "dpmpp2m_sde" else 0.0
+                x0 = x0.clamp(-1, 1) if clip_x0 else x0
+                x, previous = self.dpmpp2m_step(x, t, t_prev, x0, previous, eta=sde_eta, noise=noise)
             else:
                 t_prev = steps[i + 1] if i + 1 < len(steps) else -1
                 x = self.ddim_step(x, t, t_prev, eps, eta=eta, clip_x0=clip_x0, noise=noise)

@@ -1,7 +1,7 @@
 """How to sample: one type, ``Sampling``, from config.py to the checkpoint, the grids, sample.py, make eval and the export.
 
 ``Sampling(guidance_scale, num_steps, sampler, eta, clip_x0)``: classifier-free guidance scale, sampler steps,
-"ddim" / "ddpm" / "dpmpp2m", DDIM's η, and whether the predicted x_0 is clamped to [-1, 1] at each step. A run
+"ddim" / "ddpm" / "dpmpp2m" / "dpmpp2m_sde", the stochastic samplers' η, and whether the predicted x_0 is clamped to [-1, 1] at each step. A run
 builds it from its config (``from_config``: GUIDANCE_SCALE, NUM_INFERENCE_STEPS, SAMPLER, DDIM_ETA,
 CLIP_DENOISED), its checkpoint stores it as a dict (``as_dict``, beside the speed settings ``precision`` and
 ``channels_last``), and every reader takes it back with ``from_dict``, which names a missing or mistyped field in
@@ -77,7 +77,7 @@ class Sampling:
             (
                 not 1 <= self.num_steps <= most,
                 f"STEPS={self.num_steps}: must be in [1, {most}] (the checkpoint's "
-                "TIMESTEPS" + (" less one for dpmpp2m)" if most < timesteps else ")"),
+                "TIMESTEPS" + (" less one for the DPM-Solver++ samplers)" if most < timesteps else ")"),
             ),
             (not 0 <= self.eta <= 1, f"ETA={self.eta}: must be in [0, 1]"),
         )

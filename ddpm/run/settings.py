@@ -149,6 +149,7 @@ SCHEMA = {
     "EVAL_EVERY_STEPS": _int(0),
     "PROBE_GUIDANCE_SCALE": _float(0, 100),
     "PROBE_DDIM_ETA": _float(0, 1),
+    "PROBE_NUM_STEPS": _int(1),
 }
 
 
@@ -209,7 +210,11 @@ def _cross_checks(c: dict) -> list:
     if c["NUM_INFERENCE_STEPS"] > most:
         errors.append(
             f"NUM_INFERENCE_STEPS = {c['NUM_INFERENCE_STEPS']}: must be ≤ {most} (TIMESTEPS = {c['TIMESTEPS']}"
-            + (' less one for SAMPLER = "dpmpp2m")' if most < c["TIMESTEPS"] else ")")
+            + (" less one for the DPM-Solver++ samplers)" if most < c["TIMESTEPS"] else ")")
+        )
+    if c["OBJECTIVE"] != "flow" and c["PROBE_NUM_STEPS"] > c["TIMESTEPS"]:
+        errors.append(
+            f"PROBE_NUM_STEPS = {c['PROBE_NUM_STEPS']}: the probe's DDIM takes ≤ TIMESTEPS = {c['TIMESTEPS']}"
         )
     if c["BETA_SCHEDULE"] == "linear" and c["BETA_START"] >= c["BETA_END"]:
         errors.append(f"BETA_START = {c['BETA_START']}: must be below BETA_END = {c['BETA_END']}")

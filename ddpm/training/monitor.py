@@ -56,15 +56,17 @@ def eval_due(cfg, state, end_of_epoch, *, stepped) -> bool:
 
 
 def evaluate(preview, probe, cfg, writer, step) -> dict:
-    """The cheap probe evaluation (ddpm/measure/scoring.py) at its fixed yardstick, PROBE_GUIDANCE_SCALE and
-    PROBE_DDIM_ETA (ADR 0046, 0047), not the samples' settings; its scores go to TensorBoard as eval/*."""
+    """The cheap probe evaluation (ddpm/measure/scoring.py) at its fixed yardstick, DDIM at PROBE_NUM_STEPS steps,
+    PROBE_GUIDANCE_SCALE and PROBE_DDIM_ETA (ADR 0046, 0047, 0059), not the samples' settings, so that steps to a
+    target stay comparable when the samples' sampler moves; flow matching has no DDIM and probes with its own ODE
+    sampler (SAMPLER). Its scores go to TensorBoard as eval/*."""
     scores = quick_eval(
         preview,
         probe,
         guidance_scale=cfg["PROBE_GUIDANCE_SCALE"],
         eta=cfg["PROBE_DDIM_ETA"],
-        num_steps=cfg["NUM_INFERENCE_STEPS"],
-        sampler=cfg["SAMPLER"],
+        num_steps=cfg["PROBE_NUM_STEPS"],
+        sampler=cfg["SAMPLER"] if cfg["OBJECTIVE"] == "flow" else "ddim",
         seed=cfg["SEED"],
     )
     for key, value in scores.items():
