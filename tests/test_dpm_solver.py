@@ -21,11 +21,12 @@ def gaussian_oracle(diffusion):
     return eps
 
 
-def run(diffusion, sampler, steps, seed=0):
-    ctx, mask = torch.zeros(256, 1, 4), torch.ones(256, 1, dtype=torch.bool)
+def run(diffusion, sampler, steps, seed=0, *, eta=0.0, n=256):
+    """n samples (n, 3, 4, 4) of the Gaussian data, drawn with the exact denoiser."""
+    ctx, mask = torch.zeros(n, 1, 4), torch.ones(n, 1, dtype=torch.bool)
     return diffusion.sample(
         gaussian_oracle(diffusion),
-        (256, 3, 4, 4),
+        (n, 3, 4, 4),
         context=ctx,
         context_mask=mask,
         null_context=None,
@@ -33,7 +34,7 @@ def run(diffusion, sampler, steps, seed=0):
         guidance_scale=1.0,
         sampler=sampler,
         num_steps=steps,
-        eta=0.0,
+        eta=eta,
         clip_x0=False,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -175,21 +176,7 @@ def test_the_sde_solver_draws_the_gaussian_datas_spread_where_ddim_shrinks_it():
     data = (MU + S * torch.randn(2_000_000, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
 
     def draw(sampler, steps, eta, seed=0):
-        ctx, mask = torch.zeros(512, 1, 4), torch.ones(512, 1, dtype=torch.bool)
-        return diffusion.sample(
-            gaussian_oracle(diffusion),
-            (512, 3, 4, 4),
-            context=ctx,
-            context_mask=mask,
-            null_context=None,
-            null_mask=None,
-            guidance_scale=1.0,
-            sampler=sampler,
-            num_steps=steps,
-            eta=eta,
-            clip_x0=False,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        return run(diffusion, sampler, steps, seed, eta=eta, n=512)
 
     for eta in (0.5, 1.0):
         x = draw("dpmpp2m_sde", 20, eta)
