@@ -77,7 +77,7 @@ def test_repo_config_is_valid():
         ("CAPTION_DROPOUT", 1.5, "CAPTION_DROPOUT = 1.5"),
         ("BETA_SCHEDULE", "quadratic", "one of 'linear', 'cosine'"),
         ("ATTENTION_RESOLUTIONS", (4,), "ATTENTION_RESOLUTIONS contains 4"),
-        ("NUM_INFERENCE_STEPS", 2000, "NUM_INFERENCE_STEPS = 2000: must be ≤ 1000 \\(TIMESTEPS = 1000\\)"),
+        ("NUM_INFERENCE_STEPS", 2000, "NUM_INFERENCE_STEPS = 2000: must be ≤ 999 \\(TIMESTEPS = 1000 less one"),
         ("PROBE_NUM_STEPS", 1001, "PROBE_NUM_STEPS = 1001: the probe's DDIM takes ≤ TIMESTEPS = 1000"),
         ("GUIDANCE_SCALE", float("nan"), "GUIDANCE_SCALE = nan"),
     ],
@@ -89,10 +89,12 @@ def test_validation_names_key_value_and_allowed(key, value, match):
 
 
 def test_dpm_solver_takes_one_step_fewer_than_timesteps():  # its table leaves out t = 0 (ADR 0045)
-    cfg = {**config_from_module(config), "TIMESTEPS": 1000, "SAMPLER": "dpmpp2m"}
-    validate({**cfg, "NUM_INFERENCE_STEPS": 999})
-    with pytest.raises(ValueError, match="NUM_INFERENCE_STEPS = 1000: must be ≤ 999 .*less one for the DPM-Solver"):
-        validate({**cfg, "NUM_INFERENCE_STEPS": 1000})
+    for sampler in ("dpmpp2m", "dpmpp2m_sde"):
+        cfg = {**config_from_module(config), "TIMESTEPS": 1000, "SAMPLER": sampler}
+        validate({**cfg, "NUM_INFERENCE_STEPS": 999})
+        with pytest.raises(ValueError, match="NUM_INFERENCE_STEPS = 1000: must be ≤ 999 .*less one for the DPM-Solver"):
+            validate({**cfg, "NUM_INFERENCE_STEPS": 1000})
+    validate({**cfg, "SAMPLER": "ddim", "NUM_INFERENCE_STEPS": 1000})  # DDIM's table ends at t = 0
 
 
 def test_unknown_and_missing_keys_are_reported():

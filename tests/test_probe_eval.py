@@ -362,12 +362,16 @@ def test_other_sampling_settings_are_scored_beside_the_runs_own(small_probe, tmp
     assert ev.main(common + ["--sampler", "dpmpp2m", "--steps", "3"], log=lambda m: None) == 0
     assert ev.main(common + ["--guidance", "1", "--seed", "3"], log=lambda m: None) == 0
     assert ev.main(common + ["--eta", "1"], log=lambda m: None) == 0  # the checkpoint's own DDIM_ETA is 0
+    for eta in ("0", "1"):  # the SDE solver takes η too: its two readings go side by side
+        assert ev.main(common + ["--sampler", "dpmpp2m_sde", "--steps", "3", "--eta", eta], log=lambda m: None) == 0
     run_json = json.loads((run / "run.json").read_text())
     for key, sampler, steps, guidance, seed, eta in (
         ("eval", "ddim", 2, 2.0, 0, 0.0),
         ("eval_dpmpp2m_3", "dpmpp2m", 3, 2.0, 0, 0.0),
         ("eval_g1_seed3", "ddim", 2, 1.0, 3, 0.0),
         ("eval_eta1", "ddim", 2, 2.0, 0, 1.0),
+        ("eval_dpmpp2m_sde_3", "dpmpp2m_sde", 3, 2.0, 0, 0.0),
+        ("eval_dpmpp2m_sde_3_eta1", "dpmpp2m_sde", 3, 2.0, 0, 1.0),
     ):
         data = json.loads((run / key.replace("_", "-") / "eval.json").read_text())
         s = data["settings"]

@@ -72,8 +72,8 @@ def test_folder_trains_samples_and_evaluates_with_its_caption_probe(tmp_path, re
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("accuracy=") and "ceiling=" in last and "fd=" in last, last
-    result = json.loads((runs / "f" / "eval-ddim-2" / "eval.json").read_text())  # 2 steps, not the run's own 3
-    assert json.loads((runs / "f" / "run.json").read_text())["eval_ddim_2"]["accuracy"] == result["accuracy"]
+    result = json.loads((runs / "f" / "eval-dpmpp2m-sde-2" / "eval.json").read_text())  # 2 steps, not the run's 3
+    assert json.loads((runs / "f" / "run.json").read_text())["eval_dpmpp2m_sde_2"]["accuracy"] == result["accuracy"]
     assert set(result["per_caption"]) == set(CAPTIONS) and 0 <= result["accuracy"] <= 1
     assert "Inception FID not computed" in proc.stderr or result["fid"] is None
     table = run("ddpm.decisions.runs", "--dir", str(runs)).stdout

@@ -44,7 +44,7 @@ from ddpm.measure.probe import DEFAULT_SETTINGS as PROBE
 from ddpm.measure.probe import load_or_train_probe, load_probe, probe_path
 from ddpm.measure.report import json_safe, sweep_table, update_run_json, write_outputs
 from ddpm.measure.scoring import evaluate, headline_line
-from ddpm.model.diffusion import SAMPLERS
+from ddpm.model.diffusion import ETA_SAMPLERS, SAMPLERS
 from ddpm.run.checkpoint import CheckpointError
 from ddpm.run.folder import all_checkpoints, checkpoint_at, newest_valid
 from ddpm.run.sampling import PRECISIONS, Sampling, run_problems
@@ -157,7 +157,7 @@ def main(argv=None, *, log: Callable = None) -> int:
         fail("evaluate", str(err))
     log(
         f"guidance {args.guidance:g}, {args.steps} {args.sampler} steps"
-        + (f" (η {args.eta:g})" if args.sampler == "ddim" else "")
+        + (f" (η {args.eta:g})" if args.sampler in ETA_SAMPLERS else "")
         + f", {args.n} samples per prompt"
     )
     if trained.get("DATASET", "shapes") != "shapes":
@@ -261,7 +261,7 @@ def result_key(args, own: dict) -> str:
     key = "eval_raw" if args.no_ema else "eval"
     if (args.sampler, args.steps) != (own["sampler"], own["steps"]):
         key += f"_{args.sampler}" + ("" if args.sampler == "ddpm" else f"_{args.steps}")  # ddpm runs all TIMESTEPS
-    if args.sampler == "ddim" and args.eta != own["eta"]:  # η is DDIM's alone
+    if args.sampler in ETA_SAMPLERS and args.eta != own["eta"]:  # the others take no η
         key += f"_eta{args.eta:g}"
     if args.guidance != own["guidance"]:
         key += f"_g{args.guidance:g}"

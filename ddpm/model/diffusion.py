@@ -27,6 +27,7 @@ EpsModel = Callable[..., torch.Tensor]
 SCHEDULES = ("linear", "cosine")
 GAUSSIAN_SAMPLERS = ("ddim", "ddpm", "dpmpp2m", "dpmpp2m_sde")
 DPM_SOLVERS = ("dpmpp2m", "dpmpp2m_sde")  # DPM-Solver++(2M) and its SDE form, on dpm_solver_timesteps
+ETA_SAMPLERS = ("ddim", "dpmpp2m_sde")  # the samplers whose stochasticity η (DDIM_ETA) sets
 SAMPLERS = GAUSSIAN_SAMPLERS + FLOW_SAMPLERS  # "euler" and "heun" integrate flow matching's ODE (ddpm.model.flow)
 OBJECTIVES = ("ddpm", "flow")  # Gaussian diffusion, or flow matching on the straight path
 PREDICTIONS = ("epsilon", "v", "edm")  # the network's output: ε; v = √ᾱ·ε − √(1−ᾱ)·x_0; EDM's F (Karras et al. 2022)
