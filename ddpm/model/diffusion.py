@@ -262,7 +262,8 @@ class GaussianDiffusion:
         self, x_s, s: int, t: int, x0: torch.Tensor, previous: Optional[tuple], *, eta: float = 0.0, noise=None
     ) -> tuple:
         """One step s → t of DPM-Solver++(2M) (DPM-Solver++ Algorithm 2: multistep, second order, data prediction),
-        or with ``eta`` > 0 of its SDE form (SDE-DPM-Solver++(2M), the same paper's solver for the reverse SDE).
+        or with ``eta`` > 0 of its SDE form (SDE-DPM-Solver++(2M): the same exponential integrator for the reverse
+        SDE, as diffusers and k-diffusion implement it).
 
         With α = √ᾱ, σ = √(1−ᾱ), λ = log(α/σ) and h = λ_t − λ_s, the first-order update (their eq. 9, = DDIM with
         η = 0) is x_t = (σ_t/σ_s)·x_s − α_t·(e^{−h} − 1)·D, with D = x̂_0(x_s) the data prediction. From the second
