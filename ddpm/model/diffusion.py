@@ -358,8 +358,8 @@ class GaussianDiffusion:
             elif sampler in DPM_SOLVERS:
                 x0 = self.predict_x0(x, t_batch, eps)
                 t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-                sde_eta = eta if sampler == "dpmpp2m_sde" else 0.0
                 x0 = x0.clamp(-1, 1) if clip_x0 else x0
+                sde_eta = eta if sampler in ETA_SAMPLERS else 0.0  # dpmpp2m is the solver's ODE form, η 0
                 x, previous = self.dpmpp2m_step(x, t, t_prev, x0, previous, eta=sde_eta, noise=noise)
             else:
                 t_prev = steps[i + 1] if i + 1 < len(steps) else -1

@@ -1,9 +1,9 @@
 """How to sample: one type, ``Sampling``, from config.py to the checkpoint, the grids, sample.py, make eval and the export.
 
 ``Sampling(guidance_scale, num_steps, sampler, eta, clip_x0)``: classifier-free guidance scale, sampler steps,
-"ddim" / "ddpm" / "dpmpp2m" / "dpmpp2m_sde", the stochastic samplers' η, and whether the predicted x_0 is clamped to [-1, 1] at each step. A run
-builds it from its config (``from_config``: GUIDANCE_SCALE, NUM_INFERENCE_STEPS, SAMPLER, DDIM_ETA,
-CLIP_DENOISED), its checkpoint stores it as a dict (``as_dict``, beside the speed settings ``precision`` and
+"ddim" / "ddpm" / "dpmpp2m" / "dpmpp2m_sde", the stochastic samplers' η, and whether the predicted x_0 is clamped
+to [-1, 1] at each step. A run builds it from its config (``from_config``: GUIDANCE_SCALE, NUM_INFERENCE_STEPS,
+SAMPLER, DDIM_ETA, CLIP_DENOISED), its checkpoint stores it as a dict (``as_dict``, beside the speed settings ``precision`` and
 ``channels_last``), and every reader takes it back with ``from_dict``, which names a missing or mistyped field in
 one line. A command that overrides a field (``GUIDANCE=``, ``STEPS=``) does so with ``replace``; ``problems``
 lists what is wrong with the result before anything is sampled, naming each value as the Makefile spells it.
