@@ -7,12 +7,14 @@ Each argument is a sweep folder whose runs are named <trial>-s<seed>. For each
 run: the mean probe prompt probability over the probe points up to ``last_step`` (default: the last point both
 have; the area under its curve), the joint accuracy there, and the first step at which joint accuracy reads
 ≥ 0.9. Seeds present in both that reached ``last_step`` are paired. Then ADR 0053's paired verdicts, second folder
-against the first, on the mean prompt probability (ADR 0060's primary figure) and on the joint accuracy at
-``last_step``.
+against the first, on the mean prompt probability (ADR 0060's primary figure), on the joint accuracy at
+``last_step``, and on the first step at ≥ 0.9 (ADRs 0062 and 0063's primary; a run that never reads it by
+``last_step`` counts as the probe after it: 1,400 for 1,300, 2,600 for 2,496).
 """
 
 import glob
 import json
+import math
 import os
 import statistics
 import sys
@@ -55,6 +57,10 @@ def main(a_dir: str, b_dir: str, last_step: int = None) -> None:
     print(f"mean prompt prob to {last}: {r.text(names=names)}")
     r = compare([r[2][1] for r in rows], [r[2][0] for r in rows], higher_is_better=True)
     print(f"joint accuracy at {last}: {r.text(names=names)}")
+    never = math.ceil(last / 100) * 100 + 100  # a run that never reads 0.9 counts as the next probe after the end
+    first = [[never if f is None else f for f in r[3]] for r in rows]
+    r = compare([f[1] for f in first], [f[0] for f in first], higher_is_better=False)
+    print(f"first step at ≥ 0.9 (never = {never}): {r.text(names=names)}")
 
 
 if __name__ == "__main__":
