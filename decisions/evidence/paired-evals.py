@@ -7,8 +7,9 @@ Run from the repository root, after `make eval` of both sides on each run's fina
 
 The first form reads two settings on the same checkpoints: ``eval`` and ``eval-dpmpp2m-20`` are the folders `make
 eval` writes inside a run (the run's own settings, and a study beside them). The second reads two sweeps, runs
-named <trial>-s<seed> paired by seed, each at its folder (the seeds both have). Prints each pair's three figures, whether B lies inside
-A's interval, and the verdicts.
+named <trial>-s<seed> paired by seed, each at its folder (the seeds both have). Prints each pair's figures (seen
+and held-out joint accuracy and the Fréchet distance; top-1 and top-5 retrieval on a free-text set), whether B lies
+inside A's interval, and the verdicts.
 """
 
 import glob
@@ -24,31 +25,38 @@ FIGURES = (
     ("heldout_joint_accuracy", "held-out joint", True),
     ("fd", "FD", False),
 )
+RETRIEVAL = (("top1", "top-1 retrieval", True), ("top5", "top-5 retrieval", True))  # free-text sets (ADR 0056)
 
 
 def headline(run_dir: str, folder: str) -> dict:
+    """The figures of one `make eval` reading and their intervals under "ci"; a free-text set's retrieval rates
+    (top-level ``top1``, ``top5`` and their ``*_interval``) in the same shape."""
     with open(os.path.join(run_dir, folder, "eval.json")) as f:
-        return json.load(f)["headline"]
+        data = json.load(f)
+    if "headline" in data:
+        return data["headline"]
+    return {**{k: data[k] for k, _, _ in RETRIEVAL}, "ci": {k: data[f"{k}_interval"] for k, _, _ in RETRIEVAL}}
 
 
 def by_seed(sweep_dir: str, folder: str) -> dict:
-    """{seed: run folder} of a sweep folder's runs, named <trial>-s<seed>, that have a reading in ``folder``."""
-    runs = sorted(
-        os.path.dirname(os.path.dirname(p)) for p in glob.glob(os.path.join(sweep_dir, "*-s*", folder, "eval.json"))
-    )
+    """{seed: run folder} of a sweep folder's runs, named <trial>-s<seed>, that have a reading in ``folder``;
+    ``runs/clipart-pilot/w24`` (not a folder) names the runs ``runs/clipart-pilot/w24-s<seed>``."""
+    pattern = os.path.join(sweep_dir, "*-s*") if os.path.isdir(sweep_dir) else sweep_dir + "-s*"
+    runs = sorted(os.path.dirname(os.path.dirname(p)) for p in glob.glob(os.path.join(pattern, folder, "eval.json")))
     return {int(os.path.basename(d).rsplit("-s", 1)[1]): d for d in runs}
 
 
 def judge(names: tuple, rows: dict) -> None:
     """``rows``: {label: (A's headline, B's headline)}."""
     a, b = names
-    for key, name, _ in FIGURES:
+    figures = RETRIEVAL if "top5" in next(iter(rows.values()))[0] else FIGURES
+    for key, name, _ in figures:
         print(f"{name}:")
         for label, (ha, hb) in rows.items():
             lo, hi = ha["ci"][key]
             inside = "inside" if lo <= hb[key] <= hi else "OUTSIDE"
             print(f"  {label}: {a} {ha[key]:.3f} ({lo:.3f}-{hi:.3f})  {b} {hb[key]:.3f}  {inside} {a}'s interval")
-    for key, name, higher in FIGURES:
+    for key, name, higher in figures:
         r = compare([v[1][key] for v in rows.values()], [v[0][key] for v in rows.values()], higher_is_better=higher)
         print(f"{name}: {r.text(names=(b, a))}")
 
@@ -58,6 +66,8 @@ def main(argv: list) -> None:
         (sweep_a, folder_a), (sweep_b, folder_b) = (arg.rsplit(":", 1) for arg in argv[1:3])
         runs_a, runs_b = by_seed(sweep_a, folder_a), by_seed(sweep_b, folder_b)
         seeds = sorted(set(runs_a) & set(runs_b))
+        if not seeds:
+            sys.exit(f"no seed has a reading in both {argv[1]} and {argv[2]} (<sweep or run prefix>:<eval folder>)")
         rows = {f"seed {s}": (headline(runs_a[s], folder_a), headline(runs_b[s], folder_b)) for s in seeds}
         judge(
             tuple(
