@@ -10,7 +10,7 @@ from PIL import Image, PngImagePlugin
 from ddpm.data.load import load_dataset
 from ddpm.data.make_clipart_folder import main as make_clipart
 from ddpm.data.make_clipart_folder import subject_from_name
-from ddpm.measure import retrieval
+from ddpm.measure import caption_probe, retrieval
 
 
 def drawing(path, colour, title, author):
@@ -99,3 +99,24 @@ def test_a_caption_carried_by_several_pictures_counts_the_nearest_of_them():
     reals = torch.tensor([[0.0], [10.0], [1.0], [11.0]])
     assert retrieval.ranks(torch.tensor([[10.2]]), reals, [[1, 3]]).tolist() == [0]
     assert retrieval.ranks(torch.tensor([[10.2]]), reals, [[0]]).tolist() == [3]  # 10, 11 and 1 are nearer
+
+
+def test_the_free_text_distance_is_zero_for_the_pictures_and_readable_for_noise(tmp_path):
+    """The Fréchet distance of a free-text set is in units of the real features' variance: 0 for the real
+    pictures themselves, and a readable number for noise, where the raw distance in an untrained network's
+    features read about 1e-5 (ADR 0065)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    data = load_dataset(
+        dataset="folder",
+        data_dir=str(pictures(root)),
+        image_size=16,
+        batch_size=1,
+        cache_dir=str(tmp_path / "cache"),
+        log=lambda m: None,
+    )
+    real = data.images.rows(torch.arange(len(data.captions)))
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert caption_probe.random_feature_fd(real, real, image_size=16) == pytest.approx(0.0, abs=1e-6)
+    far = caption_probe.random_feature_fd(real, noise, image_size=16)
+    assert far > 0.1

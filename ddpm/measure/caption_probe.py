@@ -10,8 +10,8 @@ under ``runs/.probe/`` by dataset, decode-cache key and settings.
 
 Free-text captions: accuracy does not apply. The report says so and judges by retrieval instead
 (``ddpm.measure.retrieval``: is a sample nearest the very picture its caption names?), with the Fréchet distance in
-the features of the same network left at its seeded random initialisation (random features: comparable between
-checkpoints on one dataset, not an Inception FID).
+the features of the same network left at its seeded random initialisation, in units of the real features' variance
+(random features: comparable between checkpoints on one dataset, not an Inception FID).
 """
 
 import collections
@@ -250,12 +250,23 @@ def evaluate_real(
         sampler=sampler,
         eta=eta,
     )
-    torch.manual_seed(SPLIT_SEED)
-    features = Probe(**{**DEFAULT_SETTINGS, "image_size": pipe.image_size}).eval()
     index = {c: i for i, c in enumerate(data.captions)}
     real = data.images.rows(torch.tensor([index[p] for p in r["_prompts"]]))
-    fd = frechet_distance(features.features(real), features.features(r["_images"]))
+    fd = random_feature_fd(real, r["_images"], image_size=pipe.image_size)
     return {"kind": "free text", "accuracy": None, "fd": fd, **{k: v for k, v in r.items() if k != "_prompts"}}
+
+
+def random_feature_fd(real: torch.Tensor, samples: torch.Tensor, *, image_size: int) -> float:
+    """The Fréchet distance of (N, 3, H, W) samples to real images in the features of the probe's network at its
+    seeded random initialisation, in units of the real features' mean variance. Random features have no scale of
+    their own: an untrained network's are small, and the raw distance read about 1e-5 on every model (ADR 0065).
+    Divided by the real set's mean variance per feature, it is 0 for the same pictures and reads on a scale that
+    does not depend on the network's initial weights' size."""
+    torch.manual_seed(SPLIT_SEED)
+    net = Probe(**{**DEFAULT_SETTINGS, "image_size": image_size}).eval()
+    f_real, f_samples = net.features(real).double(), net.features(samples).double()
+    unit = f_real.var(0).mean().clamp_min(1e-30)
+    return frechet_distance(f_real, f_samples) / float(unit)
 
 
 def report_line(r: dict) -> str:
