@@ -77,10 +77,11 @@ class Oracle:
         return self.data.images.rows(torch.tensor([self.index[p] for p in prompts]))
 
 
-def test_retrieval_finds_the_very_picture_and_noise_is_at_chance(tmp_path):
+def loaded_pictures(tmp_path):
+    """The drawn pictures' folder, loaded at 16×16 as training would."""
     root = tmp_path / "data"
     root.mkdir()
-    data = load_dataset(
+    return load_dataset(
         dataset="folder",
         data_dir=str(pictures(root)),
         image_size=16,
@@ -88,6 +89,10 @@ def test_retrieval_finds_the_very_picture_and_noise_is_at_chance(tmp_path):
         cache_dir=str(tmp_path / "cache"),
         log=lambda m: None,
     )
+
+
+def test_retrieval_finds_the_very_picture_and_noise_is_at_chance(tmp_path):
+    data = loaded_pictures(tmp_path)
     perfect = retrieval.evaluate(Oracle(data), data.images, data.captions, queries=12)
     assert perfect["top1"] == 1.0 and perfect["top5"] == 1.0 and perfect["queries"] == 12
     assert perfect["top1_chance"] == pytest.approx(1 / 12) and perfect["top5_chance"] == pytest.approx(5 / 12)
@@ -105,16 +110,7 @@ def test_the_free_text_distance_is_zero_for_the_pictures_and_readable_for_noise(
     """The Fréchet distance of a free-text set is in units of the real features' variance: 0 for the real
     pictures themselves, and a readable number for noise, where the raw distance in an untrained network's
     features read about 1e-5 (ADR 0065)."""
-    root = tmp_path / "data"
-    root.mkdir()
-    data = load_dataset(
-        dataset="folder",
-        data_dir=str(pictures(root)),
-        image_size=16,
-        batch_size=1,
-        cache_dir=str(tmp_path / "cache"),
-        log=lambda m: None,
-    )
+    data = loaded_pictures(tmp_path)
     real = data.images.rows(torch.arange(len(data.captions)))
     noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert caption_probe.random_feature_fd(real, real, image_size=16) == pytest.approx(0.0, abs=1e-6)
