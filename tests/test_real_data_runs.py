@@ -72,6 +72,7 @@ def test_folder_trains_samples_and_evaluates_with_its_caption_probe(tmp_path, re
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("accuracy=") and "ceiling=" in last and "fd=" in last, last
+    assert sampled_with_progress(proc.stdout)
     result = json.loads((runs / "f" / "eval-dpmpp2m-sde-2" / "eval.json").read_text())  # 2 steps, not the run's 3
     assert json.loads((runs / "f" / "run.json").read_text())["eval_dpmpp2m_sde_2"]["accuracy"] == result["accuracy"]
     assert set(result["per_caption"]) == set(CAPTIONS) and 0 <= result["accuracy"] <= 1
@@ -94,6 +95,12 @@ def test_cifar10_trains_and_samples_and_free_text_eval_is_skipped(tmp_path):
     proc = run("ddpm.measure.evaluate", "--ckpt", str(ckpt), "--n", "1", "--steps", "2", "--sweep", "none")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "accuracy=n/a (free-text captions) fd=" in proc.stdout
+    assert sampled_with_progress(proc.stdout)
+
+
+def sampled_with_progress(stdout: str) -> bool:
+    """Whether `make eval` said how its sampling went, off a terminal: a line at the end at least (issue 42)."""
+    return any(line.startswith("sampling at guidance ") and "done in" in line for line in stdout.splitlines())
 
 
 def test_bad_data_exits_2_with_one_line(tmp_path, capsys):

@@ -29,6 +29,7 @@ from ddpm.files import write_json
 from ddpm.measure import retrieval
 from ddpm.measure.distances import frechet_distance
 from ddpm.measure.probe import DEFAULT_SETTINGS, Probe, fit, load_or_train_probe, load_probe, save_probe, settings_hash
+from ddpm.measure.scoring import sampling_progress
 
 MAX_CLASSES = 100
 MIN_PER_CLASS = 10
@@ -70,8 +71,10 @@ class CaptionProbe:
         batch_size: int = 64,
         sampler: str = "ddim",
         eta: float = 0.0,
+        progress: Optional[Callable] = None,
     ) -> dict:
-        """n samples per class caption: per-caption and overall accuracy, Fréchet distance to held-out reals."""
+        """n samples per class caption: per-caption and overall accuracy, Fréchet distance to held-out reals.
+        ``progress`` wraps each batch's sampling steps (``scoring.sampling_progress``)."""
         start = time.perf_counter()
         prompts = [c for c in self.classes for _ in range(n)]
         images = (
@@ -83,6 +86,7 @@ class CaptionProbe:
                 eta=eta,
                 seed=seed,
                 batch_size=batch_size,
+                **({"progress": progress} if progress else {}),
             )
             .float()
             .cpu()
@@ -212,17 +216,23 @@ def evaluate_real(
         **{**data_args(train_config), "batch_size": 1}, cache_dir=os.path.join(runs_root, ".data-cache"), log=log
     )
     probe = caption_probe(data, cache_dir=os.path.join(runs_root, ".probe"), image_size=pipe.image_size, log=log)
+    count = len(probe.classes) * n if probe is not None else min(retrieval.QUERIES, len(data.captions))
+    bar = sampling_progress(
+        pipe, count, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, batch_size=batch_size
+    )
     if probe is not None:
-        r = probe.score(
-            pipe,
-            n=n,
-            guidance_scale=guidance_scale,
-            num_steps=num_steps,
-            seed=seed,
-            batch_size=batch_size,
-            sampler=sampler,
-            eta=eta,
-        )
+        with bar as counted:
+            r = probe.score(
+                pipe,
+                n=n,
+                guidance_scale=guidance_scale,
+                num_steps=num_steps,
+                seed=seed,
+                batch_size=batch_size,
+                sampler=sampler,
+                eta=eta,
+                progress=counted,
+            )
         half = len(probe.real_features) // 2
         fd_real = frechet_distance(probe.real_features[:half], probe.real_features[half:]) if half >= 2 else None
         return {
@@ -239,17 +249,19 @@ def evaluate_real(
         f"free-text captions: prompt accuracy does not apply; retrieval instead (is the sample nearest the picture "
         f"its caption names, among all {len(data.captions):,}?), and the Fréchet distance in random CNN features"
     )
-    r = retrieval.evaluate(
-        pipe,
-        data.images,
-        data.captions,
-        seed=seed,
-        batch_size=batch_size,
-        guidance_scale=guidance_scale,
-        num_steps=num_steps,
-        sampler=sampler,
-        eta=eta,
-    )
+    with bar as counted:
+        r = retrieval.evaluate(
+            pipe,
+            data.images,
+            data.captions,
+            seed=seed,
+            batch_size=batch_size,
+            guidance_scale=guidance_scale,
+            num_steps=num_steps,
+            sampler=sampler,
+            eta=eta,
+            progress=counted,
+        )
     index = {c: i for i, c in enumerate(data.captions)}
     real = data.images.rows(torch.tensor([index[p] for p in r["_prompts"]]))
     fd = random_feature_fd(real, r["_images"], image_size=pipe.image_size)

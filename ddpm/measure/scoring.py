@@ -6,6 +6,7 @@ samples' GUIDANCE_SCALE and DDIM_ETA, so that its steps to a target accuracy com
 0046, 0047).
 """
 
+import contextlib
 import math
 import time
 from typing import Callable, Optional, Sequence
@@ -210,14 +211,18 @@ def evaluate(
         f"held-out joint={ceiling_held['joint']:.4f}; real-vs-real Fréchet distance="
         + ("n/a (one sample a prompt)" if fd_real is None else f"{fd_real:.2f}")
     )
-    steps_each = pipe.diffusion.timesteps if sampler == "ddpm" else num_steps
 
     def run_at(scale: float) -> dict:
         t0 = time.perf_counter()
-        batches = -(-len(combos) * n // batch_size)
-        with bar_or_lines(
-            total=batches * steps_each, desc=f"sampling at guidance {scale:g}", unit="step", leave=False, show=progress
-        ) as bar:
+        with sampling_progress(
+            pipe,
+            len(combos) * n,
+            guidance_scale=scale,
+            num_steps=num_steps,
+            sampler=sampler,
+            batch_size=batch_size,
+            show=progress,
+        ) as counted:
             images = generate(
                 pipe,
                 combos,
@@ -228,7 +233,7 @@ def evaluate(
                 batch_size=batch_size,
                 sampler=sampler,
                 eta=eta,
-                progress=(lambda steps: _counted(steps, bar)) if progress else None,
+                progress=counted,
             )
         feats = probe.features(images)
         r = {
@@ -302,6 +307,19 @@ def fd_interval(feats: torch.Tensor, ref: torch.Tensor, prompts: int) -> tuple:
         return frechet_distance(real[rows].reshape(-1, real.shape[-1]), gen[rows].reshape(-1, gen.shape[-1]))
 
     return jackknife(range(prompts), fd_without)
+
+
+@contextlib.contextmanager
+def sampling_progress(
+    pipe, images: int, *, guidance_scale: float, num_steps: int, sampler: str, batch_size: int, show: bool = True
+):
+    """A bar (or, off a terminal, a line now and then) over the sampling steps of ``images`` images drawn in batches
+    of ``batch_size``; yields the ``progress`` wrapper that ``pipe.generate`` takes, or None when not ``show``."""
+    steps_each = pipe.diffusion.timesteps if sampler == "ddpm" else num_steps
+    total = -(-images // batch_size) * steps_each
+    desc = f"sampling at guidance {guidance_scale:g}"
+    with bar_or_lines(total=total, desc=desc, unit="step", leave=False, show=show) as bar:
+        yield (lambda steps: _counted(steps, bar)) if show else None
 
 
 def _counted(steps, bar):
