@@ -216,23 +216,19 @@ def evaluate_real(
         **{**data_args(train_config), "batch_size": 1}, cache_dir=os.path.join(runs_root, ".data-cache"), log=log
     )
     probe = caption_probe(data, cache_dir=os.path.join(runs_root, ".probe"), image_size=pipe.image_size, log=log)
+    if probe is None:
+        log(
+            f"free-text captions: prompt accuracy does not apply; retrieval instead (is the sample nearest the picture "
+            f"its caption names, among all {len(data.captions):,}?), and the Fréchet distance in random CNN features"
+        )
     count = len(probe.classes) * n if probe is not None else min(retrieval.QUERIES, len(data.captions))
-    bar = sampling_progress(
-        pipe, count, guidance_scale=guidance_scale, num_steps=num_steps, sampler=sampler, batch_size=batch_size
-    )
+    sampling = {"guidance_scale": guidance_scale, "num_steps": num_steps, "sampler": sampler, "batch_size": batch_size}
+    with sampling_progress(pipe, count, **sampling) as counted:
+        if probe is not None:
+            r = probe.score(pipe, n=n, seed=seed, eta=eta, progress=counted, **sampling)
+        else:
+            r = retrieval.evaluate(pipe, data.images, data.captions, seed=seed, eta=eta, progress=counted, **sampling)
     if probe is not None:
-        with bar as counted:
-            r = probe.score(
-                pipe,
-                n=n,
-                guidance_scale=guidance_scale,
-                num_steps=num_steps,
-                seed=seed,
-                batch_size=batch_size,
-                sampler=sampler,
-                eta=eta,
-                progress=counted,
-            )
         half = len(probe.real_features) // 2
         fd_real = frechet_distance(probe.real_features[:half], probe.real_features[half:]) if half >= 2 else None
         return {
@@ -245,23 +241,6 @@ def evaluate_real(
             "probe_file": probe.info["file"],
             "_images": r["_images"],
         }
-    log(
-        f"free-text captions: prompt accuracy does not apply; retrieval instead (is the sample nearest the picture "
-        f"its caption names, among all {len(data.captions):,}?), and the Fréchet distance in random CNN features"
-    )
-    with bar as counted:
-        r = retrieval.evaluate(
-            pipe,
-            data.images,
-            data.captions,
-            seed=seed,
-            batch_size=batch_size,
-            guidance_scale=guidance_scale,
-            num_steps=num_steps,
-            sampler=sampler,
-            eta=eta,
-            progress=counted,
-        )
     index = {c: i for i, c in enumerate(data.captions)}
     real = data.images.rows(torch.tensor([index[p] for p in r["_prompts"]]))
     fd = random_feature_fd(real, r["_images"], image_size=pipe.image_size)
