@@ -93,6 +93,7 @@ def test_train_writes_grids_checkpoints_events_and_provenance(trained):
     assert not torch.equal(state["unet"]["conv_out.weight"], state["ema_unet"]["conv_out.weight"])
     curve = info["quality_curve"]  # one probe evaluation per epoch and one at the end
     assert [point["step"] for point in curve] == [4, 6] and 0 <= curve[-1]["joint_accuracy"] <= 1
+    assert all(0 <= curve[-1][f"{a}_accuracy"] <= 1 for a in ("shape", "color", "background", "size"))
     assert curve[0]["minutes"] <= curve[1]["minutes"]
 
 

@@ -193,7 +193,8 @@ class Monitor:
                 "minutes": round(self.train_seconds / 60, 2),
                 "step": step,
                 "joint_accuracy": scores["joint_accuracy"],
-                **{k: scores[k] for k in ("prompt_prob", "joint_prob") if scores.get(k) is not None},
+                # each attribute's accuracy too (shape_accuracy, ...), so a study reads them without TensorBoard
+                **{k: v for k, v in scores.items() if k.endswith(("_accuracy", "_prob")) and v is not None},
             }
         )
         with self.writing("run.json"):
